@@ -1,0 +1,1 @@
+"""Shared contracts of the pipeline (settings, event models, Redis key names) and the CLI."""

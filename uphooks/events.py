@@ -1,0 +1,119 @@
+"""Typed models of Upload-Post's webhook events.
+
+One model per documented event, chosen by the ``event`` field; any other event name becomes an
+:class:`UnknownEvent` that keeps the whole payload. Every model keeps fields it does not declare
+(``extra="allow"``), so a field the provider adds tomorrow reaches the handlers today.
+
+Be liberal: ``user_email`` is a plain string because the provider's own example is not a valid
+address, and only what the spec calls optional is optional.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+__all__ = [
+    "EVENT_MODELS",
+    "AccountEvent",
+    "BaseEvent",
+    "EventValidationError",
+    "SocialAccountConnected",
+    "SocialAccountDisconnected",
+    "SocialAccountReauthRequired",
+    "UnknownEvent",
+    "UploadCompleted",
+    "UploadResult",
+    "parse_event",
+]
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class BaseEvent(_Open):
+    event: str
+    created_at: datetime | None = None
+
+    #: The event name this model stands for ("*" for the catch-all model).
+    name: ClassVar[str] = "*"
+
+
+class UploadResult(_Open):
+    success: bool
+    url: str | None = None
+    publish_id: str | None = None
+    post_id: str | None = None
+    error: str | None = None
+
+
+class UploadCompleted(BaseEvent):
+    name: ClassVar[str] = "upload_completed"
+    job_id: str | None = None
+    user_email: str
+    profile_username: str | None = None
+    platform: str
+    media_type: str | None = None
+    title: str | None = None
+    caption: str | None = None
+    result: UploadResult
+    created_at: datetime
+
+
+class AccountEvent(BaseEvent):
+    user_email: str
+    platform: str
+    account_name: str
+    status: str
+    profile_username: str | None = None
+    reason: str | None = None
+    created_at: datetime
+
+
+class SocialAccountConnected(AccountEvent):
+    name: ClassVar[str] = "social_account_connected"
+
+
+class SocialAccountDisconnected(AccountEvent):
+    name: ClassVar[str] = "social_account_disconnected"
+
+
+class SocialAccountReauthRequired(AccountEvent):
+    name: ClassVar[str] = "social_account_reauth_required"
+
+
+class UnknownEvent(BaseEvent):
+    """An event name this release does not model (``dm_received``, ``comment_received``, ...)."""
+
+
+EVENT_MODELS: dict[str, type[BaseEvent]] = {
+    model.name: model
+    for model in (
+        UploadCompleted,
+        SocialAccountConnected,
+        SocialAccountDisconnected,
+        SocialAccountReauthRequired,
+    )
+}
+
+
+class EventValidationError(ValueError):
+    """A known event whose payload does not fit its documented model."""
+
+
+def parse_event(payload: dict[str, Any]) -> BaseEvent:
+    """Build the typed model for ``payload``; unknown event names give an :class:`UnknownEvent`.
+
+    This is the discriminated union on ``event``, written as a lookup so that an unknown name
+    falls back to the open model instead of failing.
+    """
+    model = EVENT_MODELS.get(str(payload.get("event")), UnknownEvent)
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise EventValidationError(
+            f"{payload.get('event')!r} payload does not match the documented fields: {exc}"
+        ) from exc

@@ -1,0 +1,41 @@
+"""Names of every Redis key the pipeline writes: the contract between ingress and workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str
+
+    def delivery(self, key: str) -> str:
+        """The stored delivery (raw body, headers, receipt time); its existence de-duplicates."""
+        return f"{self.prefix}:delivery:{key}"
+
+    def handled(self, key: str) -> str:
+        """Hash of handler name -> outcome for one delivery; ``done`` is the idempotency marker."""
+        return f"{self.prefix}:handled:{key}"
+
+    def lease(self, key: str, handler: str) -> str:
+        return f"{self.prefix}:lease:{key}:{handler}"
+
+    def deliveries_of(self, task_id: str) -> str:
+        """How many times the broker handed one message to a worker (poison detection)."""
+        return f"{self.prefix}:redelivered:{task_id}"
+
+    @property
+    def dlq_index(self) -> str:
+        return f"{self.prefix}:dlq"
+
+    def dlq_entry(self, entry_id: str) -> str:
+        return f"{self.prefix}:dlq:{entry_id}"
+
+    @property
+    def events_index(self) -> str:
+        """Sorted set of delivery keys by receipt time, for listing what arrived."""
+        return f"{self.prefix}:events"
+
+    @property
+    def worker_heartbeat(self) -> str:
+        return f"{self.prefix}:worker-heartbeat"

@@ -1,0 +1,1 @@
+"""Celery workers: routing, idempotency, retries, dead letters."""

@@ -1,0 +1,93 @@
+"""The one Celery task, ``uphooks.process``, and the worker's start-up wiring."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from celery import signals
+from celery.exceptions import Reject, SoftTimeLimitExceeded
+
+from uphooks.redis import sync_client
+from uphooks.settings import get_settings
+from uphooks.taskmessage import PROCESS_TASK
+from workers.app import celery_app
+from workers.dispatch import Dispatcher
+from workers.plugins import Loaded, load_handlers
+
+log = logging.getLogger("uphooks.worker")
+
+_loaded: Loaded | None = None
+_dispatcher: tuple[int, Dispatcher] | None = None
+
+
+def loaded_handlers() -> Loaded:
+    global _loaded
+    if _loaded is None:
+        _loaded = load_handlers(get_settings())
+    return _loaded
+
+
+@signals.worker_init.connect  # type: ignore[untyped-decorator]
+def _load_plugins_at_start(**_: Any) -> None:
+    """Import every handler module in the main process, before the pool forks: a plugin that
+    fails to import stops the worker here, with its name, instead of losing its events later."""
+    try:
+        loaded = loaded_handlers()
+    except Exception as exc:
+        log.critical("worker not started: %s", exc)
+        raise SystemExit(f"uphooks worker not started: {exc}") from exc
+    log.info("handlers: %s", ", ".join(sorted(s.name for s in loaded.router)) or "none")
+
+
+def publish(
+    keys: list[str],
+    only: list[str] | None,
+    attempt: int,
+    not_before: float | None,
+    countdown: float,
+) -> None:
+    process.apply_async(
+        args=[keys],
+        kwargs={"only": only, "attempt": attempt, "not_before": not_before},
+        countdown=countdown or None,
+        retry=False,  # tenacity in the dispatcher retries, and knows when to give up
+    )
+
+
+def dispatcher() -> Dispatcher:
+    """One per process: Redis connections must not cross a fork."""
+    global _dispatcher
+    if _dispatcher is None or _dispatcher[0] != os.getpid():
+        settings = get_settings()
+        _dispatcher = (
+            os.getpid(),
+            Dispatcher(
+                sync_client(settings),
+                settings,
+                loaded_handlers().router,
+                publish,
+                soft_limit_exc=SoftTimeLimitExceeded,
+            ),
+        )
+    return _dispatcher[1]
+
+
+@celery_app.task(name=PROCESS_TASK, bind=True)  # type: ignore[untyped-decorator]
+def process(
+    self: Any,
+    keys: list[str],
+    only: list[str] | None = None,
+    attempt: int = 1,
+    not_before: float | None = None,
+) -> None:
+    try:
+        dispatcher().process(self.request.id, keys, only, attempt, not_before)
+    except Reject:
+        raise
+    except Exception as exc:
+        # Redis failed under us (or a bug). Never acknowledge what was not settled: back to the
+        # queue; markers skip what is done, and the delivery counter stops a hot loop.
+        log.exception("message %s goes back to the queue: %r", self.request.id, exc)
+        raise Reject(repr(exc), requeue=True) from exc
