@@ -244,3 +244,7 @@ def dlq_purge(
     for dl in chosen:
         store.remove(dl.entry_id)
     click.echo(f"purged {len(chosen)} dead letter(s)")
+
+
+if __name__ == "__main__":
+    main()

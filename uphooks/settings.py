@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     # kombu redelivers a message that stayed unacknowledged this long. Every delay we ask Celery
     # for (countdowns) and every task's hard time limit must stay well below it.
     visibility_timeout_seconds: int = HOUR
+    # How often each worker looks for messages whose worker died (unacked past the timeout).
+    restore_sweep_seconds: int = 30
     task_soft_time_limit_seconds: int = 240
     task_time_limit_seconds: int = 300
     worker_concurrency: int | None = None

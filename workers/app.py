@@ -31,7 +31,12 @@ def create_celery(settings: Settings) -> Celery:
         task_time_limit=settings.task_time_limit_seconds,
         # One visibility timeout for every place kombu reads one. It must exceed the longest
         # countdown we ask for plus the hard time limit (checked in Settings).
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_seconds},
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout_seconds,
+            # kombu's default sweep runs every 10 x 10 s; ours every restore_sweep_seconds.
+            "unacked_restore_interval": settings.restore_sweep_seconds,
+            "unacked_restore_throttle": 1,
+        },
         broker_connection_retry_on_startup=True,
         worker_concurrency=settings.worker_concurrency,
         worker_hijack_root_logger=False,
