@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     # A message whose worker died this many times is split up, then dead-lettered (poison).
     poison_max_deliveries: int = 3
     # Retries of a failing handler: exponential backoff with full jitter.
-    retry_max_attempts: int = 8
+    retry_max_attempts: int = 12
     retry_base_delay_seconds: float = 10.0
     retry_max_delay_seconds: float = 2 * HOUR
     # A retry further away than this waits in hops of at most this long (see workers/retrying.py).
