@@ -60,13 +60,13 @@ def dev(port: int, data_dir: str) -> None:
     from honcho.environ import parse_procfile  # type: ignore[import-untyped]
     from honcho.manager import Manager  # type: ignore[import-untyped]
 
-    from uphooks.embedded import RedisServer, find_redis_server
+    from uphooks.embedded import RedisServer, find_redis_server, free_port
 
     settings = get_settings()
     env = dict(os.environ, PORT=str(port))
     manager = Manager()
     if "redis_url" not in settings.model_fields_set:
-        server = RedisServer(Path(data_dir).resolve(), port=6390)
+        server = RedisServer(Path(data_dir).resolve(), port=free_port())
         server.data_dir.mkdir(parents=True, exist_ok=True)
         env["REDIS_URL"] = server.url
         manager.add_process("redis", shlex.join(server.command()), env=env)
