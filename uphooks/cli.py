@@ -63,7 +63,9 @@ def dev(port: int, data_dir: str) -> None:
     from uphooks.embedded import RedisServer, find_redis_server, free_port
 
     settings = get_settings()
-    env = dict(os.environ, PORT=str(port))
+    # The Procfile says `uphooks ...`: make sure this interpreter's scripts are found first.
+    scripts = str(Path(sys.executable).parent)
+    env = dict(os.environ, PORT=str(port), PATH=os.pathsep.join([scripts, os.environ["PATH"]]))
     manager = Manager()
     if "redis_url" not in settings.model_fields_set:
         server = RedisServer(Path(data_dir).resolve(), port=free_port())
