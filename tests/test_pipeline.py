@@ -7,9 +7,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
 from tests.conftest import ROOT, Stack, fixture_bodies, wait_for
@@ -162,7 +164,7 @@ def test_malformed_json_gets_400_and_nothing_is_kept(stack: Stack) -> None:
 
 
 def test_redis_down_gives_503_and_the_retried_delivery_is_processed_once(
-    own_redis: RedisServer, tmp_path: object
+    own_redis: RedisServer,
 ) -> None:
     stack = Stack(own_redis.url, own_redis.data_dir.parent)
     try:
@@ -268,3 +270,34 @@ def test_poison_event_is_dead_lettered_and_other_events_keep_flowing(stack: Stac
 def test_worker_refuses_to_start_when_a_plugin_fails_to_import(stack: Stack, modules: str) -> None:
     with pytest.raises(RuntimeError, match=r"does_not_exist"):
         stack.worker(modules)
+
+
+def test_readyz_follows_redis_and_a_paused_redis_gets_503_within_the_ack_timeout(
+    own_redis: RedisServer,
+) -> None:
+    stack = Stack(own_redis.url, own_redis.data_dir.parent)
+    try:
+        ingress = stack.ingress(UPHOOKS_ACK_TIMEOUT_SECONDS="1")
+        assert httpx.get(ingress.url + "/readyz", timeout=5).status_code == 200
+        assert own_redis.process is not None
+        own_redis.process.send_signal(signal.SIGSTOP)  # alive but silent: the slow case
+        try:
+            started = time.monotonic()
+            slow = ingress.post(fixture_bodies()["upload_completed.json"])
+            elapsed = time.monotonic() - started
+            assert slow.status_code == 503
+            assert elapsed < 3, elapsed
+            assert httpx.get(ingress.url + "/readyz", timeout=5).status_code == 503
+            assert httpx.get(ingress.url + "/healthz", timeout=5).status_code == 200
+        finally:
+            own_redis.process.send_signal(signal.SIGCONT)
+        wait_for(
+            lambda: (
+                ingress.post(fixture_bodies()["upload_completed.json"]).status_code in (200, 202)
+            ),
+            timeout=15,
+            what="recovery after Redis resumed",
+        )
+        assert httpx.get(ingress.url + "/readyz", timeout=5).status_code == 200
+    finally:
+        stack.stop_all()
