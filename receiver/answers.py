@@ -5,14 +5,20 @@ final (../shared/delivery-facts.md). So:
 
 - 2xx only once the delivery is in Redis;
 - 4xx only for requests that can never become valid, whoever retries them;
-- 503 (retried) for anything we cannot keep *yet*: Redis down or slow, overloaded.
+- 503 (retried) for anything we cannot keep *yet*: Redis down or slow, overloaded, and a
+  signature that may be made with a secret we do not know yet (docs/security.md, "Rotation").
 """
 
 from __future__ import annotations
 
 from starlette.responses import JSONResponse
 
+from receiver.verify import Failed, Reason
+
 RETRY_AFTER_SECONDS = 5
+# Failures that may pass later without the sender changing anything: a secret rotated before our
+# configuration knew it, our clock behind the sender's. Everything else can never pass.
+_MAY_PASS_LATER = frozenset({Reason.MISMATCH, Reason.EARLY})
 
 
 def accepted(key: str) -> JSONResponse:
@@ -31,6 +37,25 @@ def bad_request(detail: str) -> JSONResponse:
     return _error(400, "bad_request", detail)
 
 
+def bad_length() -> JSONResponse:
+    return bad_request("Content-Length must be one non-negative integer")
+
+
+def unverified(failure: Failed, mismatch_status: int) -> JSONResponse:
+    """A delivery that failed verification; nothing of it was kept.
+
+    ``mismatch_status`` (UPHOOKS_VERIFY_MISMATCH_STATUS) is 503 by default so the sender retries
+    a delivery signed with a secret we do not know yet, or 401 to make every failure final.
+    """
+    if failure.reason in _MAY_PASS_LATER and mismatch_status == 503:
+        return unavailable(f"not verified: {failure.detail}; retry later")
+    return _error(401, "unauthorized", f"not verified: {failure.detail}")
+
+
+def forbidden_source() -> JSONResponse:
+    return _error(403, "forbidden", "this source address may not post deliveries")
+
+
 def too_large(limit: int) -> JSONResponse:
     return _error(413, "payload_too_large", f"the body is larger than {limit} bytes")
 
@@ -39,9 +64,25 @@ def unsupported_media_type(content_type: str) -> JSONResponse:
     return _error(415, "unsupported_media_type", f"expected application/json, got {content_type!r}")
 
 
+def overloaded(limit: int) -> JSONResponse:
+    return unavailable(f"more than {limit} deliveries in progress; retry later")
+
+
 def unavailable(detail: str) -> JSONResponse:
     response = JSONResponse(
         {"status": "unavailable", "error": "unavailable", "detail": detail}, 503
     )
     response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
+
+
+def alive() -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+def ready() -> JSONResponse:
+    return JSONResponse({"status": "ready", "redis": "ok"})
+
+
+def not_ready() -> JSONResponse:
+    return JSONResponse({"status": "unavailable", "redis": "unreachable"}, 503)

@@ -3,27 +3,73 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from receiver.enqueue import Enqueuer
 from receiver.health import healthz, readyz
 from receiver.ingest import receive
+from receiver.limits import ConcurrencyLimit, LogThrottle
+from receiver.openapi import document, openapi
+from receiver.sources import SourceFilter
+from receiver.verify import Verifier
 from uphooks.redis import async_client
 from uphooks.settings import Settings, get_settings
+
+log = logging.getLogger("uphooks.receiver")
+
+
+class _HidePathToken(logging.Filter):
+    """Access log lines show ``<webhook path>/***`` instead of a token in the path."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and str(args[2]).startswith(self.prefix):
+            record.args = (*args[:2], self.prefix + "***", *args[3:])
+        return True
+
+
+def _hide_path_tokens(prefix: str) -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _HidePathToken) and f.prefix == prefix for f in access.filters):
+        access.addFilter(_HidePathToken(prefix))
+
+
+def _announce(settings: Settings, verifier: Verifier) -> None:
+    if verifier.open:
+        log.warning(
+            "!!! UPHOOKS_VERIFY=none: deliveries are NOT verified; anyone who can reach %s can "
+            "inject events. For local development only: set UPHOOKS_VERIFY and UPHOOKS_SECRETS "
+            "before exposing this ingress. !!!",
+            settings.webhook_path,
+        )
+    else:
+        log.info(
+            "verifying deliveries with %s and %d secret(s)",
+            ",".join(verifier.modes),
+            verifier.secrets,
+        )
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
+    # Built here, not in the lifespan: a configuration that cannot work stops the start-up.
+    verifier = Verifier.from_settings(settings)
+    _announce(settings, verifier)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         client = async_client(settings)
         enqueuer = Enqueuer(client, settings)
         await enqueuer.start()
-        app.state.settings = settings
         app.state.redis = client
         app.state.enqueuer = enqueuer
         try:
@@ -37,7 +83,26 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    if verifier.takes_path_token:
+        token_prefix = settings.webhook_path.rstrip("/") + "/"
+        routes.append(Route(token_prefix + "{token}", receive, methods=["POST"]))
+        _hide_path_tokens(token_prefix)
+    if settings.serve_openapi:
+        routes.append(Route("/openapi.json", openapi, methods=["GET"]))
+    middleware = [
+        Middleware(
+            ConcurrencyLimit,
+            limit=settings.max_concurrent_requests,
+            path=settings.webhook_path,
+        )
+    ]
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.verifier = verifier
+    app.state.sources = SourceFilter(settings.allowed_networks, settings.trusted_proxies)
+    app.state.log_throttle = LogThrottle()
+    app.state.openapi = document(settings)
+    return app
 
 
 def app() -> Starlette:

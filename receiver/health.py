@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from receiver import answers
+
+log = logging.getLogger("uphooks.receiver")
+
 
 async def healthz(request: Request) -> JSONResponse:
     """The process is alive and serving; says nothing about Redis."""
-    return JSONResponse({"status": "ok"})
+    return answers.alive()
 
 
 async def readyz(request: Request) -> JSONResponse:
@@ -20,5 +25,7 @@ async def readyz(request: Request) -> JSONResponse:
     try:
         await asyncio.wait_for(client.ping(), timeout)
     except Exception as exc:
-        return JSONResponse({"status": "unavailable", "redis": f"unreachable: {exc}"}, 503)
-    return JSONResponse({"status": "ready", "redis": "ok"})
+        # The reason goes to our log only: a public probe must not describe our network.
+        log.warning("readiness: redis unreachable: %s", exc)
+        return answers.not_ready()
+    return answers.ready()

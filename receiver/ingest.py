@@ -1,14 +1,19 @@
 """``POST <webhook path>``: check a delivery, keep it in Redis, answer.
 
+The checks run cheapest first and touch Redis only once a delivery passed them all: source
+address, then the verification headers, content type and size (all before the body is read),
+then the signature over the raw bytes, then JSON. A refused request leaves nothing behind.
+
 Only what must be decided at the edge is decided here: is it a JSON object with an event name,
 what is its idempotency key. Validation against the event models waits for the worker, so a
 payload the models do not (yet) fit is kept and dead-lettered there instead of being refused
 with a final 4xx and lost.
+
+Nothing here logs a body or a header value: they may hold personal data and signatures.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -19,6 +24,9 @@ from starlette.responses import JSONResponse
 from receiver import answers
 from receiver.delivery_key import delivery_key
 from receiver.enqueue import Enqueuer
+from receiver.limits import MAX_JSON_DEPTH, BadLength, LogThrottle, TooLarge, read_body, too_deep
+from receiver.sources import SourceFilter
+from receiver.verify import Failed, Pending, Reason, Verifier
 from uphooks.settings import Settings
 
 log = logging.getLogger("uphooks.receiver")
@@ -26,24 +34,8 @@ log = logging.getLogger("uphooks.receiver")
 # Headers worth keeping with the delivery (signatures, ids, the sender's event name).
 _KEPT_HEADER_PREFIXES = ("x-upload-post-", "webhook-")
 _KEPT_HEADERS = frozenset({"user-agent", "content-type"})
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
+# A signature this old on arrival was not made for this attempt (clock skew is far smaller).
+_LATE_SECONDS = 600
 
 
 def _is_json_type(content_type: str) -> bool:
@@ -51,17 +43,81 @@ def _is_json_type(content_type: str) -> bool:
     return media in ("", "application/json", "text/json", "text/plain") or media.endswith("+json")
 
 
+def _late(request: Request, age: float) -> None:
+    """A retry signed long before it arrived answers the open question of delivery-facts.md."""
+    skipped = request.app.state.log_throttle.allow("late-signature")
+    if skipped is not None:
+        log.warning(
+            "accepted a delivery signed %d s before it arrived: the sender does not refresh the "
+            "signature timestamp on retries (or the clocks disagree), so "
+            "UPHOOKS_VERIFY_TOLERANCE_SECONDS must stay above its retry horizon "
+            "(docs/security.md)%s",
+            age,
+            f" ({skipped} more like it not logged)" if skipped else "",
+        )
+
+
+def _refused(request: Request, failure: Failed, settings: Settings) -> JSONResponse:
+    response = answers.unverified(failure, settings.verify_mismatch_status)
+    throttle: LogThrottle = request.app.state.log_throttle
+    skipped = throttle.allow(f"verify:{failure.reason.name}")
+    if skipped is not None:
+        sources: SourceFilter = request.app.state.sources
+        address = sources.client(
+            request.client.host if request.client else None,
+            request.headers.getlist("x-forwarded-for"),
+        )
+        hint = ""
+        if failure.reason is Reason.MISMATCH:
+            hint = (
+                " If the provider's signing secret was rotated, add the new one to "
+                "UPHOOKS_SECRETS (keep the old one) and restart the ingress: the sender retries "
+                "for ~8 h."
+                if response.status_code == 503
+                else " UPHOOKS_VERIFY_MISMATCH_STATUS=401 made this final."
+            )
+        log.warning(
+            "delivery refused with %d (%s, from %s): %s.%s%s",
+            response.status_code,
+            failure.reason.name.lower(),
+            address or "?",
+            failure.detail,
+            hint,
+            f" ({skipped} more like it not logged)" if skipped else "",
+        )
+    return response
+
+
 async def receive(request: Request) -> JSONResponse:
     settings: Settings = request.app.state.settings
     enqueuer: Enqueuer = request.app.state.enqueuer
+    verifier: Verifier = request.app.state.verifier
+    sources: SourceFilter = request.app.state.sources
+
+    if sources.active and not sources.allows(request.scope):
+        if request.app.state.log_throttle.allow("source") is not None:
+            log.warning("delivery refused with 403: source address not in UPHOOKS_ALLOWED_NETWORKS")
+        return answers.forbidden_source()
+    verdict = verifier.begin(request.headers, request.path_params.get("token"))
+    if isinstance(verdict, Failed):
+        return _refused(request, verdict, settings)
 
     content_type = request.headers.get("content-type", "")
     if not _is_json_type(content_type):
         return answers.unsupported_media_type(content_type)
     try:
-        body = await _read_body(request, settings.max_body_bytes)
-    except _TooLarge:
+        body = await read_body(request, settings.max_body_bytes)
+    except TooLarge:
         return answers.too_large(settings.max_body_bytes)
+    except BadLength:
+        return answers.bad_length()
+
+    if isinstance(verdict, Pending):
+        verdict = verdict.finish(body)
+        if isinstance(verdict, Failed):
+            return _refused(request, verdict, settings)
+        if verdict.signed_at is not None and time.time() - verdict.signed_at > _LATE_SECONDS:
+            _late(request, time.time() - verdict.signed_at)
 
     try:
         payload = orjson.loads(body)
@@ -73,11 +129,16 @@ async def receive(request: Request) -> JSONResponse:
     if not isinstance(event, str) or not event:
         return answers.bad_request("the JSON object has no 'event' name")
 
-    key = delivery_key(request.headers.get("x-upload-post-delivery"), payload)
+    if too_deep(body, payload):
+        return answers.bad_request(f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels")
+
+    key = delivery_key(verdict.delivery_id, payload)
+    token_header = settings.token_header.lower()
     headers = {
         name: value
         for name, value in request.headers.items()
-        if name in _KEPT_HEADERS or name.startswith(_KEPT_HEADER_PREFIXES)
+        if (name in _KEPT_HEADERS or name.startswith(_KEPT_HEADER_PREFIXES))
+        and name != token_header
     }
     record = orjson.dumps(
         {
@@ -89,7 +150,8 @@ async def receive(request: Request) -> JSONResponse:
         }
     )
     try:
-        is_new = await asyncio.wait_for(enqueuer.submit(key, record), settings.ack_timeout_seconds)
+        # The Enqueuer gives up after ack_timeout_seconds by itself (one timer for all requests).
+        is_new = await enqueuer.submit(key, record)
     except TimeoutError:
         log.warning("redis did not answer in %.1fs; answered 503", settings.ack_timeout_seconds)
         return answers.unavailable("the queue did not answer in time; retry later")

@@ -76,6 +76,8 @@ class Stack:
                 "UPHOOKS_RETRY_BASE_DELAY_SECONDS": "0.2",
                 "UPHOOKS_RETRY_MAX_DELAY_SECONDS": "1",
                 "UPHOOKS_LOG_LEVEL": "INFO",
+                # Tests post unsigned unless they choose a mode (the default requires signatures).
+                "UPHOOKS_VERIFY": "none",
                 "PYTHONPATH": str(ROOT),
                 "TEST_EFFECTS_PREFIX": self.prefix,
             }

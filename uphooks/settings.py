@@ -7,9 +7,17 @@ Nothing else in the project reads ``os.environ``. Values come from ``UPHOOKS_*``
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 HOUR = 3600
@@ -22,6 +30,8 @@ class Settings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
+        # Validation errors must never echo UPHOOKS_SECRETS back.
+        hide_input_in_errors=True,
     )
 
     # --- Redis: the queue, the de-duplication keys, the markers and the dead letters.
@@ -69,6 +79,186 @@ class Settings(BaseSettings):
     # --- Logs
     log_level: str = "INFO"
     log_personal_data: bool = False
+
+    # --- Operations (docs/operations.md): the provider's settings API, metrics, logs, heartbeat.
+    # Upload-Post's API, for `uphooks upload-post`. The key is never printed.
+    upload_post_api_url: str = "https://app.upload-post.com"
+    upload_post_api_key: SecretStr | None = None
+    upload_post_timeout_seconds: float = 15.0
+    # Where the sender reaches this ingress from outside (https://hooks.example.com):
+    # `uphooks upload-post set --url` without a value uses <public_url><webhook_path>.
+    public_url: str | None = None
+    # Prometheus: the ingress serves GET /metrics when enabled; a worker serves its own on
+    # worker_metrics_port when set. Per-process files (multiprocess mode) go to a fresh folder
+    # under metrics_dir (default: the system temp folder) that the owning process removes.
+    metrics_enabled: bool = True
+    worker_metrics_port: int | None = None
+    worker_metrics_address: str = "0.0.0.0"
+    metrics_dir: str | None = None
+    # "json" (one object per line), "plain", or "auto": plain on a terminal, JSON otherwise.
+    log_format: Literal["auto", "json", "plain"] = "auto"
+    # Workers write a heartbeat this often; /readyz counts those seen within the stale window,
+    # and answers 503 without one only when readyz_requires_worker is set.
+    heartbeat_interval_seconds: float = Field(default=5.0, gt=0)
+    heartbeat_stale_seconds: float = 30.0
+    readyz_requires_worker: bool = False
+
+    @field_validator("upload_post_api_url", "public_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("heartbeat_stale_seconds")
+    @classmethod
+    def _stale_after_beats(cls, value: float, info: ValidationInfo) -> float:
+        interval = info.data.get("heartbeat_interval_seconds")
+        if interval is not None and value < 2 * interval:
+            raise ValueError(
+                "UPHOOKS_HEARTBEAT_STALE_SECONDS must be at least twice "
+                f"UPHOOKS_HEARTBEAT_INTERVAL_SECONDS ({interval}), or one late beat reads as "
+                "no worker"
+            )
+        return value
+
+    # --- Ingress security (receiver/verify.py, sources.py, limits.py; docs/security.md says why)
+    # How a delivery proves it comes from the sender, comma-separated; any one passing is enough:
+    # upload-post, standard-webhooks, token, none. ``none`` is for development only.
+    verify: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["upload-post"])
+    # Signing secrets or tokens, comma-separated. Several at once while a secret is rotated.
+    secrets: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # How old a signed timestamp may be. Wide on purpose: the sender retries for ~8.5 h and may not
+    # refresh the timestamp; replays inside the window are stopped by the de-duplication window.
+    verify_tolerance_seconds: int = DAY
+    # How far ahead of our clock a signed timestamp may be (the two clocks' skew).
+    verify_future_skew_seconds: int = 300
+    # Answer to a well-formed, fresh delivery that matches none of our secrets: 503 (the sender
+    # retries for hours, time to add a rotated secret) or 401 (final: that delivery is lost).
+    verify_mismatch_status: int = 503
+    # The header that carries the secret in ``token`` mode (``<webhook_path>/<token>`` works too).
+    token_header: str = "x-uphooks-token"
+    # Source networks allowed to post deliveries (CIDR, comma-separated); empty allows any.
+    allowed_networks: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list
+    )
+    # Reverse proxies whose X-Forwarded-For is believed (CIDR, comma-separated).
+    trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list
+    )
+    # Webhook requests in progress at once, per process; one more is answered 503 at once.
+    max_concurrent_requests: int = Field(default=256, ge=1)
+    # Serve the ingress's OpenAPI description at GET /openapi.json.
+    serve_openapi: bool = True
+
+    @field_validator("verify", mode="before")
+    @classmethod
+    def _split_modes(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip().lower() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("verify")
+    @classmethod
+    def _known_modes(cls, value: list[str]) -> list[str]:
+        known = ("upload-post", "standard-webhooks", "token", "none")
+        unknown = [mode for mode in value if mode not in known]
+        if unknown or not value:
+            raise ValueError(
+                f"UPHOOKS_VERIFY must name one or more of {', '.join(known)} (comma-separated); "
+                f"got {', '.join(unknown) or 'nothing'}"
+            )
+        if "none" in value and len(value) > 1:
+            raise ValueError("UPHOOKS_VERIFY=none accepts everything: it cannot be combined")
+        return list(dict.fromkeys(value))
+
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: object) -> object:
+        if isinstance(value, str | SecretStr):
+            raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+            return [part.strip() for part in raw.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_networks", "trusted_proxies", mode="before")
+    @classmethod
+    def _split_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return [
+                    ip_network(part.strip(), strict=False)
+                    for part in value.split(",")
+                    if part.strip()
+                ]
+            except ValueError as exc:
+                raise ValueError(f"expected CIDR networks, comma-separated: {exc}") from exc
+        return value
+
+    # A field validator, not a model one: its error shows this value only, never the secrets.
+    @field_validator("verify_future_skew_seconds")
+    @classmethod
+    def _replay_window_fits_the_dedup_window(cls, skew: int, info: ValidationInfo) -> int:
+        tolerance = info.data.get("verify_tolerance_seconds")
+        dedup = info.data.get("dedup_ttl_seconds")
+        if tolerance is None or dedup is None:
+            return skew  # their own errors are reported
+        if tolerance <= 0 or skew < 0:
+            raise ValueError(
+                "UPHOOKS_VERIFY_TOLERANCE_SECONDS must be positive and "
+                "UPHOOKS_VERIFY_FUTURE_SKEW_SECONDS not negative"
+            )
+        if tolerance + skew > dedup:
+            raise ValueError(
+                "UPHOOKS_VERIFY_TOLERANCE_SECONDS + UPHOOKS_VERIFY_FUTURE_SKEW_SECONDS "
+                f"({tolerance + skew}) must not exceed UPHOOKS_DEDUP_TTL_SECONDS ({dedup}): a "
+                "signed delivery replayed after its de-duplication key expired would be "
+                "accepted again. Lower the tolerance or raise the de-duplication window."
+            )
+        return skew
+
+    @field_validator("verify_mismatch_status")
+    @classmethod
+    def _retry_or_final(cls, value: int) -> int:
+        if value not in (401, 503):
+            raise ValueError("UPHOOKS_VERIFY_MISMATCH_STATUS must be 503 (retried) or 401 (final)")
+        return value
+
+    # --- Built-in handlers (handlers/telegram.py, forward.py, sql.py; see docs/handlers.md).
+    # Each runs when enabled here or when its module is named in UPHOOKS_HANDLER_MODULES; a worker
+    # refuses to start when an enabled one lacks a required setting. ``*_queue`` gives one its own
+    # Celery queue (start workers for it with `uphooks worker -Q <queue>`). Lists are
+    # comma-separated; ``*_events`` takes event names or "*".
+    telegram_enabled: bool = False
+    telegram_bot_token: SecretStr | None = None
+    telegram_chat_id: str | None = None
+    telegram_api_url: str = "https://api.telegram.org"
+    telegram_events: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
+    telegram_platforms: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # true: only successful uploads; false: only failed ones (account events then never match).
+    telegram_success: bool | None = None
+    telegram_timeout_seconds: float = 10.0
+    telegram_queue: str | None = None
+    # Targets: "https://host/path" or "name=https://host/path"; each is a handler of its own.
+    forward_enabled: bool = False
+    forward_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    forward_secret: SecretStr | None = None  # whsec_<base64>, Standard Webhooks
+    forward_events: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
+    forward_timeout_seconds: float = 10.0
+    forward_queue: str | None = None
+    sql_enabled: bool = False
+    sql_url: str = "sqlite:///var/uphooks.sqlite3"
+    sql_queue: str | None = None
+
+    @field_validator(
+        "telegram_events", "telegram_platforms", "forward_urls", "forward_events", mode="before"
+    )
+    @classmethod
+    def _split_builtin_lists(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("handler_modules", mode="before")
     @classmethod

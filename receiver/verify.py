@@ -1,0 +1,420 @@
+"""Who sent this delivery: signatures and tokens, checked on the raw bytes before any parsing.
+
+``UPHOOKS_VERIFY`` names the accepted modes; any one passing is enough.
+
+- ``upload-post``: ``X-Upload-Post-Signature: sha256=<hex>``, the HMAC-SHA256 of
+  ``"<X-Upload-Post-Timestamp>." + raw body``. Whether the sender keys the HMAC with the whole
+  ``whsec_...`` string or with its base64-decoded part is not confirmed, so both are tried.
+- ``standard-webhooks``: ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature``
+  (space-separated ``v1,<base64>``), the HMAC-SHA256 of ``"<id>.<timestamp>." + raw body`` keyed
+  with the base64 part of ``whsec_<base64>``.
+- ``token``: one of the secrets in the configured header or as the last path segment.
+- ``none``: everything passes (development only; the app warns at start-up).
+
+The check has two steps so that a request is refused on its headers alone, before its body is
+read: :meth:`Verifier.begin` reads the headers, :meth:`Pending.finish` the body. Either gives a
+:class:`Passed` or a :class:`Failed`; ``receiver/answers.py`` turns a failure into a status code
+(``docs/security.md`` says which and why). Comparisons are constant time; HMAC keys are prepared
+once, at start-up, and the headers are read in one pass (this runs on every delivery).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hashlib
+import hmac
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from starlette.datastructures import Headers
+
+from uphooks.errors import ConfigurationError
+from uphooks.settings import Settings
+
+log = logging.getLogger("uphooks.receiver")
+
+MODES = ("upload-post", "standard-webhooks", "token", "none")
+MIN_SECRET_LENGTH = 16
+# Bounds on what a header may hold before it is even looked at.
+_MAX_SIGNATURES = 8
+_MAX_TOKEN_LENGTH = 1024
+_TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
+_UPLOAD_POST_SIGNATURE = re.compile(r"^sha256=([0-9a-fA-F]{64})$")
+_WEBHOOK_ID = re.compile(r"^[\x21-\x7e]{1,256}$")
+_SPLIT = re.compile(r"[\s,]+")
+_DELIVERY_HEADER = b"x-upload-post-delivery"
+# The headers each mode reads, as they appear in the ASGI scope (lower case).
+_UP_SIGNATURE, _UP_TIMESTAMP = b"x-upload-post-signature", b"x-upload-post-timestamp"
+_SW_ID, _SW_TIMESTAMP, _SW_SIGNATURE = b"webhook-id", b"webhook-timestamp", b"webhook-signature"
+
+# Header name -> every value it was sent with, for the names the configured modes read.
+Found = Mapping[bytes, list[str]]
+
+
+class Reason(enum.IntEnum):
+    """Why a delivery failed, ordered: when every mode fails, the highest one is reported.
+
+    The order puts first what may still become valid (a secret we do not know yet), so that a
+    delivery is never given a final answer because another, unused mode found nothing.
+    """
+
+    MISSING = 1  # none of this mode's headers
+    MALFORMED = 2  # the headers are there but cannot be read
+    EXPIRED = 3  # the timestamp is older than the tolerance
+    BAD_TOKEN = 4  # a token that is none of ours
+    EARLY = 5  # the timestamp is further ahead of our clock than the allowed skew
+    MISMATCH = 6  # well formed and fresh, but signed with none of our secrets
+
+
+@dataclass(frozen=True, slots=True)
+class Passed:
+    mode: str
+    # The delivery id the sender vouches for: signed (Standard Webhooks' ``webhook-id``) or sent
+    # by a caller who knows the secret (``token``, ``none``). None when only the body is signed
+    # (``upload-post``): an unsigned id header could be changed to replay a captured delivery.
+    delivery_id: str | None = None
+    # The signed timestamp (unix s), for modes that sign one.
+    signed_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    mode: str
+    reason: Reason
+    detail: str
+
+
+Verdict = Passed | Failed
+
+
+@dataclass(slots=True)
+class _Candidate:
+    """One mode's well-formed signature, waiting for the body."""
+
+    mode: str
+    macs: Sequence[hmac.HMAC]
+    prefix: bytes
+    signatures: Sequence[bytes]
+    delivery_id: str | None
+    signed_at: int
+
+    def matches(self, body: bytes) -> bool:
+        for mac in self.macs:
+            digest = mac.copy()
+            digest.update(self.prefix)
+            digest.update(body)
+            expected = digest.digest()
+            found = False
+            for signature in self.signatures:
+                found |= hmac.compare_digest(expected, signature)
+            # Stopping at the first matching key tells an observer which key matched, never
+            # anything about a key's bytes.
+            if found:
+                return True
+        return False
+
+
+@dataclass(slots=True)
+class Pending:
+    """Headers looked right for at least one signing mode; the body decides."""
+
+    candidates: list[_Candidate]
+    secrets: int
+
+    def finish(self, body: bytes) -> Verdict:
+        for candidate in self.candidates:
+            if candidate.matches(body):
+                return Passed(candidate.mode, candidate.delivery_id, candidate.signed_at)
+        modes = "/".join(c.mode for c in self.candidates)
+        return Failed(
+            modes,
+            Reason.MISMATCH,
+            f"the {modes} signature matches none of the {self.secrets} configured secret(s)",
+        )
+
+
+def _only(found: Found, name: bytes) -> str | None:
+    """A header that must appear at most once; a repeated one reads as malformed ("")."""
+    values = found.get(name)
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else ""
+
+
+def _check_time(
+    mode: str, header: str, raw: str, now: float, tolerance: int, skew: int
+) -> Failed | None:
+    if not _TIMESTAMP.match(raw):
+        return Failed(mode, Reason.MALFORMED, f"{header} must be unix seconds")
+    age = now - int(raw)
+    if age > tolerance:
+        return Failed(mode, Reason.EXPIRED, f"{header} is {int(age)} s old (tolerance {tolerance})")
+    if -age > skew:
+        return Failed(mode, Reason.EARLY, f"{header} is {int(-age)} s ahead of our clock")
+    return None
+
+
+@dataclass(slots=True)
+class _UploadPost:
+    macs: list[hmac.HMAC]
+    tolerance: int
+    skew: int
+    mode: str = "upload-post"
+
+    headers: tuple[bytes, ...] = (_UP_SIGNATURE, _UP_TIMESTAMP)
+
+    def begin(self, found: Found, path_token: str | None, now: float) -> Failed | _Candidate:
+        raw_signature = found.get(_UP_SIGNATURE, [])
+        timestamp = _only(found, _UP_TIMESTAMP)
+        if not raw_signature and timestamp is None:
+            return Failed(self.mode, Reason.MISSING, "no X-Upload-Post-Signature header")
+        if not raw_signature or timestamp is None:
+            missing = "Timestamp" if timestamp is None else "Signature"
+            return Failed(self.mode, Reason.MALFORMED, f"X-Upload-Post-{missing} is missing")
+        late = _check_time(
+            self.mode, "X-Upload-Post-Timestamp", timestamp, now, self.tolerance, self.skew
+        )
+        if late is not None:
+            return late
+        signatures = []
+        for part in _SPLIT.split(",".join(raw_signature).strip())[:_MAX_SIGNATURES]:
+            shaped = _UPLOAD_POST_SIGNATURE.match(part)
+            if shaped:
+                signatures.append(bytes.fromhex(shaped.group(1)))
+        if not signatures:
+            return Failed(
+                self.mode, Reason.MALFORMED, "X-Upload-Post-Signature must be sha256=<64 hex>"
+            )
+        prefix = timestamp.encode() + b"."
+        return _Candidate(self.mode, self.macs, prefix, signatures, None, int(timestamp))
+
+
+@dataclass(slots=True)
+class _StandardWebhooks:
+    macs: list[hmac.HMAC]
+    tolerance: int
+    skew: int
+    mode: str = "standard-webhooks"
+
+    headers: tuple[bytes, ...] = (_SW_ID, _SW_TIMESTAMP, _SW_SIGNATURE)
+
+    def begin(self, found: Found, path_token: str | None, now: float) -> Failed | _Candidate:
+        msg_id = _only(found, _SW_ID)
+        timestamp = _only(found, _SW_TIMESTAMP)
+        raw_signature = _only(found, _SW_SIGNATURE)
+        if msg_id is None and timestamp is None and raw_signature is None:
+            return Failed(self.mode, Reason.MISSING, "no webhook-signature header")
+        if msg_id is None or timestamp is None or raw_signature is None:
+            return Failed(
+                self.mode, Reason.MALFORMED, "webhook-id, -timestamp and -signature go together"
+            )
+        if not _WEBHOOK_ID.match(msg_id):
+            return Failed(self.mode, Reason.MALFORMED, "webhook-id must be 1-256 visible ASCII")
+        late = _check_time(
+            self.mode, "webhook-timestamp", timestamp, now, self.tolerance, self.skew
+        )
+        if late is not None:
+            return late
+        signatures = []
+        for part in raw_signature.split()[:_MAX_SIGNATURES]:
+            version, _, value = part.partition(",")
+            if version != "v1":
+                continue  # other schemes (v1a: asymmetric) are not ours to check
+            try:
+                decoded = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                continue
+            if len(decoded) == hashlib.sha256().digest_size:
+                signatures.append(decoded)
+        if not signatures:
+            return Failed(
+                self.mode, Reason.MALFORMED, "webhook-signature has no v1,<base64 HMAC-SHA256>"
+            )
+        prefix = f"{msg_id}.{timestamp}.".encode()
+        return _Candidate(self.mode, self.macs, prefix, signatures, msg_id, int(timestamp))
+
+
+@dataclass(slots=True)
+class _Token:
+    digests: list[bytes]
+    header: bytes
+    mode: str = "token"
+
+    @property
+    def headers(self) -> tuple[bytes, ...]:
+        return (self.header, _DELIVERY_HEADER)
+
+    def begin(self, found: Found, path_token: str | None, now: float) -> Failed | Passed:
+        presented = [path_token] if path_token is not None else []
+        presented += found.get(self.header, [])[:1]
+        if not presented:
+            where = self.header.decode("latin-1")
+            return Failed(self.mode, Reason.MISSING, f"no token in the path or {where}")
+        matched = False
+        for token in presented:
+            if not token or len(token) > _MAX_TOKEN_LENGTH:
+                return Failed(self.mode, Reason.MALFORMED, "the token is empty or too long")
+            # Hashing first makes every comparison the same length, so not even that leaks.
+            digest = hashlib.sha256(token.encode("utf-8", "replace")).digest()
+            for known in self.digests:
+                matched |= hmac.compare_digest(digest, known)
+        if not matched:
+            return Failed(self.mode, Reason.BAD_TOKEN, "the token is none of the configured ones")
+        return Passed(self.mode, _first(found, _DELIVERY_HEADER))
+
+
+_Scheme = _UploadPost | _StandardWebhooks | _Token
+
+
+def _first(found: Found, name: bytes) -> str | None:
+    values = found.get(name)
+    return values[0] if values else None
+
+
+@dataclass(slots=True)
+class Verifier:
+    schemes: list[_Scheme]
+    secrets: int = 0
+    open: bool = False  # UPHOOKS_VERIFY=none
+    modes: list[str] = field(default_factory=list)
+    wanted: frozenset[bytes] = frozenset()
+
+    def __post_init__(self) -> None:
+        self.wanted = frozenset(
+            {_DELIVERY_HEADER, *(name for scheme in self.schemes for name in scheme.headers)}
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Verifier:
+        """Prepare every key once; refuse to start on a configuration that cannot work."""
+        modes = list(settings.verify)
+        if modes == ["none"]:
+            return cls([], 0, True, modes)
+        secrets = [s.get_secret_value() for s in settings.secrets]
+        if not secrets:
+            raise ConfigurationError(
+                f"UPHOOKS_VERIFY={','.join(modes)} needs UPHOOKS_SECRETS: the signing secret "
+                "(whsec_...) shown in Upload-Post's webhook settings, or a random token for token "
+                "mode; several comma-separated while rotating. UPHOOKS_VERIFY=none turns checks "
+                "off for local development only."
+            )
+        for number, secret in enumerate(secrets, 1):
+            if len(secret) < MIN_SECRET_LENGTH:
+                raise ConfigurationError(
+                    f"secret #{number} in UPHOOKS_SECRETS is shorter than {MIN_SECRET_LENGTH} "
+                    "characters; use the provider's whsec_... secret, or a token from "
+                    "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+                )
+        schemes: list[_Scheme] = []
+        tolerance, skew = settings.verify_tolerance_seconds, settings.verify_future_skew_seconds
+        if "upload-post" in modes:
+            keys = list(dict.fromkeys(k for s in secrets for k in _upload_post_keys(s)))
+            schemes.append(_UploadPost(_macs(keys), tolerance, skew))
+        if "standard-webhooks" in modes:
+            keys = [k for k in map(_standard_webhooks_key, secrets) if k is not None]
+            if not keys:
+                raise ConfigurationError(
+                    "UPHOOKS_VERIFY=standard-webhooks needs a secret of the form whsec_<base64> "
+                    "in UPHOOKS_SECRETS; none of the configured ones is base64"
+                )
+            schemes.append(_StandardWebhooks(_macs(keys), tolerance, skew))
+        if "token" in modes:
+            digests = [hashlib.sha256(s.encode()).digest() for s in secrets]
+            schemes.append(_Token(digests, settings.token_header.lower().encode("latin-1")))
+        return cls(schemes, len(secrets), False, modes)
+
+    @property
+    def takes_path_token(self) -> bool:
+        return "token" in self.modes
+
+    def begin(
+        self, headers: Headers, path_token: str | None = None, now: float | None = None
+    ) -> Verdict | Pending:
+        """Judge what the headers (and a path token) allow; a signature still needs the body."""
+        found: dict[bytes, list[str]] = {}
+        wanted = self.wanted
+        for name, value in headers.raw:
+            if name in wanted:
+                found.setdefault(name, []).append(value.decode("latin-1"))
+        if self.open:
+            return Passed("none", _first(found, _DELIVERY_HEADER))
+        now = time.time() if now is None else now
+        candidates: list[_Candidate] = []
+        worst: Failed | None = None
+        for scheme in self.schemes:
+            outcome = scheme.begin(found, path_token, now)
+            if isinstance(outcome, Passed):
+                return outcome
+            if isinstance(outcome, _Candidate):
+                candidates.append(outcome)
+            elif worst is None or outcome.reason > worst.reason:
+                worst = outcome
+        if candidates:
+            return Pending(candidates, self.secrets)
+        assert worst is not None  # from_settings never builds a verifier without a scheme
+        return worst
+
+    def check(
+        self,
+        headers: Headers,
+        body: bytes,
+        path_token: str | None = None,
+        now: float | None = None,
+    ) -> Verdict:
+        """Both steps at once, for callers that already hold the body."""
+        verdict = self.begin(headers, path_token, now)
+        return verdict.finish(body) if isinstance(verdict, Pending) else verdict
+
+
+def _macs(keys: list[bytes]) -> list[hmac.HMAC]:
+    return [hmac.new(key, digestmod=hashlib.sha256) for key in keys]
+
+
+def _decoded_whsec(secret: str) -> bytes | None:
+    raw = secret.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return key or None
+
+
+def _upload_post_keys(secret: str) -> list[bytes]:
+    keys = [secret.encode()]
+    if secret.startswith("whsec_"):
+        decoded = _decoded_whsec(secret)
+        if decoded is not None:
+            keys.append(decoded)
+    return keys
+
+
+def _standard_webhooks_key(secret: str) -> bytes | None:
+    # The standard's libraries take the secret with or without its whsec_ prefix; so do we.
+    return _decoded_whsec(secret)
+
+
+def sign_upload_post(secret: str, body: bytes, timestamp: int) -> dict[str, str]:
+    """The headers the sender puts on a delivery (tests, the simulator, docs examples)."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return {
+        "X-Upload-Post-Timestamp": str(timestamp),
+        "X-Upload-Post-Signature": "sha256=" + mac.hexdigest(),
+    }
+
+
+def sign_standard_webhooks(secret: str, msg_id: str, body: bytes, timestamp: int) -> dict[str, str]:
+    """Standard Webhooks headers for ``body``; ``secret`` is ``whsec_<base64>``."""
+    key = _decoded_whsec(secret)
+    if key is None:
+        raise ValueError("a Standard Webhooks secret is whsec_<base64>")
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256)
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": "v1," + base64.b64encode(mac.digest()).decode(),
+    }
