@@ -15,6 +15,10 @@ class Context:
     ``idempotency_key`` is unique per (delivery, handler) and the same on every attempt and
     redelivery: pass it downstream (an ``Idempotency-Key`` header, a unique column) so that an
     effect repeated after a crash still happens once.
+
+    ``log`` is a logger whose lines carry the delivery key and the handler name. ``body`` is the
+    request body exactly as the sender posted it (for forwarding or checksums); ``headers`` are
+    the headers the ingress kept.
     """
 
     idempotency_key: str
@@ -27,6 +31,7 @@ class Context:
     log: logging.LoggerAdapter[logging.Logger] = field(
         default_factory=lambda: logging.LoggerAdapter(logging.getLogger("uphooks.handler"), {})
     )
+    body: str = ""
 
 
 class _KeyedAdapter(logging.LoggerAdapter[logging.Logger]):

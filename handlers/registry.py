@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from handlers.context import Context
 from uphooks.errors import ConfigurationError
@@ -29,14 +30,39 @@ FILTERS: dict[str, Callable[[Mapping[str, Any]], object]] = {
     "success": _result_success,
 }
 
+#: The type a filter's values must have.
+_FILTER_TYPES: dict[str, type] = {"success": bool}
+
+_ACCOUNT_FILTERS = frozenset({"platform", "profile", "account", "status"})
+#: Which filters can match each documented event. A newer event name (not listed) may carry
+#: any field, so every filter is allowed for it and for ``"*"``.
+FILTERS_BY_EVENT: dict[str, frozenset[str]] = {
+    "upload_completed": frozenset({"platform", "profile", "success"}),
+    "social_account_connected": _ACCOUNT_FILTERS,
+    "social_account_disconnected": _ACCOUNT_FILTERS,
+    "social_account_reauth_required": _ACCOUNT_FILTERS,
+}
+
+
+class Backoff(NamedTuple):
+    """Full-jitter exponential backoff: attempt n waits up to ``min(max, base * 2**(n-1))`` s."""
+
+    base: float
+    max: float
+
 
 @dataclass(frozen=True)
 class HandlerSpec:
+    """One registered handler. ``None`` options mean "the worker's default" (see Settings)."""
+
     name: str
     func: HandlerFunc
     events: frozenset[str]
     filters: Mapping[str, frozenset[object]]
     max_attempts: int | None = None
+    backoff: Backoff | None = None
+    queue: str | None = None
+    time_limit: float | None = None
 
     def wants(self, event_name: str, payload: Mapping[str, Any]) -> bool:
         if ANY_EVENT not in self.events and event_name not in self.events:
@@ -44,12 +70,64 @@ class HandlerSpec:
         return all(FILTERS[f](payload) in allowed for f, allowed in self.filters.items())
 
 
-def _allowed(value: object) -> frozenset[object]:
+def _allowed(field: str, value: object) -> frozenset[object]:
+    values: Collection[object]
     if isinstance(value, str | bool | int) or value is None:
-        return frozenset({value})
-    if isinstance(value, Collection):
-        return frozenset(value)
-    raise ConfigurationError(f"filter value {value!r} must be a string, a bool or a collection")
+        values = (value,)
+    elif isinstance(value, Collection):
+        values = value
+    else:
+        raise ConfigurationError(
+            f"filter {field}={value!r}: give a value or a collection of values"
+        )
+    wanted = _FILTER_TYPES.get(field, str)
+    for item in values:
+        if not isinstance(item, wanted):
+            raise ConfigurationError(
+                f"filter {field}={value!r}: values must be {wanted.__name__}, "
+                f"got {type(item).__name__}"
+            )
+    if not values:
+        raise ConfigurationError(f"filter {field}={value!r} is empty and can never match")
+    return frozenset(values)
+
+
+def _check_filters_can_match(events: tuple[str, ...], filters: Mapping[str, object]) -> None:
+    unknown = sorted(set(filters) - set(FILTERS))
+    if unknown:
+        raise ConfigurationError(
+            f"@on() got unknown filter(s) {unknown}; known filters: {sorted(FILTERS)}"
+        )
+    for event in events:
+        usable = FILTERS_BY_EVENT.get(event)
+        if usable is None:
+            continue
+        useless = sorted(set(filters) - usable)
+        if useless:
+            raise ConfigurationError(
+                f"@on({event!r}, ...): {event} events have no {useless} field, so the filter "
+                f"can never match; filters for {event}: {sorted(usable)}"
+            )
+
+
+def _check_options(
+    max_attempts: int | None,
+    backoff: tuple[float, float] | None,
+    queue: str | None,
+    time_limit: float | None,
+) -> Backoff | None:
+    if max_attempts is not None and max_attempts < 1:
+        raise ConfigurationError("max_attempts must be 1 or more")
+    if queue is not None and (not queue or any(c in queue for c in ", \t")):
+        raise ConfigurationError(f"queue {queue!r} must be a non-empty name without ',' or spaces")
+    if time_limit is not None and time_limit <= 0:
+        raise ConfigurationError("time_limit must be a positive number of seconds")
+    if backoff is None:
+        return None
+    base, cap = backoff
+    if base <= 0 or cap < base:
+        raise ConfigurationError(f"backoff={backoff!r} must be (base, max) with 0 < base <= max")
+    return Backoff(float(base), float(cap))
 
 
 class Router:
@@ -81,33 +159,51 @@ class Router:
         *events: str,
         name: str | None = None,
         max_attempts: int | None = None,
+        backoff: tuple[float, float] | None = None,
+        queue: str | None = None,
+        time_limit: float | None = None,
         **filters: object,
     ) -> Callable[[F], F]:
         """Register ``fn(event, ctx)`` for the named events (``"*"`` for all of them).
 
-        Filters narrow it down: ``platform``, ``profile``, ``account``, ``status`` (a value or a
-        collection of values) and ``success`` (True/False, for ``upload_completed``). The name
-        (default ``module.function``) keys idempotency markers and dead letters: renaming a
-        handler makes it a new handler that has seen nothing.
+        Filters narrow it down: ``platform``, ``profile``, ``account``, ``status`` (a string or
+        a collection of strings) and ``success`` (True/False, for ``upload_completed``). A filter
+        that cannot match one of the named events is a ConfigurationError.
+
+        Options (``None`` takes the worker's default from the ``UPHOOKS_*`` settings):
+        ``max_attempts`` runs before the event is dead-lettered for this handler; ``backoff``
+        ``(base, max)`` seconds between attempts; ``queue`` the Celery queue the handler runs
+        on (start workers for it with ``uphooks worker -Q <queue>``); ``time_limit`` seconds
+        per call, after which the call is interrupted and counts as a failed attempt.
+
+        The name (default ``module.function``) keys idempotency markers and dead letters:
+        renaming a handler makes it a new handler that has seen nothing.
         """
         if not events:
             raise ConfigurationError("@on() needs at least one event name, or '*'")
-        unknown = sorted(set(filters) - set(FILTERS))
-        if unknown:
-            raise ConfigurationError(
-                f"@on() got unknown filter(s) {unknown}; known filters: {sorted(FILTERS)}"
-            )
-        if max_attempts is not None and max_attempts < 1:
-            raise ConfigurationError("max_attempts must be 1 or more")
+        _check_filters_can_match(events, filters)
+        checked_backoff = _check_options(max_attempts, backoff, queue, time_limit)
+        allowed = {k: _allowed(k, v) for k, v in filters.items()}
 
         def register(func: F) -> F:
+            handler_name = name or f"{func.__module__}.{func.__qualname__}"
+            if not handler_name or "|" in handler_name:
+                raise ConfigurationError(f"handler name {handler_name!r} must be non-empty, no '|'")
+            if inspect.iscoroutinefunction(func):
+                raise ConfigurationError(
+                    f"handler {handler_name!r} is async; handlers are plain functions "
+                    "(the worker runs them in a process of their own)"
+                )
             self.add(
                 HandlerSpec(
-                    name=name or f"{func.__module__}.{func.__qualname__}",
+                    name=handler_name,
                     func=func,
                     events=frozenset(events),
-                    filters={k: _allowed(v) for k, v in filters.items()},
+                    filters=allowed,
                     max_attempts=max_attempts,
+                    backoff=checked_backoff,
+                    queue=queue,
+                    time_limit=time_limit,
                 )
             )
             return func

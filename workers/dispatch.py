@@ -5,9 +5,25 @@ For a message naming some deliveries (and optionally ``only`` some handlers):
 1. if it is early (a retry hop), republish it for the next hop and stop;
 2. count this delivery of the message; a message whose worker died too often is poison: split it
    into one message per delivery, and dead-letter a single-delivery one;
-3. route each delivery to its handlers, claim every pair (done markers, leases) in one call;
-4. run the claimed pairs; write outcomes and release leases in one call;
-5. publish retries (one message per handler and attempt) and dead letters.
+3. route each delivery to its handlers; pairs whose handler runs on another Celery queue are
+   handed on to that queue (one message per queue, ``only`` those handlers) and not run here;
+4. claim every remaining pair (done markers, leases) in one call;
+5. run the claimed pairs, each under its handler's time limit; write outcomes and release leases
+   in one call;
+6. publish retries (one message per handler and attempt, on the handler's queue) and dead letters.
+
+Per-handler queues: the ingress always enqueues on ``UPHOOKS_QUEUE``; a handler declared with
+``queue="slow"`` is run only by workers consuming ``slow`` (``uphooks worker -Q slow``), so a slow
+handler never holds up the others. Retries go straight to the handler's queue. Only the default
+queue hands on, so a message moves at most once even while workers disagree on a queue. Markers
+and leases are per pair, so handing on keeps each pair exactly-once whatever queue runs it.
+
+Per-handler time limits: Celery's limits are per message, and a message holds many events. So a
+handler's ``time_limit`` is enforced per call, in the process running it, with a real-time
+interval timer (``SIGALRM``): the call is interrupted with :class:`HandlerTimeLimit`, a transient
+error, so it is retried with backoff like any failure. This needs the task to run on the process's
+main thread (prefork and solo pools, the defaults); on a thread pool the per-call limit is not
+enforced and only the message's soft/hard limits apply.
 
 Only after all of that returns does Celery acknowledge the message. If Redis fails on the way, the
 task raises and the message goes back to the queue; markers make the second pass skip what the
@@ -17,11 +33,17 @@ first one finished.
 from __future__ import annotations
 
 import logging
+import math
+import random
+import signal
+import threading
 import time
 import traceback
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import orjson
@@ -39,12 +61,48 @@ from workers.retrying import backoff_delay, hop, publish_with_retries
 
 log = logging.getLogger("uphooks.worker")
 
-#: publish(keys, only, attempt, not_before, countdown)
-Publish = Callable[[list[str], list[str] | None, int, float | None, float], None]
+#: publish(keys, only, attempt, not_before, countdown, queue); queue None is UPHOOKS_QUEUE.
+Publish = Callable[[list[str], list[str] | None, int, float | None, float, str | None], None]
 
 
 class SoftTimeLimit(Exception):
     """Stand-in type; the task module passes Celery's SoftTimeLimitExceeded."""
+
+
+class HandlerTimeLimit(TransientError):
+    """A handler call ran past its ``time_limit``: counted as a failed attempt, then retried."""
+
+
+_warned_no_timer = False
+
+
+@contextmanager
+def time_limit(seconds: float | None, name: str) -> Iterator[None]:
+    """Interrupt the body with HandlerTimeLimit after ``seconds`` (main thread only)."""
+    global _warned_no_timer
+    if seconds is None:
+        yield
+        return
+    if threading.current_thread() is not threading.main_thread():
+        if not _warned_no_timer:
+            _warned_no_timer = True
+            log.warning(
+                "handler time limits need the prefork or solo pool; on this pool only the "
+                "task's soft and hard time limits apply"
+            )
+        yield
+        return
+
+    def expired(signum: int, frame: FrameType | None) -> None:
+        raise HandlerTimeLimit(f"handler {name!r} ran past its time limit of {seconds}s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @dataclass
@@ -85,9 +143,12 @@ class Dispatcher:
         only: list[str] | None = None,
         attempt: int = 1,
         not_before: float | None = None,
+        queue: str | None = None,
     ) -> None:
+        """Handle one message; ``queue`` is the queue it came from (None: UPHOOKS_QUEUE)."""
+        here = queue or self._s.queue
         if not_before is not None and not_before - time.time() > 0.5:
-            self._publish(keys, only, attempt, not_before, hop(self._s, not_before))
+            self._publish(keys, only, attempt, not_before, hop(self._s, not_before), here)
             return
 
         # -- 2. delivery count and records, one round trip
@@ -106,11 +167,11 @@ class Dispatcher:
                 len(keys),
             )
             for key in keys:
-                self._publish([key], only, attempt, None, 0)
+                self._publish([key], only, attempt, None, 0, here)
             return
 
-        # -- 3. route and claim
-        pairs = self._route(keys, raws, only, attempt)
+        # -- 3. route, hand on what runs elsewhere, claim the rest
+        pairs = self._hand_on(self._route(keys, raws, only, attempt), attempt, here)
         holder = holder_token(task_id)
         claims = self._markers.claim([(p.key, p.spec.name) for p in pairs], holder)
         mine: list[_Pair] = []
@@ -156,7 +217,7 @@ class Dispatcher:
                     dead.append((pair, attempt, repr(exc), traceback.format_exc()))
                 else:
                     floor = exc.retry_after if isinstance(exc, TransientError) else None
-                    due = time.time() + backoff_delay(self._s, attempt, floor)
+                    due = time.time() + self._backoff(pair.spec, attempt, floor)
                     retry.append((pair, due, repr(exc)))
                     log.warning(
                         "[%s %s] attempt %d failed, retrying in %.0fs: %r",
@@ -230,13 +291,56 @@ class Dispatcher:
 
         groups: dict[tuple[str, int, int], list[str]] = defaultdict(list)
         for p, due, _ in retry:
-            groups[(p.spec.name, attempt + 1, int(due))].append(p.key)
+            groups[(p.spec.name, attempt + 1, math.ceil(due))].append(p.key)
         for p, due, _ in deferred:
-            groups[(p.spec.name, attempt, int(due))].append(p.key)
+            groups[(p.spec.name, attempt, math.ceil(due))].append(p.key)
         for (handler, next_attempt, due), keys in groups.items():
-            self._publish(keys, [handler], next_attempt, float(due), hop(self._s, due, now))
+            queue = self._queue_of(handler)
+            self._publish(keys, [handler], next_attempt, float(due), hop(self._s, due, now), queue)
 
     # -- helpers -------------------------------------------------------------------------
+    def _queue_of(self, handler: str) -> str:
+        spec = self._router.get(handler)
+        return (spec.queue if spec is not None else None) or self._s.queue
+
+    def _hand_on(self, pairs: list[_Pair], attempt: int, here: str) -> list[_Pair]:
+        """Publish the pairs whose handler has another queue there; return the pairs for here.
+
+        Only messages on the default queue are handed on. A message on a handler's queue holds
+        only pairs for it, unless workers disagree on a handler's queue (a deploy half done):
+        then the pair runs here rather than bounce between queues.
+        """
+        default = self._s.queue
+        if here != default:
+            foreign = sorted({p.spec.name for p in pairs if (p.spec.queue or default) != here})
+            if foreign:
+                log.warning(
+                    "handler(s) %s came on queue %r but are declared for another queue here; "
+                    "running them anyway. Do all workers load the same handler code?",
+                    foreign,
+                    here,
+                )
+            return pairs
+        local: list[_Pair] = []
+        elsewhere: dict[str, tuple[dict[str, None], dict[str, None]]] = {}
+        for pair in pairs:
+            queue = pair.spec.queue or default
+            if queue == here:
+                local.append(pair)
+            else:
+                keys, names = elsewhere.setdefault(queue, ({}, {}))
+                keys[pair.key] = None
+                names[pair.spec.name] = None
+        for queue, (keys, names) in elsewhere.items():
+            self._publish(list(keys), list(names), attempt, None, 0, queue)
+        return local
+
+    def _backoff(self, spec: HandlerSpec, attempt: int, floor: float | None) -> float:
+        if spec.backoff is None:
+            return backoff_delay(self._s, attempt, floor)
+        ceiling = min(spec.backoff.max, spec.backoff.base * 2 ** max(attempt - 1, 0))
+        return max(random.uniform(0, ceiling), floor or 0.0)
+
     def _route(
         self, keys: list[str], raws: list[bytes | None], only: list[str] | None, attempt: int
     ) -> list[_Pair]:
@@ -305,5 +409,10 @@ class Dispatcher:
             received_at=float(pair.record.get("received_at") or 0.0),
             headers=pair.record.get("headers") or {},
             log=bound_logger(pair.key, name),
+            body=pair.record.get("body") or "",
         )
-        pair.spec.func(pair.event, ctx)
+        if pair.spec.time_limit is None:
+            pair.spec.func(pair.event, ctx)
+        else:
+            with time_limit(pair.spec.time_limit, name):
+                pair.spec.func(pair.event, ctx)

@@ -47,11 +47,14 @@ def publish(
     attempt: int,
     not_before: float | None,
     countdown: float,
+    queue: str | None = None,
 ) -> None:
+    """Publish ``uphooks.process`` on ``queue`` (None: UPHOOKS_QUEUE, the ingress's queue)."""
     process.apply_async(
         args=[keys],
         kwargs={"only": only, "attempt": attempt, "not_before": not_before},
         countdown=countdown or None,
+        queue=queue or get_settings().queue,
         retry=False,  # tenacity in the dispatcher retries, and knows when to give up
     )
 
@@ -82,8 +85,10 @@ def process(
     attempt: int = 1,
     not_before: float | None = None,
 ) -> None:
+    # The queue this message came from: pairs whose handler has another queue are handed on.
+    queue = (self.request.delivery_info or {}).get("routing_key")
     try:
-        dispatcher().process(self.request.id, keys, only, attempt, not_before)
+        dispatcher().process(self.request.id, keys, only, attempt, not_before, queue)
     except Reject:
         raise
     except Exception as exc:

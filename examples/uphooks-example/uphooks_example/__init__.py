@@ -1,0 +1,1 @@
+"""An example uphooks handler plugin (see handlers.py)."""

@@ -1,0 +1,91 @@
+"""Outbound HTTP for the built-in handlers: one client per process, and what an answer means.
+
+Retry policy, shared by ``telegram`` and ``forward``:
+
+- a connection that could not be opened is tried again at once, twice, inside the handler (the
+  request never left, so this is cheap and safe; a target restarting is the usual cause);
+- a timeout, a broken connection, 408, 429 and 5xx are transient: the worker retries the handler
+  with backoff (``Retry-After`` is honoured as the least delay);
+- any other answer that is not 2xx is permanent: retrying cannot help, the event is dead-lettered
+  for that handler and can be replayed once the target is fixed.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import time
+from typing import Any
+
+import httpx
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from handlers.errors import PermanentError, TransientError
+
+# httpx logs every request URL at INFO, and a Bot API URL carries the bot's token.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
+_client: tuple[int, httpx.Client] | None = None
+
+
+def client() -> httpx.Client:
+    """The process's client (connections must not cross a fork, so one per pid)."""
+    global _client
+    if _client is None or _client[0] != os.getpid():
+        _client = (os.getpid(), httpx.Client(follow_redirects=False))
+    return _client[1]
+
+
+_retry_connect = retry(
+    retry=retry_if_exception_type((httpx.ConnectError, httpx.ConnectTimeout)),
+    stop=stop_after_attempt(3),
+    wait=wait_exponential(multiplier=0.2, max=1),
+    reraise=True,
+)
+
+
+def post(what: str, url: str, timeout: float, **kwargs: Any) -> httpx.Response:
+    """POST, with the short in-handler retry for connections; network failures -> transient."""
+    try:
+        response: httpx.Response = _retry_connect(client().post)(url, timeout=timeout, **kwargs)
+    except httpx.TimeoutException as exc:
+        late = f"{what}: no answer within {timeout:g}s ({type(exc).__name__})"
+        raise TransientError(late) from exc
+    except httpx.TransportError as exc:
+        # The message, not the URL: a Bot API URL carries a token.
+        raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
+    return response
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date), if any."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def is_transient(status: int) -> bool:
+    return status in (408, 429) or status >= 500
+
+
+def check(what: str, response: httpx.Response, hint: str = "") -> None:
+    """Return on 2xx; raise TransientError or PermanentError otherwise."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    detail = f"{what}: HTTP {status} {response.text[:300]!r}"
+    if is_transient(status):
+        raise TransientError(detail, retry_after=retry_after(response))
+    if 300 <= status < 400:
+        hint = f"redirects are not followed; use the final URL ({response.headers.get('location')})"
+    raise PermanentError(f"{detail}{'; ' + hint if hint else ''}")

@@ -1,0 +1,37 @@
+"""The worker-side operations wiring, applied from a plugin module.
+
+A plugin is imported in the worker's main process at ``worker_init``, before the pool forks:
+the same moment ``workers/tasks.py`` wires heartbeat and metrics. So this module exercises those
+calls in a real prefork worker until that wiring lands.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from handlers import Context, on
+from tests.plugins import store
+from uphooks import metrics
+from uphooks.events import BaseEvent
+from uphooks.settings import get_settings
+from workers import heartbeat
+
+_settings = get_settings()
+heartbeat.install(_settings)
+if _settings.worker_metrics_port:
+    metrics.prepare_multiprocess("worker", _settings)
+    metrics.serve_worker_metrics(_settings)
+
+
+PROBE = "test.metered.probe"
+
+
+@on("*", name="test.metered")
+def metered(event: BaseEvent, ctx: Context) -> None:
+    # The calls the dispatcher makes around every handler, under a name of this probe's own
+    # (so they count the same whether the dispatcher's own calls are wired in yet or not).
+    with metrics.handler_call(PROBE):
+        time.sleep(0.15)
+    metrics.handler_outcomes(done=[PROBE])
+    store.record(ctx.handler_name, str(os.getpid()))

@@ -1,0 +1,263 @@
+"""``@on`` and ``Router``: what a registration means, what it refuses, and its per-handler options
+(queue, time limit, backoff) carried out by real worker processes."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import pytest
+import redis
+
+from handlers import Context, Router
+from handlers.registry import Backoff
+from tests.conftest import Stack, fixture_bodies, wait_for
+from uphooks.errors import ConfigurationError
+from uphooks.keys import Keys
+from uphooks.settings import Settings
+from workers.dispatch import Dispatcher
+
+UPLOAD = json.loads(fixture_bodies()["upload_completed.json"])
+FAILED = json.loads(fixture_bodies()["upload_completed_failed.json"])
+CONNECTED = json.loads(fixture_bodies()["social_account_connected.json"])
+
+
+def noop(event: object, ctx: Context) -> None:
+    pass
+
+
+def names(router: Router, payload: dict[str, Any]) -> list[str]:
+    return [s.name for s in router.handlers_for(payload["event"], payload)]
+
+
+def test_on_registers_the_plain_function_under_a_stable_default_name() -> None:
+    router = Router()
+    returned = router.on("upload_completed")(noop)
+    assert returned is noop
+    [spec] = list(router)
+    assert spec.name == f"{__name__}.noop"
+    assert (spec.max_attempts, spec.backoff, spec.queue, spec.time_limit) == (None,) * 4
+
+
+def test_events_and_filters_choose_the_handlers() -> None:
+    router = Router()
+    router.on("*", name="all")(noop)
+    router.on("upload_completed", name="uploads")(noop)
+    router.on("upload_completed", success=False, name="failed")(noop)
+    router.on("upload_completed", platform=["tiktok", "x"], name="tiktok_or_x")(noop)
+    router.on("social_account_connected", account="my_instagram_handle", name="mine")(noop)
+    router.on("social_account_connected", status="disconnected", name="never_here")(noop)
+    router.on("upload_completed", profile="someone_else", name="other_profile")(noop)
+
+    assert names(router, UPLOAD) == ["all", "uploads"]
+    assert names(router, FAILED) == ["all", "uploads", "failed", "tiktok_or_x"]
+    assert names(router, CONNECTED) == ["all", "mine"]
+    unknown = {"event": "comment_received", "platform": "x"}
+    assert names(router, unknown) == ["all"]
+
+
+def test_star_with_success_filter_keeps_only_uploads_of_that_outcome() -> None:
+    router = Router()
+    router.on("*", success=True, name="ok_uploads")(noop)
+    assert names(router, UPLOAD) == ["ok_uploads"]
+    assert names(router, FAILED) == []
+    assert names(router, CONNECTED) == []
+
+
+@pytest.mark.parametrize(
+    ("events", "filters", "message"),
+    [
+        (("upload_completed",), {"plaform": "x"}, "unknown filter"),
+        (("social_account_connected",), {"success": True}, "can never match"),
+        (("upload_completed",), {"account": "me"}, "can never match"),
+        (("upload_completed",), {"success": "yes"}, "must be bool"),
+        (("upload_completed",), {"platform": 3}, "must be str"),
+        (("upload_completed",), {"platform": []}, "can never match"),
+        ((), {}, "at least one event"),
+    ],
+)
+def test_a_filter_that_cannot_match_is_an_error_at_registration(
+    events: tuple[str, ...], filters: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Router().on(*events, **filters)(noop)
+
+
+def test_filters_on_newer_event_names_are_allowed() -> None:
+    router = Router()
+    router.on("comment_received", platform="x", name="comments_on_x")(noop)
+    assert names(router, {"event": "comment_received", "platform": "x"}) == ["comments_on_x"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"backoff": (0, 10)}, "backoff"),
+        ({"backoff": (10, 5)}, "backoff"),
+        ({"queue": "a,b"}, "queue"),
+        ({"queue": ""}, "queue"),
+        ({"time_limit": 0}, "time_limit"),
+        ({"name": "a|b"}, "no '|'"),
+    ],
+)
+def test_bad_options_are_refused(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Router().on("upload_completed", **options)(noop)
+
+
+def test_options_are_kept_on_the_spec() -> None:
+    router = Router()
+    router.on(
+        "upload_completed", name="h", max_attempts=3, backoff=(1, 30), queue="slow", time_limit=5
+    )(noop)
+    spec = router.get("h")
+    assert spec is not None
+    assert (spec.max_attempts, spec.backoff, spec.queue, spec.time_limit) == (
+        3,
+        Backoff(1.0, 30.0),
+        "slow",
+        5,
+    )
+
+
+def test_async_handlers_are_refused() -> None:
+    async def coroutine(event: object, ctx: Context) -> None:
+        pass
+
+    with pytest.raises(ConfigurationError, match="async"):
+        Router().on("upload_completed")(coroutine)
+
+
+def test_two_handlers_with_one_name_are_refused_and_routers_merge() -> None:
+    def other(event: object, ctx: Context) -> None:
+        pass
+
+    a, b = Router(), Router()
+    a.on("upload_completed", name="same")(noop)
+    b.on("upload_completed", name="same")(other)
+    with pytest.raises(ConfigurationError, match="two handlers are named 'same'"):
+        Router(a, b)
+    b2 = Router()
+    b2.on("*", name="b")(other)
+    merged = Router(a, b2, a)  # the same handler twice is fine
+    assert sorted(s.name for s in merged) == ["b", "same"]
+
+
+# -- options carried out by real workers ------------------------------------------------------
+
+
+def effects(stack: Stack) -> Counter[str]:
+    raw: list[bytes] = stack.client().lrange(f"{stack.prefix}:test:effects", 0, -1)  # type: ignore[assignment]
+    return Counter(item.decode() for item in raw)
+
+
+def test_handler_with_its_own_queue_runs_only_on_its_workers_and_retries_there(
+    stack: Stack,
+) -> None:
+    slow_queue = f"{stack.queue}.slow"
+    stack.client().set(f"{stack.prefix}:test:ctl:slow_fail_times", 1)
+    ingress = stack.ingress()
+    plain = dict(UPHOOKS_BUILTIN_LOG_HANDLER="false")
+    stack.worker("tests.plugins.queued", TEST_WORKER_ROLE="default", **plain)
+    key = ingress.post(fixture_bodies()["upload_completed.json"]).json()["idempotency_key"]
+
+    # The default worker runs the fast handler and hands the slow one on to its queue.
+    wait_for(lambda: effects(stack) == Counter({f"test.fast|{key}:test.fast@default": 1}))
+    wait_for(lambda: stack.client().llen(slow_queue) == 1, what="a message on the slow queue")
+    time.sleep(0.5)
+    assert effects(stack) == Counter({f"test.fast|{key}:test.fast@default": 1})
+
+    # A worker for that queue alone (`-Q` given to `uphooks worker` overrides UPHOOKS_QUEUE).
+    slow_role = dict(TEST_WORKER_ROLE="slow", **plain)
+    worker = stack.worker("tests.plugins.queued", "-Q", slow_queue, **slow_role)
+    banner = worker.log.read_text(errors="replace")
+    assert f".> {slow_queue} " in banner and f".> {stack.queue} " not in banner
+    slow = f"{key}:test.slow"
+    wait_for(lambda: effects(stack)[f"test.slow|{slow}#attempt=2@slow"] == 1, timeout=30)
+    assert effects(stack) == Counter(
+        {
+            f"test.fast|{key}:test.fast@default": 1,
+            f"test.slow.failed|{slow}#attempt=1@slow": 1,  # the retry went to the slow queue
+            f"test.slow|{slow}#attempt=2@slow": 1,
+        }
+    )
+    handled = stack.client().hgetall(f"{stack.prefix}:handled:{key}")
+    assert handled[b"test.fast"] == handled[b"test.slow"] == b"done"
+
+    # More events: each handler keeps to its own workers.
+    stack.client().delete(f"{stack.prefix}:test:ctl:slow_fail_times")
+    expected = Counter(effects(stack))
+    for n in range(3):
+        k = ingress.post(json.dumps(dict(UPLOAD, job_id=f"job-{n}"))).json()["idempotency_key"]
+        expected[f"test.fast|{k}:test.fast@default"] += 1
+        expected[f"test.slow|{k}:test.slow#attempt=1@slow"] += 1
+    wait_for(lambda: effects(stack) == expected, what="three more, each on its own worker")
+    assert stack.client().llen(slow_queue) == stack.client().llen(stack.queue) == 0
+
+
+def test_time_limit_interrupts_a_hanging_call_and_the_retry_runs(stack: Stack) -> None:
+    ingress = stack.ingress()
+    worker = stack.worker("tests.plugins.timed", UPHOOKS_BUILTIN_LOG_HANDLER="false")
+    started = time.monotonic()
+    key = ingress.post(fixture_bodies()["upload_completed.json"]).json()["idempotency_key"]
+    expected = Counter(
+        {f"test.timed|{key}:test.timed#attempt=2": 1, f"test.untimed|{key}:test.untimed": 1}
+    )
+    wait_for(lambda: effects(stack) == expected, timeout=20)
+    assert time.monotonic() - started < 10  # the first call would have slept for 30 s
+    assert "ran past its time limit of 1s" in worker.log.read_text(errors="replace")
+
+
+def test_the_default_queue_hands_pairs_on_grouped_per_queue_and_only_once(redis_url: str) -> None:
+    """The dispatcher in this process, on a real Redis, with publishing recorded."""
+    settings = Settings(redis_url=redis_url, key_prefix=f"t{uuid.uuid4().hex[:8]}", queue="main")
+    keys = Keys(settings.key_prefix)
+    client = redis.Redis.from_url(redis_url)
+    ran: list[str] = []
+
+    def record(event: object, ctx: Context) -> None:
+        ran.append(ctx.idempotency_key)
+
+    router = Router()
+    router.on("*", name="here")(record)
+    router.on("upload_completed", name="slow_a", queue="slow")(record)
+    router.on("upload_completed", success=False, name="slow_b", queue="slow")(record)
+    router.on("social_account_connected", name="other", queue="other")(record)
+    published: list[tuple[Any, ...]] = []
+    dispatcher = Dispatcher(client, settings, router, lambda *args: published.append(args))
+    bodies = {"ok": UPLOAD, "failed": FAILED, "connected": CONNECTED}
+    try:
+        for key, payload in bodies.items():
+            record_json = {"key": key, "event": payload["event"], "received_at": 1.0}
+            record_json |= {"headers": {}, "body": json.dumps(payload)}
+            client.set(keys.delivery(key), json.dumps(record_json))
+
+        dispatcher.process("task-1", list(bodies), queue="main")
+        assert sorted(ran) == ["connected:here", "failed:here", "ok:here"]
+        assert sorted(published) == [
+            (["connected"], ["other"], 1, None, 0, "other"),
+            (["ok", "failed"], ["slow_a", "slow_b"], 1, None, 0, "slow"),
+        ]
+
+        # On the slow queue the pairs run (slow_b does not want the successful upload) ...
+        ran.clear()
+        published.clear()
+        dispatcher.process("task-2", ["ok", "failed"], ["slow_a", "slow_b"], queue="slow")
+        assert sorted(ran) == ["failed:slow_a", "failed:slow_b", "ok:slow_a"]
+        # ... and a pair that this worker places on another queue runs where it came rather than
+        # bounce between workers that disagree.
+        ran.clear()
+        dispatcher.process("task-3", ["connected"], ["other"], queue="slow")
+        assert (ran, published) == (["connected:other"], [])
+        # Back on the default queue, "here" is done and "other" is handed on (and skipped there,
+        # being done: markers are read when a pair is claimed, not before handing it on).
+        dispatcher.process("task-4", ["connected"], ["here", "other"], queue="main")
+        assert ran == ["connected:other"]
+        assert published == [(["connected"], ["other"], 1, None, 0, "other")]
+    finally:
+        client.delete(*client.keys(f"{settings.key_prefix}:*"))
+        client.close()
