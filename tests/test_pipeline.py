@@ -301,3 +301,26 @@ def test_readyz_follows_redis_and_a_paused_redis_gets_503_within_the_ack_timeout
         assert httpx.get(ingress.url + "/readyz", timeout=5).status_code == 200
     finally:
         stack.stop_all()
+
+
+def test_an_unreadable_delivery_is_dead_lettered_not_looped_and_replays_once_mended(
+    stack: Stack,
+) -> None:
+    ingress = stack.ingress()
+    body = fixture_bodies()["social_account_disconnected.json"]
+    key = ingress.post(body).json()["idempotency_key"]
+    record_key = f"{stack.prefix}:delivery:{key}"
+    good_record = stack.client().get(record_key)
+    assert good_record is not None
+    stack.client().set(record_key, b"\x00 not a record")  # damaged before any worker read it
+
+    stack.worker(RECORDING, UPHOOKS_BUILTIN_LOG_HANDLER="false")
+    entry = f"{key}|uphooks.routing"
+    wait_for(lambda: stack.client().exists(f"{stack.prefix}:dlq:{entry}"), what="dead letter")
+    assert effects(stack) == Counter()
+    assert stack.client().llen(stack.queue) == 0
+
+    stack.client().set(record_key, good_record)
+    replayed = uphooks_cli(stack, "dlq", "replay", entry)
+    assert replayed.returncode == 0, replayed.stderr
+    wait_for(lambda: effects(stack) == Counter({f"test.any|{key}:test.any": 1}))

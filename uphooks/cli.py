@@ -216,7 +216,7 @@ def _selected(entry_id: str | None, all_: bool, flt: Any) -> list[Any]:
     return list(store.iter(flt))
 
 
-def _publish_first_attempt(keys: list[str], only: list[str]) -> None:
+def _publish_first_attempt(keys: list[str], only: list[str] | None) -> None:
     from workers.tasks import publish
 
     publish(keys, only, 1, None, 0)
@@ -636,7 +636,9 @@ def upload_post_set(
 ) -> None:
     """Change Upload-Post's notification settings; only what is given changes.
 
-    `uphooks upload-post set --url` points Upload-Post at this receiver.
+    `uphooks upload-post set --url` points Upload-Post at this receiver. A channel change
+    reads the current channels first (GET on the settings path, which the provider's docs do
+    not show) and sends them whole, so the other channel keeps its state.
     """
     from uphooks.provider_api import changes, describe, event_switches, problems
     from uphooks.simulate import DOCUMENTED_EVENTS

@@ -18,6 +18,10 @@ import redis
 
 from uphooks.keys import Keys
 
+#: The handler name of a dead letter whose delivery could not be routed at all; replaying one
+#: runs every handler the delivery has not been handled by yet.
+ROUTING_HANDLER = "uphooks.routing"
+
 
 @dataclass(frozen=True)
 class DeadLetter:
@@ -112,14 +116,14 @@ class DeadLetters:
         pipe.execute()
 
     def replay(
-        self, dl: DeadLetter, publish: Callable[[list[str], list[str]], None], ttl_s: int
+        self, dl: DeadLetter, publish: Callable[[list[str], list[str] | None], None], ttl_s: int
     ) -> None:
         """Put the delivery back (if its record expired) and republish it for its handler only.
 
         The entry is removed only after the publish succeeded: a failed replay keeps it.
         """
         self._r.set(self._keys.delivery(dl.key), dl.record, nx=True, ex=ttl_s)
-        publish([dl.key], [dl.handler])
+        publish([dl.key], None if dl.handler == ROUTING_HANDLER else [dl.handler])
         self.remove(dl.entry_id)
 
     def purge(self, flt: Filter | None = None) -> int:

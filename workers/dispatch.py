@@ -55,7 +55,7 @@ from handlers.registry import HandlerSpec, Router
 from uphooks.events import BaseEvent, EventValidationError, parse_event
 from uphooks.keys import Keys
 from uphooks.settings import Settings
-from workers.deadletter import DeadLetter, DeadLetters
+from workers.deadletter import ROUTING_HANDLER, DeadLetter, DeadLetters
 from workers.idempotency import Claim, Markers, Outcome, holder_is_dead_here, holder_token
 from workers.retrying import backoff_delay, hop, publish_with_retries
 
@@ -353,11 +353,16 @@ class Dispatcher:
                     key,
                 )
                 continue
-            raw_record = raw.decode()
-            record = orjson.loads(raw)
-            payload = orjson.loads(record["body"])
-            name = str(record["event"])
-            specs = self._router.handlers_for(name, payload)
+            raw_record = raw.decode(errors="replace")
+            try:
+                record = orjson.loads(raw)
+                payload = orjson.loads(record["body"])
+                name = str(record["event"])
+                specs = self._router.handlers_for(name, payload)
+            except Exception as exc:
+                # A record we cannot read would fail on every redelivery: keep it for a human.
+                self._dead_routing(key, raw_record, attempt, exc)
+                continue
             if only is not None:
                 specs = [s for s in specs if s.name in only]
                 for missing in set(only) - {s.name for s in self._router}:
@@ -376,6 +381,44 @@ class Dispatcher:
             for spec in specs:
                 pairs.append(_Pair(key, spec, record, raw_record, event, invalid))
         return pairs
+
+    def _dead_routing(self, key: str, raw: str, attempt: int, exc: BaseException) -> None:
+        now = time.time()
+        log.error("[%s] could not be routed, dead-lettered: %r", key, exc)
+        self.dead_letters.add(
+            DeadLetter(
+                key=key,
+                handler=ROUTING_HANDLER,
+                event="?",
+                attempts=attempt,
+                error=repr(exc),
+                traceback="".join(traceback.format_exception(exc)),
+                first_received_at=now,
+                dead_at=now,
+                record=raw,
+            )
+        )
+
+    def give_up(self, task_id: str, keys: list[str], exc: BaseException) -> bool:
+        """After a message failed in a way that is not a handler's (a bug, a broken record) more
+        times than the poison limit, dead-letter its deliveries instead of requeueing it again:
+        a requeued message comes straight back, so without this it would loop hot for ever.
+
+        Returns False (requeue) while under the limit, or when Redis itself is the problem.
+        """
+        try:
+            seen = int(self._r.get(self._keys.deliveries_of(task_id)) or 0)
+            if seen <= self._s.poison_max_deliveries:
+                return False
+            raws: list[bytes | None] = self._r.mget(  # type: ignore[assignment]
+                [self._keys.delivery(k) for k in keys]
+            )
+            for key, raw in zip(keys, raws, strict=True):
+                self._dead_routing(key, (raw or b"{}").decode(errors="replace"), seen, exc)
+        except Exception:
+            log.exception("message %s not dead-lettered; it goes back to the queue", task_id)
+            return False
+        return True
 
     def _dead_unknown_handler(
         self, key: str, handler: str, record: dict[str, Any], raw: str, attempt: int

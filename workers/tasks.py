@@ -93,6 +93,9 @@ def process(
         raise
     except Exception as exc:
         # Redis failed under us (or a bug). Never acknowledge what was not settled: back to the
-        # queue; markers skip what is done, and the delivery counter stops a hot loop.
+        # queue; markers skip what is done. Past the poison limit the deliveries are
+        # dead-lettered instead, so a message that always fails cannot loop for ever.
+        if dispatcher().give_up(self.request.id, keys, exc):
+            return
         log.exception("message %s goes back to the queue: %r", self.request.id, exc)
         raise Reject(repr(exc), requeue=True) from exc
