@@ -1,0 +1,175 @@
+"""Log lines of the ingress and the workers: JSON for log aggregation, plain for a terminal.
+
+``UPHOOKS_LOG_FORMAT``: ``json`` (one object per line), ``plain``, or ``auto`` (plain when
+stderr is a terminal, JSON otherwise).
+
+One grep follows one delivery: the ingress logs the delivery key when it keeps a delivery, and
+every line the worker writes about it (its own, and each handler's ``ctx.log``) starts with
+``[<key>]`` or ``[<key> <handler>]``. In JSON those also become the fields ``key`` and
+``handler``, so ``jq 'select(.key == "d:...")'`` works as well as ``grep d:...``. A caller may
+also pass them as ``extra={"key": ..., "handler": ...}``.
+
+JSON fields: ``ts`` (UTC, ISO 8601), ``level``, ``logger``, ``msg``, ``service`` (ingress or
+worker), ``pid``, then when known ``key``, ``handler``, ``event``, ``exc`` (a traceback) and, for
+uvicorn's access lines, ``client``, ``method``, ``path`` and ``status``.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import re
+import sys
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+
+from uphooks.settings import Settings
+
+# "[d:abc]" or "[e:0123 team.notify]" at the start of a message.
+_KEYED = re.compile(r"^\[(?P<key>[de]:[A-Za-z0-9._:-]+)(?: (?P<handler>[^\]\s]+))?\]")
+_EXTRA_FIELDS = ("key", "handler", "event", "attempt")
+PLAIN_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def _access_args(record: logging.LogRecord) -> tuple[Any, ...] | None:
+    args = record.args
+    if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+        return args
+    return None
+
+
+def message_of(record: logging.LogRecord) -> str:
+    """The line's text; uvicorn's access lines keep its wording, ``202 Accepted`` included."""
+    args = _access_args(record)
+    if args is None:
+        return record.getMessage()
+    client, method, path, version, status = args
+    try:
+        phrase = " " + HTTPStatus(int(status)).phrase
+    except ValueError:
+        phrase = ""
+    return f'{client} - "{method} {path} HTTP/{version}" {status}{phrase}'
+
+
+class PlainFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__(PLAIN_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = message_of(record)
+        return super().formatMessage(record)
+
+
+def keyed_fields(record: logging.LogRecord, message: str) -> dict[str, Any]:
+    """The delivery key and handler of a line: from ``extra`` first, else its ``[key handler]``."""
+    fields = {name: getattr(record, name) for name in _EXTRA_FIELDS if hasattr(record, name)}
+    if "key" not in fields:
+        found = _KEYED.match(message)
+        if found:
+            fields["key"] = found.group("key")
+            if found.group("handler"):
+                fields["handler"] = found.group("handler")
+    return fields
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line."""
+
+    def __init__(self, service: str = "") -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = message_of(record)
+        data: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": message,
+        }
+        if self.service:
+            data["service"] = self.service
+        data["pid"] = record.process
+        data.update(keyed_fields(record, message))
+        access = _access_args(record)
+        if access is not None:
+            data.update(client=access[0], method=access[1], path=access[2], status=access[4])
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            data["exc"] = record.exc_text
+        if record.stack_info:
+            data["stack"] = self.formatStack(record.stack_info)
+        return orjson.dumps(data, default=str).decode()
+
+
+def wants_json(settings: Settings, stream: Any = None) -> bool:
+    if settings.log_format != "auto":
+        return settings.log_format == "json"
+    stream = stream if stream is not None else sys.stderr
+    isatty = getattr(stream, "isatty", None)
+    return not (callable(isatty) and isatty())
+
+
+def formatter(settings: Settings, service: str) -> logging.Formatter:
+    if wants_json(settings):
+        return JsonFormatter(service)
+    return PlainFormatter()
+
+
+def _make_formatter(fmt: str, service: str) -> logging.Formatter:
+    """dictConfig factory (uvicorn builds its formatters from a dict)."""
+    return JsonFormatter(service) if fmt == "json" else PlainFormatter()
+
+
+def dict_config(settings: Settings, service: str) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` document: everything to stderr in the chosen format.
+
+    For the ingress pass it to uvicorn (``uvicorn.run(..., log_config=...)``), which applies it
+    in every process it starts; uvicorn's own loggers then write through the same handler.
+    """
+    level = settings.log_level.upper()
+    passthrough = {"handlers": [], "propagate": True, "level": level}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "uphooks": {
+                "()": f"{__name__}._make_formatter",
+                "fmt": "json" if wants_json(settings) else "plain",
+                "service": service,
+            }
+        },
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "uphooks",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"handlers": ["stderr"], "level": level},
+        "loggers": {
+            "uvicorn": passthrough,
+            "uvicorn.error": passthrough,
+            "uvicorn.access": passthrough,
+        },
+    }
+
+
+def configure(settings: Settings, service: str) -> None:
+    """Apply :func:`dict_config` to this process (the worker; uvicorn does it for the ingress)."""
+    logging.config.dictConfig(dict_config(settings, service))
+
+
+def delivery_kept(log: logging.Logger, key: str, event: str, is_new: bool) -> None:
+    """The ingress's line for a delivery it acknowledged: the first line of its trail."""
+    log.info(
+        "[%s] %s %s",
+        key,
+        event,
+        "accepted" if is_new else "duplicate, already kept",
+        extra={"key": key, "event": event},
+    )

@@ -1,0 +1,262 @@
+"""Upload-Post's notification settings, through its API: the data behind ``uphooks upload-post``.
+
+The docs page (``../shared/upload-post-webhooks.md``, "Configuration via API") documents one
+call: ``POST /api/uploadposts/users/notifications`` with ``Authorization: Apikey <key>`` and a
+JSON body of ``channels``, ``webhook_url``, ``telegram_chat_id`` and ``webhook_events``; the
+answer is ``{"success": true, "notifications": {...}}``. Two more things are used here, and say
+so where they are used:
+
+- reading the settings: ``GET`` on the same path. The page does not show it (the provider's own
+  tooling reads "the current notification settings", so a read exists); when the API refuses
+  the GET the error says so, and ``set`` still prints the settings its POST returns.
+- only the fields given are sent (the provider's tooling describes a change as "only the fields
+  sent"). ``channels`` is sent whole, the current value with the change applied, so turning the
+  webhook on never turns Telegram off by omission.
+
+A *test send* ("send a sample ``upload_completed`` through the configured channels") exists in
+the provider's tooling but has no documented endpoint, so it is not called; ``uphooks
+upload-post test`` checks the settings and can post a signed sample itself.
+
+The API key is never printed: it is sent in one header, and scrubbed from any error text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from uphooks.errors import UphooksError
+from uphooks.simulate import DOCUMENTED_EVENTS
+
+NOTIFICATIONS_PATH = "/api/uploadposts/users/notifications"
+KEY_HINT = (
+    "Check UPHOOKS_UPLOAD_POST_API_KEY: create or copy an API key in the Upload-Post dashboard."
+)
+
+
+class ProviderAPIError(UphooksError):
+    """The API call failed; the message is written for the person running the command."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _message_of(response: httpx.Response) -> str:
+    """The API's own explanation, if it gave one."""
+    try:
+        data = response.json()
+    except ValueError:
+        text = response.text.strip()
+        return text[:300] if text and "<html" not in text[:200].lower() else ""
+    if isinstance(data, dict):
+        for name in ("message", "error", "detail", "msg", "reason"):
+            value = data.get(name)
+            if isinstance(value, dict):
+                value = value.get("message") or value.get("detail")
+            if isinstance(value, str) and value:
+                return value[:300]
+            if isinstance(value, list) and value:
+                return "; ".join(str(v) for v in value)[:300]
+    return ""
+
+
+class UploadPostAPI:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 15.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not api_key:
+            raise ProviderAPIError(f"no Upload-Post API key is set. {KEY_HINT}")
+        self.base_url = base_url.rstrip("/")
+        self._key = api_key
+        self._client = httpx.Client(
+            base_url=self.base_url,
+            timeout=timeout,
+            transport=transport,
+            headers={
+                "Authorization": f"Apikey {api_key}",
+                "Accept": "application/json",
+                "User-Agent": "uphooks",
+            },
+        )
+
+    def __enter__(self) -> UploadPostAPI:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._client.close()
+
+    # -- calls ---------------------------------------------------------------------------
+    def read(self) -> dict[str, Any]:
+        """The current notification settings (``GET``, see the module docstring)."""
+        return self._call("GET", None)
+
+    def update(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Send ``changes`` (documented ``POST``); returns the settings the API answers with."""
+        return self._call("POST", changes)
+
+    # -- plumbing -----------------------------------------------------------------------
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._key, "***")
+
+    def _call(self, method: str, body: dict[str, Any] | None) -> dict[str, Any]:
+        where = f"{method} {self.base_url}{NOTIFICATIONS_PATH}"
+        try:
+            response = self._client.request(method, NOTIFICATIONS_PATH, json=body)
+        except httpx.TimeoutException as exc:
+            raise ProviderAPIError(
+                f"Upload-Post did not answer in time ({where}); try again later"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise ProviderAPIError(
+                self._scrub(f"could not reach Upload-Post ({where}): {exc}")
+            ) from exc
+        return self._answer(method, where, response)
+
+    def _answer(self, method: str, where: str, response: httpx.Response) -> dict[str, Any]:
+        status = response.status_code
+        said = self._scrub(_message_of(response))
+        detail = f": {said}" if said else ""
+        if status in (401, 403):
+            raise ProviderAPIError(
+                f"Upload-Post refused the API key (HTTP {status}{detail}). {KEY_HINT}", status
+            )
+        if method == "GET" and status in (404, 405):
+            raise ProviderAPIError(
+                f"Upload-Post does not let this key read the settings with {where} (HTTP "
+                f"{status}{detail}). Its docs only describe changing them (POST); `uphooks "
+                "upload-post set` prints the settings the API answers with.",
+                status,
+            )
+        if status == 429:
+            wait = response.headers.get("retry-after")
+            raise ProviderAPIError(
+                f"Upload-Post is rate limiting this key (HTTP 429{detail}); try again "
+                + (f"in {wait} s" if wait else "later"),
+                status,
+            )
+        if status >= 500:
+            raise ProviderAPIError(
+                f"Upload-Post failed (HTTP {status}{detail}) on {where}; "
+                + ("nothing may have changed. " if method == "POST" else "")
+                + "Try again later.",
+                status,
+            )
+        if status >= 400:
+            raise ProviderAPIError(
+                f"Upload-Post refused the request (HTTP {status}{detail}).", status
+            )
+        try:
+            data = response.json()
+        except ValueError as exc:
+            kind = response.headers.get("content-type", "no content type")
+            raise ProviderAPIError(
+                f"Upload-Post answered HTTP {status} with something that is not JSON ({kind}); "
+                f"is UPHOOKS_UPLOAD_POST_API_URL ({self.base_url}) right?",
+                status,
+            ) from exc
+        if not isinstance(data, dict):
+            raise ProviderAPIError(f"Upload-Post answered HTTP {status} with {type(data)}", status)
+        if data.get("success") is False:
+            raise ProviderAPIError(
+                f"Upload-Post did not apply it (success: false{detail or ''}).", status
+            )
+        notifications = data.get("notifications")
+        if isinstance(notifications, dict):
+            return notifications
+        return {k: v for k, v in data.items() if k != "success"}
+
+
+# -- what to send ---------------------------------------------------------------------------
+
+
+def event_switches(enabled: list[str]) -> dict[str, bool]:
+    """``webhook_events`` with ``enabled`` on and every other documented event off."""
+    switches = {name: name in enabled for name in DOCUMENTED_EVENTS}
+    switches.update({name: True for name in enabled})
+    return switches
+
+
+def changes(
+    *,
+    url: str | None = None,
+    webhook: bool | None = None,
+    telegram: bool | None = None,
+    telegram_chat_id: str | None = None,
+    events: dict[str, bool] | None = None,
+    current: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The POST body for a change: only what changes; ``channels`` whole (current + change)."""
+    body: dict[str, Any] = {}
+    if url is not None:
+        body["webhook_url"] = url
+        if webhook is None:
+            webhook = True  # pointing Upload-Post here means wanting the webhook on
+    if webhook is not None or telegram is not None:
+        now = (current or {}).get("channels")
+        channels = {k: bool(v) for k, v in now.items()} if isinstance(now, dict) else {}
+        if webhook is not None:
+            channels["webhook"] = webhook
+        if telegram is not None:
+            channels["telegram"] = telegram
+        body["channels"] = channels
+    if telegram_chat_id is not None:
+        body["telegram_chat_id"] = telegram_chat_id
+    if events is not None:
+        body["webhook_events"] = events
+    return body
+
+
+def describe(settings: dict[str, Any]) -> list[str]:
+    """Human lines for a settings object (what ``show`` prints)."""
+    channels = settings.get("channels") if isinstance(settings.get("channels"), dict) else {}
+    assert isinstance(channels, dict)
+
+    def onoff(name: str) -> str:
+        value = channels.get(name)
+        return "?" if value is None else ("on" if value else "off")
+
+    events = settings.get("webhook_events")
+    if isinstance(events, dict) and events:
+        listed = ", ".join(f"{name} {'on' if on else 'off'}" for name, on in events.items())
+    else:
+        listed = "all (none chosen: every event is sent)"
+    lines = [
+        f"webhook:  {onoff('webhook')}  {settings.get('webhook_url') or '(no URL)'}",
+        f"events:   {listed}",
+        f"telegram: {onoff('telegram')}  chat {settings.get('telegram_chat_id') or '-'}",
+    ]
+    if "webhook_secret_set" in settings:
+        lines.append(f"secret:   {'set' if settings['webhook_secret_set'] else 'not set'}")
+    return lines
+
+
+def problems(settings: dict[str, Any], expected_url: str | None) -> list[str]:
+    """What stops deliveries from reaching ``expected_url`` (None: any URL), in plain words."""
+    found: list[str] = []
+    channels = settings.get("channels")
+    if isinstance(channels, dict) and channels.get("webhook") is False:
+        found.append("the webhook channel is off: `uphooks upload-post set --webhook`")
+    url = settings.get("webhook_url")
+    if not url:
+        found.append("no webhook URL is set: `uphooks upload-post set --url https://...`")
+    elif expected_url and url != expected_url:
+        found.append(f"the webhook URL is {url}, not this receiver's {expected_url}")
+    events = settings.get("webhook_events")
+    if isinstance(events, dict) and events and not any(events.values()):
+        found.append("every webhook event is switched off: `uphooks upload-post set --all-events`")
+    return found
+
+
+def warnings(settings: dict[str, Any]) -> list[str]:
+    """What works but should not stay so."""
+    url = settings.get("webhook_url")
+    if isinstance(url, str) and url.startswith("http://"):
+        return [f"the webhook URL {url} is not HTTPS (the provider's docs ask for HTTPS)"]
+    return []
