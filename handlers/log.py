@@ -44,4 +44,8 @@ def log_event(event: BaseEvent, ctx: Context) -> None:
     email = getattr(event, "user_email", None)
     if isinstance(email, str):
         fields["user_email"] = email if get_settings().log_personal_data else mask_email(email)
-    log.info("event %s", json.dumps(fields, default=str, sort_keys=True))
+    log.info(
+        "event %s",
+        json.dumps(fields, default=str, sort_keys=True),
+        extra={"key": ctx.delivery_key, "handler": ctx.handler_name},
+    )

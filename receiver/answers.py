@@ -80,8 +80,16 @@ def alive() -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-def ready() -> JSONResponse:
-    return JSONResponse({"status": "ready", "redis": "ok"})
+def ready(workers: dict[str, object] | None = None) -> JSONResponse:
+    body: dict[str, object] = {"status": "ready", "redis": "ok"}
+    if workers is not None:
+        body["workers"] = workers
+    return JSONResponse(body)
+
+
+def no_worker(workers: dict[str, object]) -> JSONResponse:
+    """Redis answers but no worker beat lately (only with UPHOOKS_READYZ_REQUIRES_WORKER)."""
+    return JSONResponse({"status": "unavailable", "redis": "ok", "workers": workers}, 503)
 
 
 def not_ready() -> JSONResponse:

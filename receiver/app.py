@@ -17,7 +17,9 @@ from receiver.limits import ConcurrencyLimit, LogThrottle
 from receiver.openapi import document, openapi
 from receiver.sources import SourceFilter
 from receiver.verify import Verifier
+from uphooks import metrics
 from uphooks.redis import async_client
+from uphooks.redis_checks import check_redis_async
 from uphooks.settings import Settings, get_settings
 
 log = logging.getLogger("uphooks.receiver")
@@ -68,6 +70,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         client = async_client(settings)
+        # Redis settings the pipeline depends on (AOF, noeviction, ...): loud, never fatal.
+        for finding in await check_redis_async(client, settings):
+            log.log(finding.level, "%s", finding)
         enqueuer = Enqueuer(client, settings)
         await enqueuer.start()
         app.state.redis = client
@@ -89,12 +94,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         _hide_path_tokens(token_prefix)
     if settings.serve_openapi:
         routes.append(Route("/openapi.json", openapi, methods=["GET"]))
+    if settings.metrics_enabled:
+        routes.append(Route("/metrics", metrics.endpoint, methods=["GET"]))
     middleware = [
+        # Outermost, so the answers of the concurrency limit are counted too.
+        Middleware(metrics.IngressMetrics, path=settings.webhook_path),
         Middleware(
             ConcurrencyLimit,
             limit=settings.max_concurrent_requests,
             path=settings.webhook_path,
-        )
+        ),
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.settings = settings

@@ -9,6 +9,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from receiver import answers
+from uphooks.keys import Keys
+from uphooks.liveness import workers_seen_async
+from uphooks.settings import Settings
 
 log = logging.getLogger("uphooks.receiver")
 
@@ -19,13 +22,22 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Redis answers in time, so a delivery sent now would be kept."""
+    """Redis answers in time, so a delivery sent now would be kept; and whether a worker was
+    seen lately (its heartbeat), so "ingress up, nobody processing" shows. Without a worker
+    the answer is still 200 (deliveries are kept and wait) unless UPHOOKS_READYZ_REQUIRES_WORKER.
+    """
     client = request.app.state.redis
-    timeout = request.app.state.settings.ack_timeout_seconds
+    settings: Settings = request.app.state.settings
     try:
-        await asyncio.wait_for(client.ping(), timeout)
+        # One round trip: it proves Redis answers and reads the heartbeats.
+        seen = await asyncio.wait_for(
+            workers_seen_async(client, Keys(settings.key_prefix), settings.heartbeat_stale_seconds),
+            settings.ack_timeout_seconds,
+        )
     except Exception as exc:
         # The reason goes to our log only: a public probe must not describe our network.
         log.warning("readiness: redis unreachable: %s", exc)
         return answers.not_ready()
-    return answers.ready()
+    if seen.alive == 0 and settings.readyz_requires_worker:
+        return answers.no_worker(seen.as_dict())
+    return answers.ready(seen.as_dict())

@@ -27,6 +27,7 @@ from receiver.enqueue import Enqueuer
 from receiver.limits import MAX_JSON_DEPTH, BadLength, LogThrottle, TooLarge, read_body, too_deep
 from receiver.sources import SourceFilter
 from receiver.verify import Failed, Pending, Reason, Verifier
+from uphooks import logs, metrics
 from uphooks.settings import Settings
 
 log = logging.getLogger("uphooks.receiver")
@@ -153,9 +154,14 @@ async def receive(request: Request) -> JSONResponse:
         # The Enqueuer gives up after ack_timeout_seconds by itself (one timer for all requests).
         is_new = await enqueuer.submit(key, record)
     except TimeoutError:
+        metrics.enqueue_failed("timeout")
         log.warning("redis did not answer in %.1fs; answered 503", settings.ack_timeout_seconds)
         return answers.unavailable("the queue did not answer in time; retry later")
     except Exception as exc:
+        metrics.enqueue_failed("error")
         log.warning("enqueue failed, answered 503: %s", exc)
         return answers.unavailable("the queue is unavailable; retry later")
+    if not is_new:
+        metrics.duplicate()
+    logs.delivery_kept(log, key, event, is_new)
     return answers.accepted(key) if is_new else answers.duplicate(key)

@@ -30,13 +30,19 @@ def serve(host: str, port: int, processes: int) -> None:
     """Run the ingress (uvicorn)."""
     import uvicorn
 
+    from uphooks import logs, metrics
+
+    settings = get_settings()
+    if processes > 1:  # uvicorn's processes then share one metrics folder
+        metrics.prepare_multiprocess("ingress", settings)
     uvicorn.run(
         "receiver.app:app",
         factory=True,
         host=host,
         port=port,
         workers=processes,
-        log_level=get_settings().log_level.lower(),
+        log_level=settings.log_level.lower(),
+        log_config=logs.dict_config(settings, "ingress"),
         timeout_graceful_shutdown=20,
         # Client addresses come from UPHOOKS_TRUSTED_PROXIES only (receiver/sources.py).
         proxy_headers=False,
@@ -69,6 +75,8 @@ def dev(port: int, data_dir: str) -> None:
     # The Procfile says `uphooks ...`: make sure this interpreter's scripts are found first.
     scripts = str(Path(sys.executable).parent)
     env = dict(os.environ, PORT=str(port), PATH=os.pathsep.join([scripts, os.environ["PATH"]]))
+    if "log_format" not in settings.model_fields_set and sys.stderr.isatty():
+        env["UPHOOKS_LOG_FORMAT"] = "plain"  # honcho pipes their output: "auto" would be JSON
     if "verify" not in settings.model_fields_set:
         env["UPHOOKS_VERIFY"] = "none"
         click.echo("development: deliveries are not verified (set UPHOOKS_VERIFY to change that)")

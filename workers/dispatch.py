@@ -52,6 +52,7 @@ import redis
 from handlers.context import Context, bound_logger
 from handlers.errors import PermanentError, TransientError
 from handlers.registry import HandlerSpec, Router
+from uphooks import metrics
 from uphooks.events import BaseEvent, EventValidationError, parse_event
 from uphooks.keys import Keys
 from uphooks.settings import Settings
@@ -272,6 +273,11 @@ class Dispatcher:
             if held
         ]
         publish_with_retries(self._markers.finish)(outcomes, holder)
+        metrics.handler_outcomes(
+            done=(p.spec.name for p in done),
+            retried=(p.spec.name for p, _, _ in retry),
+            dead=(p.spec.name for p, _, _, _ in dead),
+        )
 
         for p, n, err, tb in dead:
             log.error("[%s %s] dead-lettered after %d attempt(s): %s", p.key, p.spec.name, n, err)
@@ -424,6 +430,7 @@ class Dispatcher:
         self, key: str, handler: str, record: dict[str, Any], raw: str, attempt: int
     ) -> None:
         now = time.time()
+        metrics.handler_outcomes(dead=[handler])
         self.dead_letters.add(
             DeadLetter(
                 key=key,
@@ -454,8 +461,12 @@ class Dispatcher:
             log=bound_logger(pair.key, name),
             body=pair.record.get("body") or "",
         )
-        if pair.spec.time_limit is None:
-            pair.spec.func(pair.event, ctx)
-        else:
-            with time_limit(pair.spec.time_limit, name):
+        with metrics.handler_call(name) as timer:
+            if pair.spec.time_limit is None:
                 pair.spec.func(pair.event, ctx)
+            else:
+                with time_limit(pair.spec.time_limit, name):
+                    pair.spec.func(pair.event, ctx)
+        log.info(
+            "[%s %s] done in %.0f ms (attempt %d)", pair.key, name, timer.seconds * 1000, attempt
+        )

@@ -9,9 +9,12 @@ from typing import Any
 from celery import signals
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 
+from uphooks import logs, metrics
 from uphooks.redis import sync_client
+from uphooks.redis_checks import check_redis
 from uphooks.settings import get_settings
 from uphooks.taskmessage import PROCESS_TASK
+from workers import heartbeat
 from workers.app import celery_app
 from workers.dispatch import Dispatcher
 from workers.plugins import Loaded, load_handlers
@@ -29,6 +32,15 @@ def loaded_handlers() -> Loaded:
     return _loaded
 
 
+@signals.setup_logging.connect  # type: ignore[untyped-decorator]
+def _set_up_logging(**_: Any) -> None:
+    """JSON or plain lines (UPHOOKS_LOG_FORMAT) instead of Celery's own set-up."""
+    logs.configure(get_settings(), "worker")
+
+
+heartbeat.install(get_settings())
+
+
 @signals.worker_init.connect  # type: ignore[untyped-decorator]
 def _load_plugins_at_start(**_: Any) -> None:
     """Import every handler module in the main process, before the pool forks: a plugin that
@@ -39,6 +51,16 @@ def _load_plugins_at_start(**_: Any) -> None:
         log.critical("worker not started: %s", exc)
         raise SystemExit(f"uphooks worker not started: {exc}") from exc
     log.info("handlers: %s", ", ".join(sorted(s.name for s in loaded.router)) or "none")
+    # Before the pool forks: every pool process writes its metrics where this one reads them.
+    settings = get_settings()
+    client = sync_client(settings)
+    try:
+        for finding in check_redis(client, settings):
+            log.log(finding.level, "%s", finding)
+    finally:
+        client.close()
+    metrics.prepare_multiprocess("worker", settings)
+    metrics.serve_worker_metrics(settings, (spec.queue for spec in loaded.router))
 
 
 def publish(
