@@ -86,6 +86,18 @@ class Stack:
         env.update(overrides)
         return env
 
+    def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """Run ``uphooks ARGS`` as a user would, against this stack."""
+        return subprocess.run(
+            [sys.executable, "-m", "uphooks.cli", *args],
+            env=self.env(**env),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url)
 

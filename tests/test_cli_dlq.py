@@ -5,26 +5,13 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import sys
 import time
 
 import orjson
 
-from tests.conftest import ROOT, Stack
+from tests.conftest import Stack
 from uphooks.keys import Keys
 from workers.deadletter import DeadLetter, DeadLetters
-
-
-def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "uphooks.cli", *args],
-        env=stack.env(),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def seed(stack: Stack) -> None:
@@ -60,31 +47,31 @@ def ids(result: subprocess.CompletedProcess[str]) -> list[str]:
 
 def test_list_filters_show_and_purge(stack: Stack) -> None:
     seed(stack)
-    assert ids(cli(stack, "dlq", "ls", "--json")) == [
+    assert ids(stack.cli("dlq", "ls", "--json")) == [
         "k0|team.notify",
         "k1|team.archive",
         "k2|team.notify",
     ]
-    assert ids(cli(stack, "dlq", "ls", "--json", "--event", "upload_completed")) == [
+    assert ids(stack.cli("dlq", "ls", "--json", "--event", "upload_completed")) == [
         "k0|team.notify",
         "k1|team.archive",
     ]
-    assert ids(cli(stack, "dlq", "ls", "--json", "--handler", "*.notify")) == [
+    assert ids(stack.cli("dlq", "ls", "--json", "--handler", "*.notify")) == [
         "k0|team.notify",
         "k2|team.notify",
     ]
-    assert ids(cli(stack, "dlq", "ls", "--json", "--platform", "instagram")) == ["k1|team.archive"]
+    assert ids(stack.cli("dlq", "ls", "--json", "--platform", "instagram")) == ["k1|team.archive"]
 
-    shown = cli(stack, "dlq", "show", "k1|team.archive")
+    shown = stack.cli("dlq", "show", "k1|team.archive")
     assert shown.returncode == 0 and "Traceback ..." in shown.stdout
-    missing = cli(stack, "dlq", "show", "nope")
+    missing = stack.cli("dlq", "show", "nope")
     assert missing.returncode != 0 and "uphooks dlq ls" in missing.stderr
 
-    refused = cli(stack, "dlq", "purge", "--yes")
+    refused = stack.cli("dlq", "purge", "--yes")
     assert refused.returncode != 0 and "--all" in refused.stderr
-    purged = cli(stack, "dlq", "purge", "--handler", "*.notify", "--yes")
+    purged = stack.cli("dlq", "purge", "--handler", "*.notify", "--yes")
     assert "purged 2" in purged.stdout
-    assert ids(cli(stack, "dlq", "ls", "--json")) == ["k1|team.archive"]
+    assert ids(stack.cli("dlq", "ls", "--json")) == ["k1|team.archive"]
 
 
 def test_replay_by_filter_publishes_one_message_per_entry_for_its_handler_only(
@@ -92,7 +79,7 @@ def test_replay_by_filter_publishes_one_message_per_entry_for_its_handler_only(
 ) -> None:
     seed(stack)
     stack.client().delete(f"{stack.prefix}:delivery:k0")  # the delivery expired meanwhile
-    result = cli(stack, "dlq", "replay", "--event", "upload_completed")
+    result = stack.cli("dlq", "replay", "--event", "upload_completed")
     assert result.returncode == 0, result.stderr
     assert "replayed 2" in result.stdout
     messages = [json.loads(m) for m in stack.client().lrange(stack.queue, 0, -1)]
@@ -101,4 +88,4 @@ def test_replay_by_filter_publishes_one_message_per_entry_for_its_handler_only(
     assert calls == [("k0", ["team.notify"]), ("k1", ["team.archive"])]
     # The delivery record is put back so the worker can read it, and the entries are gone.
     assert stack.client().exists(f"{stack.prefix}:delivery:k0")
-    assert ids(cli(stack, "dlq", "ls", "--json")) == ["k2|team.notify"]
+    assert ids(stack.cli("dlq", "ls", "--json")) == ["k2|team.notify"]

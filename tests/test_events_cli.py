@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +15,7 @@ import redis.asyncio as aioredis
 from click.testing import CliRunner
 
 from receiver.enqueue import Enqueuer
-from tests.conftest import ROOT, Stack, wait_for
+from tests.conftest import Stack, wait_for
 from uphooks.cli import main
 from uphooks.keys import Keys
 from uphooks.settings import Settings, get_settings
@@ -87,15 +85,7 @@ def events(stack: Stack, *args: str) -> Ran:
 
 
 def events_process(stack: Stack, *args: str) -> Ran:
-    result = subprocess.run(
-        [sys.executable, "-m", "uphooks.cli", "events", *args],
-        env=stack.env(),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = stack.cli("events", *args)
     return Ran(result.returncode, result.stdout, result.stderr)
 
 
@@ -224,37 +214,18 @@ def test_end_to_end_outcomes_of_a_real_worker(stack: Stack) -> None:
     stack.worker(RECORDING, UPHOOKS_BUILTIN_LOG_HANDLER="false")
     stack.client().set(f"{stack.prefix}:test:ctl:broken", 1)  # test.breakable fails for good
     url = ingress.url + "/webhooks/upload-post"
-    sent = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "uphooks.cli",
-            "send",
-            "upload_completed",
-            "--count",
-            "2",
-            "--url",
-            url,
-            "--platform",
-            "tiktok",
-        ],
-        env=stack.env(),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    sent = stack.cli(
+        "send",
+        "upload_completed",
+        "--count",
+        "2",
+        "--url",
+        url,
+        "--platform",
+        "tiktok",
     )
     assert sent.returncode == 0, sent.stdout + sent.stderr
-    broken = subprocess.run(
-        [sys.executable, "-m", "uphooks.cli", "send", "social_account_connected", "--url", url],
-        env=stack.env(),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    broken = stack.cli("send", "social_account_connected", "--url", url)
     assert broken.returncode == 0, broken.stdout
 
     def rows(*args: str) -> list[dict[str, Any]]:

@@ -7,8 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import redis
@@ -16,7 +14,7 @@ import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.conftest import ROOT, Stack, wait_for
+from tests.conftest import Stack, wait_for
 from uphooks.keys import Keys
 from uphooks.liveness import workers_seen, workers_seen_async
 from workers.heartbeat import Heartbeat
@@ -76,15 +74,7 @@ def test_a_heartbeat_survives_redis_going_away(stack: Stack) -> None:
 
 
 def status(stack: Stack) -> tuple[int, dict[str, object]]:
-    result = subprocess.run(
-        [sys.executable, "-m", "uphooks.cli", "status", "--json"],
-        env=stack.env(),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = stack.cli("status", "--json")
     return result.returncode, json.loads(result.stdout)
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Stack, fixture_bodies, wait_for
+from tests.conftest import Stack, fixture_bodies, wait_for
 from uphooks.embedded import RedisServer
 
 RECORDING = "tests.plugins.recording"
@@ -31,18 +29,6 @@ def set_control(stack: Stack, name: str, value: str | int = 1) -> None:
 
 def clear_control(stack: Stack, name: str) -> None:
     stack.client().delete(f"{stack.prefix}:test:ctl:{name}")
-
-
-def uphooks_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "uphooks.cli", *args],
-        env=stack.env(UPHOOKS_HANDLER_MODULES=RECORDING),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_every_fixture_is_accepted_and_handled_exactly_once(stack: Stack) -> None:
@@ -124,21 +110,21 @@ def test_permanent_failure_is_dead_lettered_then_replayed_once_fixed(stack: Stac
     entry = f"{key}|test.breakable"
     wait_for(lambda: stack.client().exists(f"{stack.prefix}:dlq:{entry}"), what="dead letter")
 
-    listed = uphooks_cli(stack, "dlq", "ls", "--json")
+    listed = stack.cli("dlq", "ls", "--json")
     assert listed.returncode == 0, listed.stderr
     [row] = json.loads(listed.stdout)
     assert (row["id"], row["attempts"], row["event"]) == (entry, 1, "social_account_connected")
     assert "broken on purpose" in row["error"]
-    shown = uphooks_cli(stack, "dlq", "show", entry, "--json")
+    shown = stack.cli("dlq", "show", entry, "--json")
     assert "PermanentError" in json.loads(shown.stdout)["traceback"]
 
     clear_control(stack, "broken")
-    replayed = uphooks_cli(stack, "dlq", "replay", entry)
+    replayed = stack.cli("dlq", "replay", entry)
     assert replayed.returncode == 0, replayed.stderr
     assert "replayed 1" in replayed.stdout
     expected = Counter({f"test.breakable|{key}:test.breakable": 1, f"test.any|{key}:test.any": 1})
     wait_for(lambda: effects(stack) == expected, what="the fixed handler ran once")
-    assert json.loads(uphooks_cli(stack, "dlq", "ls", "--json").stdout) == []
+    assert json.loads(stack.cli("dlq", "ls", "--json").stdout) == []
 
 
 def test_unknown_event_is_accepted_and_reaches_star_handlers(stack: Stack) -> None:
@@ -321,6 +307,6 @@ def test_an_unreadable_delivery_is_dead_lettered_not_looped_and_replays_once_men
     assert stack.client().llen(stack.queue) == 0
 
     stack.client().set(record_key, good_record)
-    replayed = uphooks_cli(stack, "dlq", "replay", entry)
+    replayed = stack.cli("dlq", "replay", entry)
     assert replayed.returncode == 0, replayed.stderr
     wait_for(lambda: effects(stack) == Counter({f"test.any|{key}:test.any": 1}))
