@@ -7,27 +7,38 @@ load a batch holds many deliveries, so Redis round trips and Celery messages per
 idle a batch holds one and adds no delay.
 
 A request is answered 2xx only after the script returned, i.e. after Redis has the delivery.
+Each delivery carries its own deadline (``ack_timeout_seconds``): one timer for the whole
+Enqueuer fails the late ones with :class:`TimeoutError`, so a caller needs no timer of its own.
+
+What a request costs here is kept small on purpose (docs/performance.md): the whole batch goes to
+Redis as two arguments (records concatenated, and their lengths) besides its keys, the Celery
+envelope is rendered once, not per message, and the command is packed by hiredis and sent on a
+connection of the Enqueuer's own (one batch is in flight at a time).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
 from importlib.resources import files
 
-import orjson
+import hiredis
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import NoScriptError, ResponseError
 
 from uphooks.keys import Keys
 from uphooks.settings import Settings
-from uphooks.taskmessage import EMBED_JSON, envelope_parts
+from uphooks.taskmessage import EMBED_JSON, Envelope
 
 log = logging.getLogger("uphooks.receiver")
 
 _LUA = files("receiver").joinpath("enqueue.lua").read_text(encoding="utf-8")
+_SHA = hashlib.sha1(_LUA.encode(), usedforsecurity=False).hexdigest()  # Redis's script id
 
 
 @dataclass(slots=True)
@@ -35,19 +46,37 @@ class _Pending:
     key: str
     record: bytes
     future: asyncio.Future[bool]
+    deadline: float
+
+
+def _pack(command: tuple[str | bytes | int | float, ...]) -> bytes:
+    # hiredis's stub types the argument as a 1-tuple; it takes any length.
+    packed: bytes = hiredis.pack_command(command)  # type: ignore[arg-type]
+    return packed
 
 
 class Enqueuer:
     def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
-        self._client = client
         self._settings = settings
-        self._keys = Keys(settings.key_prefix)
-        self._script = client.register_script(_LUA)
+        self._pool = client.connection_pool
+        # One batch is in flight at a time, so the Enqueuer keeps one connection of its own and
+        # packs the command with hiredis: redis-py's generic command path (packing in Python,
+        # pool, retry wrapper) cost more CPU per batch than the whole Lua script.
+        self._conn: AbstractConnection | None = None
+        self._envelope = Envelope(settings.queue)
+        keys = Keys(settings.key_prefix)
+        self._fixed_keys = [settings.queue, keys.events_index]
+        self._record_prefix = keys.delivery("")
+        self._timeout = settings.ack_timeout_seconds
         self._pending: list[_Pending] = []
+        self._inflight: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._run(), name="uphooks-enqueuer")
 
     async def stop(self) -> None:
@@ -60,16 +89,49 @@ class Enqueuer:
         self._task = None
         while self._pending:
             await self._flush_some()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await self._close()
 
     async def submit(self, key: str, record: bytes) -> bool:
         """Keep one delivery. True if it is new, False if it was already known (duplicate).
 
-        Raises whatever Redis raised; the caller turns that into a status the sender retries.
+        ``record`` is the stored delivery (JSON bytes). Raises :class:`TimeoutError` when Redis
+        did not confirm within ``ack_timeout_seconds``, and whatever Redis raised otherwise; the
+        caller turns either into a status the sender retries.
         """
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(key, record, future))
+        loop = self._loop or asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        self._pending.append(_Pending(key, record, future, loop.time() + self._timeout))
         self._wakeup.set()
+        if self._timer is None:
+            self._timer = loop.call_later(self._tick, self._expire)
         return await future
+
+    @property
+    def _tick(self) -> float:
+        return min(0.1, self._timeout / 10)
+
+    def _expire(self) -> None:
+        """Fail the deliveries whose deadline passed; the oldest are first in both lists."""
+        loop = self._loop or asyncio.get_event_loop()
+        now = loop.time()
+        late = 0
+        while late < len(self._pending) and self._pending[late].deadline <= now:
+            late += 1
+        expired = self._pending[:late]
+        # Not sent yet: dropped, so Redis never keeps a delivery we answered 503 for.
+        del self._pending[:late]
+        expired += [p for p in self._inflight if p.deadline <= now]
+        for p in expired:
+            if not p.future.done():
+                p.future.set_exception(
+                    TimeoutError(f"redis did not confirm within {self._timeout:.1f}s")
+                )
+        self._timer = (
+            loop.call_later(self._tick, self._expire) if self._pending or self._inflight else None
+        )
 
     async def _run(self) -> None:
         while True:
@@ -80,10 +142,15 @@ class Enqueuer:
 
     async def _flush_some(self) -> None:
         take = self._settings.enqueue_batch_max
-        batch = [p for p in self._pending[:take] if not p.future.done()]
-        del self._pending[:take]
+        if len(self._pending) <= take:
+            batch, self._pending = self._pending, []
+        else:
+            batch = self._pending[:take]
+            del self._pending[:take]
+        batch = [p for p in batch if not p.future.done()]
         if not batch:
             return
+        self._inflight = batch
         try:
             flags = await self._call(batch)
         except Exception as exc:
@@ -91,23 +158,50 @@ class Enqueuer:
                 if not p.future.done():
                     p.future.set_exception(exc)
             return
+        finally:
+            self._inflight = []
         for p, flag in zip(batch, flags, strict=True):
             if not p.future.done():
                 p.future.set_result(bool(flag))
 
     async def _call(self, batch: list[_Pending]) -> list[int]:
-        keys = self._keys
-        prefix, suffix = envelope_parts(self._settings.queue)
-        redis_keys = [self._settings.queue, keys.events_index]
-        args: list[str | bytes | float | int] = [
+        prefix = self._record_prefix
+        records = [p.record for p in batch]
+        keys = [*self._fixed_keys, *[prefix + p.key for p in batch]]
+        args: tuple[str | bytes | int | float, ...] = (
+            len(keys),
+            *keys,
             self._settings.dedup_ttl_seconds,
             time.time(),
-            prefix,
-            suffix,
+            self._envelope.prefix,
+            self._envelope.suffix(),
             EMBED_JSON,
-        ]
-        for p in batch:
-            redis_keys.append(keys.delivery(p.key))
-            args.extend((p.key, orjson.dumps(p.key), p.record))
-        flags: list[int] = await self._script(keys=redis_keys, args=args)
+            len(prefix),
+            ",".join([str(len(r)) for r in records]),
+            b"".join(records),
+        )
+        try:
+            return await self._execute(_pack(("EVALSHA", _SHA, *args)))
+        except NoScriptError:
+            # A new or restarted server: EVAL sends the script and caches it for the next time.
+            return await self._execute(_pack(("EVAL", _LUA, *args)))
+
+    async def _execute(self, packed: bytes) -> list[int]:
+        if self._conn is None:
+            self._conn = self._pool.make_connection()  # type: ignore[no-untyped-call]
+        conn = self._conn
+        try:
+            await conn.send_packed_command(packed, check_health=False)
+            flags: list[int] = await conn.read_response()
+        except ResponseError:
+            raise  # an error reply: the connection is still in step
+        except BaseException:
+            # Timed out or broken mid-command: whatever arrives later belongs to this command.
+            await conn.disconnect(nowait=True)
+            raise
         return flags
+
+    async def _close(self) -> None:
+        if self._conn is not None:
+            await self._conn.disconnect()
+            self._conn = None

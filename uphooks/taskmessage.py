@@ -7,24 +7,29 @@ inside kombu's Redis-transport envelope, and the ingress's Lua script fills in t
 (tests/test_pipeline.py) proves a real worker consumes it.
 
 The message names the deliveries by key; the worker reads their stored bodies from Redis.
+
+The envelope is rendered once per queue (:class:`Envelope`); each message then only draws its
+two ids, so the ingress pays no JSON encoding per message.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import socket
 import uuid
 
+import orjson
+
 PROCESS_TASK = "uphooks.process"
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+EMBED_JSON = orjson.dumps(_EMBED).decode()
+
+# Stand-ins for the ids while the fixed part is rendered; they cannot occur in the rest of it.
+_TASK_ID = "\x00task-id\x00"
+_TAG = "\x00delivery-tag\x00"
 
 
-def envelope_parts(queue: str, *, origin: str | None = None) -> tuple[str, str]:
-    """Return ``(prefix, suffix)``: ``prefix + json_string(body) + suffix`` is one message.
-
-    A fresh task id and delivery tag are drawn per call, so call it once per message.
-    """
-    task_id = str(uuid.uuid4())
+def _render(queue: str, origin: str, task_id: str, tag: str) -> str:
     headers: dict[str, object] = {
         "lang": "py",
         "task": PROCESS_TASK,
@@ -40,7 +45,7 @@ def envelope_parts(queue: str, *, origin: str | None = None) -> tuple[str, str]:
         "parent_id": None,
         "argsrepr": "(deliveries)",
         "kwargsrepr": "{}",
-        "origin": origin or f"uphooks-receiver@{socket.gethostname()}",
+        "origin": origin,
         "ignore_result": True,
         "replaced_task_nesting": 0,
         "stamped_headers": None,
@@ -55,23 +60,41 @@ def envelope_parts(queue: str, *, origin: str | None = None) -> tuple[str, str]:
         "delivery_info": {"exchange": "", "routing_key": queue},
         "priority": 0,
         # No ``body_encoding``: the body is plain JSON text, no base64 round trip.
-        "delivery_tag": str(uuid.uuid4()),
+        "delivery_tag": tag,
     }
-    rest = json.dumps(
+    rest = orjson.dumps(
         {
             "content-encoding": "utf-8",
             "content-type": "application/json",
             "headers": headers,
             "properties": properties,
-        },
-        separators=(",", ":"),
-    )
-    return '{"body":', "," + rest[1:]
+        }
+    ).decode()
+    return "," + rest[1:]
+
+
+class Envelope:
+    """Messages for one queue: ``prefix + json_string(body) + suffix(...)`` is one message."""
+
+    prefix = '{"body":'
+
+    def __init__(self, queue: str, *, origin: str | None = None) -> None:
+        origin = origin or f"uphooks-receiver@{socket.gethostname()}"
+        # orjson writes the stand-ins' NUL bytes as \u0000: look for them in that form.
+        rendered = _render(queue, origin, _TASK_ID, _TAG)
+        task_id, tag = (orjson.dumps(s).decode()[1:-1] for s in (_TASK_ID, _TAG))
+        before_tag, after_tag = rendered.split(tag)
+        self._id_parts = before_tag.split(task_id)
+        self._after_tag = after_tag
+
+    def suffix(self) -> str:
+        """The rest of one message, with a fresh task id and delivery tag: one call per message."""
+        raw = os.urandom(32)
+        task_id = str(uuid.UUID(bytes=raw[:16], version=4))
+        tag = str(uuid.UUID(bytes=raw[16:], version=4))
+        return task_id.join(self._id_parts) + tag + self._after_tag
 
 
 def task_body(keys: list[str]) -> str:
     """The Celery body for ``uphooks.process(keys)``; the Lua script builds the same shape."""
-    return json.dumps([[keys], {}, _EMBED], separators=(",", ":"))
-
-
-EMBED_JSON = json.dumps(_EMBED, separators=(",", ":"))
+    return orjson.dumps([[keys], {}, _EMBED]).decode()

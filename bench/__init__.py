@@ -1,0 +1,1 @@
+"""`make bench`: ingress and workers beside their baselines (docs/performance.md)."""
