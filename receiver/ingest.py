@@ -20,6 +20,7 @@ import time
 import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
 
 from receiver import answers
 from receiver.delivery_key import delivery_key
@@ -165,3 +166,13 @@ async def receive(request: Request) -> JSONResponse:
         metrics.duplicate()
     logs.delivery_kept(log, key, event, is_new)
     return answers.accepted(key) if is_new else answers.duplicate(key)
+
+
+class Endpoint:
+    """The webhook route as a bare ASGI app. Starlette's ``Route`` wraps a plain function in
+    ``request_response``, a second exception-handling layer this route has no use for
+    (docs/performance.md measures it)."""
+
+    async def __call__(self, scope: Scope, receive_: Receive, send: Send) -> None:
+        response = await receive(Request(scope, receive_))
+        await response(scope, receive_, send)
