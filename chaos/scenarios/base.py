@@ -1,0 +1,79 @@
+"""What every scenario shares: the run's options, a fresh cluster, and a few helpers."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chaos.load import Delivery, Sender, make_delivery
+from chaos.report import Row
+from chaos.stack import SECRET, Cluster, Proc, wait_ready
+
+
+@dataclass
+class Ctx:
+    out: Path
+    quick: bool
+    #: End-to-end events/s the pipeline sustained in scenario 0 (or the fallback).
+    max_rate: float = 0.0
+
+    def pick(self, full: float, quick: float) -> float:
+        return quick if self.quick else full
+
+    @property
+    def fault_rate(self) -> float:
+        """Load during fault scenarios: well under the maximum, so faults, not load, show."""
+        return max(10.0, min(0.4 * self.max_rate, 100.0))
+
+    @contextlib.contextmanager
+    def cluster(self, name: str, **kwargs: Any) -> Iterator[Cluster]:
+        cluster = Cluster(self.out / name, **kwargs)
+        try:
+            cluster.start_redis()
+            yield cluster
+        finally:
+            cluster.stop()
+
+
+def start_stack(
+    cluster: Cluster,
+    workers: int = 2,
+    worker_redis_url: str | None = None,
+    ingress_redis_url: str | None = None,
+) -> tuple[str, list[Proc]]:
+    """The ingress and ``workers`` supervised workers, started in parallel."""
+    procs = [cluster.worker(f"w{i}", worker_redis_url, wait=False) for i in range(workers)]
+    url, _ = cluster.ingress(ingress_redis_url)
+    for proc in procs:
+        wait_ready(proc)
+    cluster.supervise()
+    return url, procs
+
+
+def deliveries(
+    n: int, run: str, chaos_for: Callable[[int], dict[str, Any] | None] = lambda i: None
+) -> list[Delivery]:
+    return [make_delivery(i, chaos_for(i), run) for i in range(n)]
+
+
+def sender(url: str, **kwargs: Any) -> Sender:
+    return Sender(url, secret=SECRET, **kwargs)
+
+
+def settle_queue(cluster: Cluster) -> Callable[[], bool]:
+    """True once nothing waits in the queue or in kombu's unacknowledged set."""
+
+    def settled() -> bool:
+        with cluster.client() as r:
+            return int(r.llen(cluster.settings.queue)) == 0 and int(r.hlen("unacked")) == 0
+
+    return settled
+
+
+def timed(row: Row, start: float) -> Row:
+    row.seconds = round(time.time() - start, 1)
+    return row
