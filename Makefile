@@ -31,5 +31,29 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest
 
+## Ingress and workers beside their baselines, one run, under 10 minutes (docs/performance.md).
+## Needs wrk (`apt-get install -y wrk`; without it a Python load generator stands in, labelled).
+## e.g. BENCH_ARGS='--rounds 1 --duration 3 --events 5000' for a quick look.
+.PHONY: bench-soak
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+## RSS of the ingress and a worker over 60 s of load, and of a bare Celery worker for
+## comparison (no growth allowed), about 100 s.
+bench-soak: $(STAMP)
+	$(BIN)/python -m bench.run --only none --worker-cases none --soak 60 $(BENCH_ARGS)
+
+## Drain a fixed backlog with 1, 2, 4 worker processes and prefork concurrencies (docs/scaling.md).
+## A few minutes; a private Redis on a free port; e.g. ARGS='--appendfsync everysec --batch 1,16'.
+.PHONY: scaling
+scaling: $(STAMP)
+	$(BIN)/python -m bench.scaling $(ARGS)
+
+## Fault injection: real processes and real faults, every event counted (docs/reliability.md).
+## Under 10 minutes; exits non-zero if an acknowledged event was lost or took effect twice.
+## e.g. CHAOS_ARGS='--quick' (about 4 minutes) or CHAOS_ARGS='--only 3,8a,8b'.
+chaos: $(STAMP)
+	$(BIN)/python -m chaos $(CHAOS_ARGS)
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -58,7 +58,9 @@ def worker(ctx: click.Context) -> None:
 
     settings = get_settings()
     argv = ["worker", "-Q", settings.queue, "--loglevel", settings.log_level, *ctx.args]
-    celery_app.worker_main(argv)
+    # Not worker_main(): it drops the exit code, so a worker that stopped on an unrecoverable
+    # error would exit 0 and a supervisor with Restart=on-failure would leave it down.
+    sys.exit(celery_app.start(argv) or 0)
 
 
 @main.command()

@@ -37,5 +37,20 @@ class Keys:
         return f"{self.prefix}:events"
 
     @property
+    def open_pairs(self) -> str:
+        """Sorted set of ``<key>|<handler>`` waiting for a retry message, scored by when it is
+        due; a pair still there long after that lost its message (workers/reaper.py)."""
+        return f"{self.prefix}:open"
+
+    @property
+    def reaper_watermark(self) -> str:
+        """Receipt time up to which the reaper has looked for never-claimed deliveries."""
+        return f"{self.prefix}:reaper:watermark"
+
+    @property
+    def reaper_lock(self) -> str:
+        return f"{self.prefix}:reaper:lock"
+
+    @property
     def worker_heartbeat(self) -> str:
         return f"{self.prefix}:worker-heartbeat"

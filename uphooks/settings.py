@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     retry_hop_seconds: int = 900
     # Dead letters are kept this long.
     dlq_retention_seconds: int = 30 * DAY
+    # A delivery (or a retry) whose Celery message was lost on its way from Redis to a worker is
+    # published again once it is this much overdue (workers/reaper.py). Must exceed the time a
+    # healthy message may take to come back: visibility timeout + hard time limit + one sweep.
+    reconcile_after_seconds: int = 2 * HOUR
+    # How often one worker (whichever takes the lock) looks for such deliveries.
+    reconcile_interval_seconds: int = 60
 
     # --- Logs
     log_level: str = "INFO"
@@ -292,6 +298,13 @@ class Settings(BaseSettings):
         if self.ack_timeout_seconds >= 10:
             raise ValueError(
                 "UPHOOKS_ACK_TIMEOUT_SECONDS must stay below the sender's ~10 s timeout"
+            )
+        restored_within = vt + self.task_time_limit_seconds + self.restore_sweep_seconds
+        if self.reconcile_after_seconds <= restored_within:
+            raise ValueError(
+                f"UPHOOKS_RECONCILE_AFTER_SECONDS must exceed {restored_within} (visibility "
+                "timeout + hard time limit + restore sweep): otherwise messages that are only "
+                "waiting to be restored are published a second time"
             )
         return self
 

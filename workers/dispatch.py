@@ -273,6 +273,7 @@ class Dispatcher:
             if held
         ]
         publish_with_retries(self._markers.finish)(outcomes, holder)
+        publish_with_retries(self._track_open)(done, retry, dead, deferred)
         metrics.handler_outcomes(
             done=(p.spec.name for p in done),
             retried=(p.spec.name for p, _, _ in retry),
@@ -303,6 +304,28 @@ class Dispatcher:
         for (handler, next_attempt, due), keys in groups.items():
             queue = self._queue_of(handler)
             self._publish(keys, [handler], next_attempt, float(due), hop(self._s, due, now), queue)
+
+    def _track_open(
+        self,
+        done: list[_Pair],
+        retry: list[tuple[_Pair, float, str]],
+        dead: list[tuple[_Pair, int, str, str]],
+        deferred: list[tuple[_Pair, float, bool]],
+    ) -> None:
+        """List the pairs that wait for a retry message, by when it is due, and unlist the
+        settled ones: a retry message lost between Redis and a worker is found by the reaper."""
+        closed = [f"{p.key}|{p.spec.name}" for p in done]
+        closed += [f"{p.key}|{p.spec.name}" for p, _, _, _ in dead]
+        waiting = {f"{p.key}|{p.spec.name}": due for p, due, _ in retry}
+        waiting |= {f"{p.key}|{p.spec.name}": due for p, due, _ in deferred}
+        if not closed and not waiting:
+            return
+        pipe = self._r.pipeline(transaction=False)
+        if closed:
+            pipe.zrem(self._keys.open_pairs, *closed)
+        if waiting:
+            pipe.zadd(self._keys.open_pairs, waiting)
+        pipe.execute()
 
     # -- helpers -------------------------------------------------------------------------
     def _queue_of(self, handler: str) -> str:

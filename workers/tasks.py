@@ -14,7 +14,7 @@ from uphooks.redis import sync_client
 from uphooks.redis_checks import check_redis
 from uphooks.settings import get_settings
 from uphooks.taskmessage import PROCESS_TASK
-from workers import heartbeat
+from workers import heartbeat, reaper
 from workers.app import celery_app
 from workers.dispatch import Dispatcher
 from workers.plugins import Loaded, load_handlers
@@ -79,6 +79,9 @@ def publish(
         queue=queue or get_settings().queue,
         retry=False,  # tenacity in the dispatcher retries, and knows when to give up
     )
+
+
+reaper.install(get_settings(), publish)
 
 
 def dispatcher() -> Dispatcher:
