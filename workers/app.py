@@ -21,7 +21,7 @@ def create_celery(settings: Settings) -> Celery:
         result_backend=None,
         # Acknowledge after the task returned, and put the message back if the process running
         # it died (SIGKILL, OOM) or hit its hard time limit; poison messages are caught by our
-        # own delivery counter (workers/poison.py), not by Celery.
+        # own delivery counter (workers/dispatch.py), not by Celery.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_acks_on_timeout=False,
