@@ -43,6 +43,10 @@ def create_celery(settings: Settings) -> Celery:
         worker_send_task_events=False,
         task_send_sent_event=False,
     )
+    if settings.redis_url.startswith("redis://"):
+        # Our subclass of kombu's transport (workers/transport.py); other schemes (rediss://,
+        # sentinel://) keep kombu's own, which knows their URL options.
+        app.conf.broker_transport = "workers.transport:Transport"
     app.conf.imports = ["workers.tasks"]
     return app
 
