@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import signal
 import threading
 import time
@@ -135,6 +134,10 @@ class Dispatcher:
             client, self._keys, settings.lease_ttl_ms, settings.dedup_ttl_seconds
         )
         self.dead_letters = DeadLetters(client, self._keys, settings.dlq_retention_seconds)
+        # Redis writes of the settle step, each retried for a while (wrapped once, not per message).
+        self._finish = publish_with_retries(self._markers.finish)
+        self._track_open_retried = publish_with_retries(self._track_open)
+        self._add_dead_letter = publish_with_retries(self.dead_letters.add)
 
     # -- 1. early messages ---------------------------------------------------------------
     def process(
@@ -272,8 +275,8 @@ class Dispatcher:
             for p, _, held in deferred
             if held
         ]
-        publish_with_retries(self._markers.finish)(outcomes, holder)
-        publish_with_retries(self._track_open)(done, retry, dead, deferred)
+        self._finish(outcomes, holder)
+        self._track_open_retried(done, retry, dead, deferred)
         metrics.handler_outcomes(
             done=(p.spec.name for p in done),
             retried=(p.spec.name for p, _, _ in retry),
@@ -282,7 +285,7 @@ class Dispatcher:
 
         for p, n, err, tb in dead:
             log.error("[%s %s] dead-lettered after %d attempt(s): %s", p.key, p.spec.name, n, err)
-            publish_with_retries(self.dead_letters.add)(
+            self._add_dead_letter(
                 DeadLetter(
                     key=p.key,
                     handler=p.spec.name,
@@ -366,9 +369,10 @@ class Dispatcher:
 
     def _backoff(self, spec: HandlerSpec, attempt: int, floor: float | None) -> float:
         if spec.backoff is None:
-            return backoff_delay(self._s, attempt, floor)
-        ceiling = min(spec.backoff.max, spec.backoff.base * 2 ** max(attempt - 1, 0))
-        return max(random.uniform(0, ceiling), floor or 0.0)
+            base, maximum = self._s.retry_base_delay_seconds, self._s.retry_max_delay_seconds
+        else:
+            base, maximum = spec.backoff.base, spec.backoff.max
+        return backoff_delay(base, maximum, attempt, floor)
 
     def _route(
         self, keys: list[str], raws: list[bytes | None], only: list[str] | None, attempt: int

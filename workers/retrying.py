@@ -25,12 +25,9 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_expo
 from uphooks.settings import Settings
 
 
-def backoff_delay(settings: Settings, attempt: int, floor: float | None = None) -> float:
+def backoff_delay(base: float, maximum: float, attempt: int, floor: float | None = None) -> float:
     """Full-jitter exponential backoff before attempt ``attempt + 1``."""
-    ceiling = min(
-        settings.retry_max_delay_seconds,
-        settings.retry_base_delay_seconds * 2 ** max(attempt - 1, 0),
-    )
+    ceiling = min(maximum, base * 2 ** max(attempt - 1, 0))
     delay = random.uniform(0, ceiling)
     return max(delay, floor or 0.0)
 
