@@ -236,7 +236,7 @@ def run(n_small: int = 2000, n_large: int = 150) -> dict[str, Any]:
 
 def print_table(report: dict[str, Any]) -> None:
     print("\nCPU per request in the ingress process (refused vs valid, same run)")
-    print(f"{'secrets':>7}  {'request':<52} {'CPU µs':>9} {'× valid':>8}  answers")
+    print(f"{'secrets':>7}  {'request':<52} {'CPU µs':>9} {'x valid':>8}  answers")
     for row in report["rows"]:
         print(
             f"{row['secrets']:>7}  {row['request']:<52} {row['cpu_us']:>9.1f} "
