@@ -78,6 +78,8 @@ class Proxy:
         self.trip_errors: list[str] = []
         #: Replies dropped by an ``every`` trip: (time, the reply's bytes).
         self.dropped: list[tuple[float, bytes]] = []
+        #: Matching replies an ``every`` trip has seen (dropped or not).
+        self.replies_seen = 0
         self._down_until = 0.0
         self._trip: _Trip | None = None
         self._conns: set[_Conn] = set()
@@ -221,6 +223,7 @@ class Proxy:
                 conn.trip_on_reply = None
                 if trip.every:
                     trip.seen += 1
+                    self.replies_seen += 1
                     if self._trip is trip and trip.seen % trip.every == 0:
                         self.dropped.append((time.time(), data))
                         self._fire(trip)

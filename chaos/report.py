@@ -26,8 +26,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from chaos.load import Delivery, acked_keys, percentile
 from chaos.effects import Run
+from chaos.load import Delivery, acked_keys, percentile
 from chaos.stack import Cluster
 
 
