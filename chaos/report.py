@@ -126,10 +126,11 @@ def check_runs(
     killed: Mapping[int, float] | None = None,
 ) -> list[str]:
     """Runs per pair == expected attempts, after :func:`quiesce`. Runs the harness caused are
-    excused and counted apart: one killed mid-run (never ended), and the run after one whose
-    process the harness killed (``killed``: pid -> when) within 2 s after it ended, before the
-    next run started (killed after the effect, before its outcome was recorded). Returns the
-    keys that ran a wrong number of times."""
+    excused and counted apart: one killed mid-run (never ended), and a run that found the effect
+    applied (``dup``) right after one whose process the harness killed (``killed``: pid -> when)
+    within 2 s after its effect, before the rerun started: killed after the effect, before its
+    outcome was recorded (at-least-once; the idempotency key absorbs it). Returns the keys that
+    ran a wrong number of times."""
     by_key: dict[str, list[Run]] = defaultdict(list)
     for run in cluster.store.runs():
         by_key[run.key].append(run)
@@ -143,7 +144,9 @@ def check_runs(
         again = sum(
             1
             for r, after in itertools.pairwise(runs)
-            if r.ended is not None
+            if r.outcome == "effect"
+            and after.outcome == "dup"
+            and r.ended is not None
             and r.pid in kills
             and r.ended <= kills[r.pid] <= min(r.ended + 2.0, after.started)
         )

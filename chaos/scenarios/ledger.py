@@ -111,7 +111,7 @@ def loss_and_kills(ctx: Ctx) -> Row:
     """Load with ~1% of the popped messages dropped before kombu records them as unacked (the
     proxy cuts every 100th BRPOP reply carrying one) and a pool process SIGKILLed every 2-5 s."""
     cap = ctx.pick(200.0, 100.0)
-    rate = float(round(min(cap, 0.6 * ctx.max_rate)))
+    rate = float(round(max(10.0, min(cap, 0.6 * ctx.max_rate))))
     duration, every = ctx.pick(300, 30), 100
     row = Row("11a", f"1% of pops lost + child kills, {duration:.0f}s at {rate:.0f}/s")
     start = time.time()
@@ -171,9 +171,11 @@ def loss_and_kills(ctx: Ctx) -> Row:
                 scheduler_recovery_log_lines=len(recovered),
             )
             row.evidence += recovered[:2]
-            row.check("messages were dropped (about 1 in 100 pops)", dropped, len(dropped))
+            row.check("messages were dropped (about 1 in 100 pops)", bool(dropped), len(dropped))
             row.check(
-                "pool processes were killed", len(killer_done) >= duration / 6, len(killer_done)
+                "pool processes were killed every few seconds",
+                len(killer_done) >= duration / 6,
+                len(killer_done),
             )
             row.check(
                 "every delivery in a dropped message took effect (recovered)",
