@@ -76,7 +76,9 @@ def kill_between_publish_and_ack(ctx: Ctx) -> Row:
                     os.kill(runs[-1].pid, signal.SIGKILL)
                     killed.append(runs[-1].pid)
 
-            proxy.arm(SETTLE, action="after_reply", on_trip=kill_the_settler)
+            # On the settle's result (an array), not on a -NOSCRIPT error: redis-py then sends
+            # the script itself on the same connection, and that reply is the one Redis did.
+            proxy.arm(SETTLE, action="after_reply", on_trip=kill_the_settler, reply_prefix=b"*")
             sender(url).at_rate([event], 1.0)
             tripped = proxy.tripped.wait(30)
             row.recovery_s = drain(cluster, acked_keys([event]), 60, settle=settle_queue(cluster))
@@ -91,6 +93,11 @@ def kill_between_publish_and_ack(ctx: Ctx) -> Row:
                 task_deliveries=messages,
             )
             row.check("the retry's settle tripped the kill", tripped and bool(killed))
+            row.check(
+                "the retry ran as attempt 2 (the settle was recorded before the kill)",
+                [f"{r.attempt}:{r.outcome}" for r in runs] == ["1:fail", "2:effect"],
+                [f"{r.attempt}:{r.outcome}" for r in runs],
+            )
             row.check(
                 "the original message was delivered again (a no-op), 1 effect",
                 max(messages, default=0) >= 2 and [r.outcome for r in runs].count("effect") == 1,
