@@ -58,6 +58,7 @@ class _Conn:
     up_reader: asyncio.StreamReader
     up_writer: asyncio.StreamWriter
     trip_on_reply: _Trip | None = None
+    brpop: bool = False  # the last command sent was a BRPOP
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def close(self) -> None:
@@ -80,6 +81,7 @@ class Proxy:
         self.dropped: list[tuple[float, bytes]] = []
         #: Matching replies an ``every`` trip has seen (dropped or not).
         self.replies_seen = 0
+        self.tap: Callable[[bytes], None] | None = None
         self._down_until = 0.0
         self._trip: _Trip | None = None
         self._conns: set[_Conn] = set()
@@ -191,6 +193,7 @@ class Proxy:
     async def _from_client(self, conn: _Conn, queue: _Line) -> None:
         loop = asyncio.get_running_loop()
         while data := await conn.reader.read(65536):
+            conn.brpop = BRPOP in data
             trip = self._trip
             if trip is not None and trip.pattern in data:
                 if trip.action == "outage":
@@ -214,6 +217,11 @@ class Proxy:
 
     async def _from_redis(self, conn: _Conn) -> None:
         while data := await conn.up_reader.read(65536):
+            if self.tap is not None and conn.brpop and data.startswith(b"*2\r\n"):
+                try:
+                    self.tap(data)
+                except Exception as exc:
+                    self.trip_errors.append(repr(exc))
             trip = conn.trip_on_reply
             if (
                 trip is not None

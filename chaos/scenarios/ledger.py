@@ -189,44 +189,32 @@ def loss_and_kills(ctx: Ctx) -> Row:
 
 
 class Copier:
-    """Pushes ``copies`` more of every message that appears on a queue, at once (as a broker
-    restore or a republish would), and keeps them for late copies (as tests/test_ledger.py)."""
+    """Pushes ``copies`` more of every message a worker takes off a queue (seen by the proxy in
+    the ``BRPOP`` reply, so none slips past as polling the list would let it), the way a broker
+    restore or a republish would, and keeps them for late copies (as tests/test_ledger.py)."""
 
-    def __init__(self, client: redis.Redis, queue: str, copies: int = 2) -> None:
+    def __init__(self, client: redis.Redis, copies: int = 2) -> None:
         self._r = client
-        self._queue = queue
         self._copies = copies
-        self.seen: dict[str, bytes] = {}
+        self.seen: dict[str, tuple[bytes, bytes]] = {}
         self.copied = 0
         self.pair_messages = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(redis.RedisError):
-                messages: list[bytes] = self._r.lrange(self._queue, 0, -1)  # type: ignore[assignment]
-                for message in messages:
-                    tid = str(json.loads(message)["headers"]["id"])
-                    if tid not in self.seen:
-                        self.seen[tid] = message
-                        self.pair_messages += b"pairs" in message
-                        self._r.lpush(self._queue, *[message] * self._copies)
-                        self.copied += self._copies
-            time.sleep(0.003)
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[Copier]:
-        self._thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            self._thread.join(5)
+    def __call__(self, reply: bytes) -> None:
+        parts = reply.split(b"\r\n")
+        if len(parts) < 5:
+            return
+        queue, message = parts[2], parts[4]
+        tid = str(json.loads(message)["headers"]["id"])
+        if tid not in self.seen:
+            self.seen[tid] = (queue, message)
+            self.pair_messages += b"pairs" in message
+            self._r.lpush(queue, *[message] * self._copies)
+            self.copied += self._copies
 
     def push_late_copies(self) -> int:
-        for message in self.seen.values():
-            self._r.lpush(self._queue, message)
+        for queue, message in list(self.seen.values()):
+            self._r.lpush(queue, message)
         return len(self.seen)
 
 
@@ -241,23 +229,30 @@ def three_copies(ctx: Ctx) -> Row:
     def flaky(i: int) -> dict[str, Any] | None:
         return {"mode": "fail", "k": k} if i % 3 == 1 else None
 
-    with ctx.cluster("s11c-three-copies") as cluster:
-        url, _ = start_stack(cluster)
-        batch = deliveries(n, "s11c", flaky)
-        expected = {d.delivery_id: k + 1 if i % 3 == 1 else 1 for i, d in enumerate(batch)}
-        with cluster.client() as r, Copier(r, cluster.settings.queue).running() as copier:
+    with ctx.cluster("s11c-three-copies") as cluster, cluster.client() as r:
+        assert cluster.redis_server is not None
+        proxy = Proxy(cluster.redis_server.port).start()
+        try:
+            url, _ = start_stack(cluster, worker_redis_url=proxy.url)
+            batch = deliveries(n, "s11c", flaky)
+            expected = {d.delivery_id: k + 1 if i % 3 == 1 else 1 for i, d in enumerate(batch)}
+            proxy.tap = copier = Copier(r)
             batch = Background(sender(url), "at_rate", batch, rate).start().join(n / rate + 120)
             acked = acked_keys(batch)
             row.recovery_s = drain(cluster, acked, 120, settle=settle_queue(cluster))
             quiesce(row, cluster)
-        late = copier.push_late_copies()
-        quiesce(row, cluster)
+            proxy.tap = None
+            late = copier.push_late_copies()
+            quiesce(row, cluster)
+            row.check("the copier worked", not proxy.trip_errors, proxy.trip_errors[:3])
+        finally:
+            proxy.stop()
         count(row, cluster, batch)
         by_key = {d.key: expected[d.delivery_id] for d in batch if d.key}
         check_runs(row, cluster, acked, expected=lambda key: by_key[key])
         left = cluster.schedule_size()
         row.figures.update(
-            messages_seen=len(copier.seen),
+            messages_taken=len(copier.seen),
             pair_messages_seen=copier.pair_messages,
             copies_pushed=copier.copied,
             late_copies_pushed=late,
