@@ -52,7 +52,7 @@ def pool_child_killed(ctx: Ctx) -> Row:
             )
         quiesce(row, cluster)
         count(row, cluster, batch)
-        check_runs(row, cluster, acked_keys(batch))
+        check_runs(row, cluster, acked_keys(batch), killed=keeper.killed_at)
         row.figures.update(children_killed=len(keeper.killed), holds_released=keeper.released)
         row.check("pool children were killed mid-handler", len(keeper.killed) >= duration / 3)
         row.check("nothing dead-lettered", row.dlq == 0, row.dlq)
