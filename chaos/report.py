@@ -135,8 +135,8 @@ def check_runs(
     excused and counted apart: one killed mid-run (never ended), and a run that found the effect
     applied (``dup``) right after one whose process the harness killed (``killed``: pid -> when)
     within ``KILL_WINDOW_S`` after its effect, before the rerun started: killed after the
-    effect, before its outcome was recorded (at-least-once; the idempotency key absorbs it). Returns the keys that
-    ran a wrong number of times."""
+    effect, before its outcome was recorded (at-least-once; the idempotency key absorbs it).
+    Returns the keys that ran a wrong number of times."""
     by_key: dict[str, list[Run]] = defaultdict(list)
     for run in cluster.store.runs():
         by_key[run.key].append(run)
@@ -150,7 +150,7 @@ def check_runs(
         again = sum(
             1
             for r, after in itertools.pairwise(runs)
-            if r.outcome == "effect"
+            if r.outcome in ("effect", "dup")
             and after.outcome == "dup"
             and r.ended is not None
             and r.pid in kills
