@@ -60,6 +60,7 @@ def settle(
     # What workers/settle.lua leaves behind for a pair: its state and the outcome's details.
     handled = Keys(stack.prefix).handled(key)
     stack.client().hset(handled, mapping={handler: state, f"{handler}@": orjson.dumps(info)})
+    stack.client().hsetnx(handled, "~", 2)  # routed (workers/admit.lua)
     stack.client().expire(handled, settings.dedup_ttl_seconds)
 
 

@@ -163,6 +163,10 @@ def test_a_route_message_lost_on_its_way_to_a_worker_is_published_again(stack: S
     key = post(ingress, upload_body())
     assert r.rpop(stack.queue) is not None  # taken off the queue and never recorded: lost
     assert r.llen(stack.queue) == 0
+    time.sleep(2.5)
+    status = stack.cli("status", "--json")  # no worker yet: exit 1, but the figures are there
+    ledger = json.loads(status.stdout)["ledger"]
+    assert ledger["open_items"] == 1 and ledger["oldest_overdue_seconds"] >= 0.4
     stack.worker(LEDGERED, UPHOOKS_RECOVER_AFTER_SECONDS="2", **QUIET)
     wait_for(lambda: runs(stack, "ledger.steady", key) == [1], timeout=20, what="recovered")
     time.sleep(LATE)

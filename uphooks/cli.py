@@ -769,6 +769,9 @@ def upload_post_test(send_sample: bool, secret: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def status_command(as_json: bool) -> None:
     """Is anybody processing? Workers seen (heartbeats), queue depths, dead letters."""
+    from dataclasses import asdict
+
+    from uphooks.backlog import ledger_backlog
     from uphooks.keys import Keys
     from uphooks.liveness import workers_seen
     from uphooks.metrics import queues_of
@@ -784,6 +787,7 @@ def status_command(as_json: bool) -> None:
         "queues": queues,
         "dead_letters": int(client.zcard(keys.dlq_index)),
         "deliveries_kept": int(client.zcard(keys.events_index)),
+        "ledger": asdict(ledger_backlog(client, keys)),
     }
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -802,6 +806,11 @@ def status_command(as_json: bool) -> None:
             click.echo(f"queue {queue}: {depth} waiting")
         click.echo(f"dead letters: {data['dead_letters']}")
         click.echo(f"deliveries kept: {data['deliveries_kept']}")
+        backlog = data["ledger"]
+        click.echo(
+            f"ledger: {backlog['open_items']} open, oldest overdue "
+            f"{backlog['oldest_overdue_seconds']:.0f}s"
+        )
     if seen.alive == 0:
         sys.exit(1)
 

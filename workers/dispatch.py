@@ -18,33 +18,22 @@ The steps, each decided elsewhere:
 Celery acknowledges the message after that. If Redis fails on the way, the message goes back to
 the queue; the ledger makes the second pass skip what the first one finished, and a run whose
 settle never happened is found by its lapsed lease.
-
-Per-handler time limits: Celery's limits are per message, and a message holds many events. So a
-handler's ``time_limit`` is enforced per call, in the process running it, with a real-time
-interval timer (``SIGALRM``): the call is interrupted with :class:`HandlerTimeLimit`, a transient
-error, so it is retried with backoff like any failure. This needs the task to run on the process's
-main thread (prefork and solo pools, the defaults); on a thread pool the per-call limit is not
-enforced and only the message's soft/hard limits apply.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from types import FrameType
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
 import redis
 
 from handlers.context import Context, bound_logger
-from handlers.errors import PermanentError, TransientError
+from handlers.errors import PermanentError
 from handlers.registry import HandlerSpec, Router
 from uphooks import metrics
 from uphooks.events import BaseEvent, EventValidationError, parse_event
@@ -55,51 +44,12 @@ from workers.leases import LeaseKeeper, holder_is_dead_here, holder_token
 from workers.ledger import Claim, Ledger, Route, Settlement
 from workers.retrying import Dead, RetryPolicy, with_redis_retries
 from workers.schedule import Scheduler
+from workers.time_limits import SoftTimeLimit, time_limit
 
 log = logging.getLogger("uphooks.worker")
 
 #: publish(keys): a route message on UPHOOKS_QUEUE (used to split a poison message).
 Publish = Callable[[list[str]], None]
-
-
-class SoftTimeLimit(Exception):
-    """Stand-in type; the task module passes Celery's SoftTimeLimitExceeded."""
-
-
-class HandlerTimeLimit(TransientError):
-    """A handler call ran past its ``time_limit``: counted as a failed attempt, then retried."""
-
-
-_warned_no_timer = False
-
-
-@contextmanager
-def time_limit(seconds: float | None, name: str) -> Iterator[None]:
-    """Interrupt the body with HandlerTimeLimit after ``seconds`` (main thread only)."""
-    global _warned_no_timer
-    if seconds is None:
-        yield
-        return
-    if threading.current_thread() is not threading.main_thread():
-        if not _warned_no_timer:
-            _warned_no_timer = True
-            log.warning(
-                "handler time limits need the prefork or solo pool; on this pool only the "
-                "task's soft and hard time limits apply"
-            )
-        yield
-        return
-
-    def expired(signum: int, frame: FrameType | None) -> None:
-        raise HandlerTimeLimit(f"handler {name!r} ran past its time limit of {seconds}s")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @dataclass
@@ -110,6 +60,18 @@ class _Delivery:
     raw: str
     record: dict[str, Any]
     payload: Any
+    _event: BaseEvent | EventValidationError | None = field(default=None, repr=False)
+
+    def event(self) -> BaseEvent:
+        """The typed event, parsed once per delivery; a payload our models refuse is permanent."""
+        if self._event is None:
+            try:
+                self._event = parse_event(self.payload)
+            except EventValidationError as exc:
+                self._event = exc
+        if isinstance(self._event, EventValidationError):
+            raise PermanentError(str(self._event)) from self._event
+        return self._event
 
     @classmethod
     def parse(cls, key: str, raw: bytes) -> _Delivery:
@@ -468,10 +430,7 @@ class Dispatcher:
 
     def _run(self, job: _Job) -> None:
         key, name, _ = job.ref
-        try:
-            event: BaseEvent = parse_event(job.delivery.payload)
-        except EventValidationError as exc:
-            raise PermanentError(str(exc)) from exc
+        event = job.delivery.event()
         record = job.delivery.record
         ctx = Context(
             idempotency_key=f"{key}:{name}",

@@ -62,18 +62,20 @@ for _, m in ipairs(members) do
       redis.call('ZADD', due, now + again(hk, '~%', recover), m)
     end
   else
-    local state = redis.call('HGET', hk, h)
-    local pttl = redis.call('PTTL', prefix .. ':lease:' .. key .. ':' .. h)
+    local got = redis.call('HMGET', hk, h, h .. '#', h .. '^')
+    local state = got[1]
+    local pttl = -2
+    if state == 'running' then pttl = redis.call('PTTL', prefix .. ':lease:' .. key .. ':' .. h) end
     if not state or state == 'done' or state == 'dead' then
       redis.call('ZREM', due, m)
       ndropped = ndropped + 1
-    elseif state == 'running' and pttl > 0 then
+    elseif pttl > 0 then
       redis.call('ZADD', due, now + pttl / 1000, m)
     else
-      local q = redis.call('HGET', hk, h .. '^') or default
+      local q = got[3] or default
       if not by_queue[q] then by_queue[q] = {}; queues[#queues + 1] = q end
       local list = by_queue[q]
-      list[#list + 1] = {key, h, redis.call('HGET', hk, h .. '#') or ''}
+      list[#list + 1] = {key, h, got[2] or ''}
       npairs = npairs + 1
       local wait = recover
       if state == 'retrying' then

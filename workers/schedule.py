@@ -27,6 +27,7 @@ from typing import Any
 
 import redis
 
+from uphooks.backlog import ledger_backlog
 from uphooks.keys import Keys
 from uphooks.settings import Settings
 from uphooks.taskmessage import EMBED_JSON, Envelope, lua_template
@@ -97,12 +98,7 @@ class Scheduler:
 
     def lag(self, now: float | None = None) -> float:
         """Seconds the oldest overdue item has waited (0.0 when nothing is overdue)."""
-        oldest: list[tuple[bytes, float]] = self._r.zrange(  # type: ignore[assignment]
-            self._keys.due, 0, 0, withscores=True
-        )
-        if not oldest:
-            return 0.0
-        return max(0.0, (time.time() if now is None else now) - oldest[0][1])
+        return ledger_backlog(self._r, self._keys, now).oldest_overdue_seconds
 
 
 class SchedulerThread:

@@ -94,8 +94,14 @@ def dispatcher() -> Dispatcher:
 
 
 @celery_app.task(name=PROCESS_TASK, bind=True)  # type: ignore[untyped-decorator]
-def process(self: Any, keys: list[str], pairs: list[list[str]] | None = None) -> None:
+def process(
+    self: Any, keys: list[str], pairs: list[list[str]] | None = None, **legacy: Any
+) -> None:
     """A route message (``keys``) or a pair message (``pairs``): uphooks/taskmessage.py."""
+    if legacy:
+        # A message of uphooks 0.1 (``only``/``attempt``/``not_before``): route its deliveries;
+        # pairs already routed are left to the ledger (see the upgrade note in docs/design.md).
+        log.warning("message %s has an old format (%s); routed anew", self.request.id, legacy)
     # The queue this message came from: pairs whose handler has another queue are handed on.
     queue = (self.request.delivery_info or {}).get("routing_key")
     refs = [(str(k), str(h), str(t)) for k, h, t in pairs] if pairs else None
