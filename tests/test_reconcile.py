@@ -148,9 +148,7 @@ def test_every_fact_is_kept_once_whatever_the_order_of_webhooks_and_passes(
             title=f"r{i}",
         )
         items.append(item)
-        body = orjson.dumps(
-            webhook_of(item, with_job_id=spec["webhook_job_id"], skew=spec["skew"])
-        )
+        body = orjson.dumps(webhook_of(item, with_job_id=spec["webhook_job_id"], skew=spec["skew"]))
         headers = {"X-Upload-Post-Delivery": uuid.uuid4().hex} if spec["delivery_header"] else {}
         webhooks += [("webhook", i, body, headers)] * spec["copies"]
     api.history = list(reversed(items))  # newest first
@@ -168,7 +166,9 @@ def test_every_fact_is_kept_once_whatever_the_order_of_webhooks_and_passes(
             answers[i].append(ingress.post(body, headers).status_code)
 
     per_result = Counter(rec["payload"]["title"] for rec in kept(r, stack.prefix))
-    sources = {rec["payload"]["title"]: rec.get("source", "webhook") for rec in kept(r, stack.prefix)}
+    sources = {
+        rec["payload"]["title"]: rec.get("source", "webhook") for rec in kept(r, stack.prefix)
+    }
     for i, spec in enumerate(results):
         expected = 1 if spec["copies"] or passes else 0
         assert per_result[f"r{i}"] == expected, (i, spec, steps)
@@ -183,7 +183,7 @@ def test_every_fact_is_kept_once_whatever_the_order_of_webhooks_and_passes(
         assert answers[i][1:] == [200] * (len(answers[i]) - 1)  # a resend is a duplicate
 
 
-def test_a_pass_keeps_its_checkpoint_leaves_recent_results_to_their_webhook_and_reads_back_only_to_the_overlap(
+def test_a_pass_leaves_recent_results_to_their_webhook_and_reads_back_to_its_checkpoint(
     stack: Stack, api: FakeUploadPost
 ) -> None:
     r = stack.client()

@@ -58,7 +58,7 @@ def test_the_job_injects_a_missed_result_once_and_the_late_webhook_is_a_duplicat
         "UPHOOKS_UPLOAD_POST_API_KEY": KEY,
     }
     ingress = stack.ingress()
-    first = stack.worker("tests.plugins.reconciled", **env)
+    stack.worker("tests.plugins.reconciled", **env)
     stack.worker("tests.plugins.reconciled", **env)  # two workers, one pass per interval
     wait_for(lambda: len(runs(stack)) == 1, timeout=40, what="the injected delivery handled")
     time.sleep(LATE)
