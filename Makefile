@@ -43,6 +43,12 @@ bench: $(STAMP)
 bench-soak: $(STAMP)
 	$(BIN)/python -m bench.run --only none --worker-cases none --soak 60 $(BENCH_ARGS)
 
+## The ledger's scheduler pass beside a bare move of the same items, with 1,000,000 deliveries
+## retained (docs/performance.md); about 2 minutes and ~1.5 GB of memory for the private Redis.
+.PHONY: bench-recovery
+bench-recovery: $(STAMP)
+	$(BIN)/python -m bench.recovery $(ARGS)
+
 ## Drain a fixed backlog with 1, 2, 4 worker processes and prefork concurrencies (docs/scaling.md).
 ## A few minutes; a private Redis on a free port; e.g. ARGS='--appendfsync everysec --batch 1,16'.
 .PHONY: scaling

@@ -32,23 +32,21 @@ from uphooks.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: The timings every scenario runs with: short enough that a dead worker's message comes back
-#: within seconds. ``Settings`` checks hop + hard limit < visibility timeout (3 + 5 < 10).
+#: The timings every scenario runs with: short enough that a dead worker's pairs come back
+#: within seconds (a lapsed lease) and a lost message within ``recover_after_seconds``.
 TIMINGS = {
     "visibility_timeout_seconds": 10,
     "restore_sweep_seconds": 1,
     "task_time_limit_seconds": 5,
     "task_soft_time_limit_seconds": 4,
-    "retry_hop_seconds": 3,
     "retry_base_delay_seconds": 0.2,
     "retry_max_delay_seconds": 1.0,
     "poison_max_deliveries": 3,
     "ack_timeout_seconds": 3.0,
     "worker_concurrency": 2,
-    # The reaper proposed in docs/reliability.md ("lost after BRPOP"): ignored by a pipeline
-    # without it (Settings ignores unknown names); must exceed 10 + 5 + 1 s.
-    "reconcile_after_seconds": 20,
-    "reconcile_interval_seconds": 2,
+    "lease_seconds": 3,
+    "schedule_interval_seconds": 0.5,
+    "recover_after_seconds": 20,
 }
 
 

@@ -75,6 +75,9 @@ class Stack:
                 "UPHOOKS_QUEUE": self.queue,
                 "UPHOOKS_RETRY_BASE_DELAY_SECONDS": "0.2",
                 "UPHOOKS_RETRY_MAX_DELAY_SECONDS": "1",
+                # A dead worker's pairs come back within seconds; due work moves twice a second.
+                "UPHOOKS_LEASE_SECONDS": "4",
+                "UPHOOKS_SCHEDULE_INTERVAL_SECONDS": "0.5",
                 "UPHOOKS_LOG_LEVEL": "INFO",
                 # Tests post unsigned unless they choose a mode (the default requires signatures).
                 "UPHOOKS_VERIFY": "none",

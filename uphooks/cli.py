@@ -226,10 +226,12 @@ def _selected(entry_id: str | None, all_: bool, flt: Any) -> list[Any]:
     return list(store.iter(flt))
 
 
-def _publish_first_attempt(keys: list[str], only: list[str] | None) -> None:
-    from workers.tasks import publish
+def _ledger() -> Any:
+    from uphooks.redis import sync_client
+    from workers.ledger import Ledger
 
-    publish(keys, only, 1, None, 0)
+    settings = get_settings()
+    return Ledger(sync_client(settings), settings)
 
 
 @dlq.command("replay")
@@ -240,15 +242,17 @@ def dlq_replay(
     entry_id: str | None, all_: bool, event: str | None, handler: str | None, platform: str | None
 ) -> None:
     """Run the failed handler again for one dead letter, or all that match."""
-    settings = get_settings()
-    store = _dead_letters()
+    ledger = _ledger()
     chosen = _selected(entry_id, all_, _filter(event, handler, platform))
-    replayed = 0
+    outcomes: dict[str, int] = {}
     with click.progressbar(chosen, label="replaying", show_pos=True, file=sys.stderr) as bar:
         for dl in bar:
-            store.replay(dl, _publish_first_attempt, settings.dedup_ttl_seconds)
-            replayed += 1
-    click.echo(f"replayed {replayed} dead letter(s)")
+            result = ledger.replay(dl.key, dl.handler, dl.record)
+            outcomes[result] = outcomes.get(result, 0) + 1
+    click.echo(f"replayed {outcomes.pop('replayed', 0)} dead letter(s)")
+    for result, n in outcomes.items():
+        what = "already done meanwhile" if result == "done" else "already under way"
+        click.echo(f"{n} not replayed: {what} (entry removed)")
 
 
 @dlq.command("purge")
@@ -765,6 +769,9 @@ def upload_post_test(send_sample: bool, secret: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def status_command(as_json: bool) -> None:
     """Is anybody processing? Workers seen (heartbeats), queue depths, dead letters."""
+    from dataclasses import asdict
+
+    from uphooks.backlog import ledger_backlog
     from uphooks.keys import Keys
     from uphooks.liveness import workers_seen
     from uphooks.metrics import queues_of
@@ -780,6 +787,7 @@ def status_command(as_json: bool) -> None:
         "queues": queues,
         "dead_letters": int(client.zcard(keys.dlq_index)),
         "deliveries_kept": int(client.zcard(keys.events_index)),
+        "ledger": asdict(ledger_backlog(client, keys)),
     }
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -798,6 +806,11 @@ def status_command(as_json: bool) -> None:
             click.echo(f"queue {queue}: {depth} waiting")
         click.echo(f"dead letters: {data['dead_letters']}")
         click.echo(f"deliveries kept: {data['deliveries_kept']}")
+        backlog = data["ledger"]
+        click.echo(
+            f"ledger: {backlog['open_items']} open, oldest overdue "
+            f"{backlog['oldest_overdue_seconds']:.0f}s"
+        )
     if seen.alive == 0:
         sys.exit(1)
 

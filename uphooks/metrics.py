@@ -101,6 +101,13 @@ class _Metrics:
             ["handler", "outcome"],
             registry=registry,
         )
+        self.scheduled = Counter(
+            "uphooks_scheduler_published",
+            "Items the scheduler published when due: pairs (retries, hand-offs, replays) and "
+            "recoveries (a delivery or pair whose message or run was lost, published again).",
+            ["kind"],
+            registry=registry,
+        )
         self.handler_seconds = Histogram(
             "uphooks_handler_duration_seconds",
             "Time one handler call took, whatever its outcome.",
@@ -277,6 +284,15 @@ def handler_outcomes(
             runs.labels(name, outcome).inc()
 
 
+@_never_raises
+def scheduler_pass(published: int, recovered: int) -> None:
+    """Count what one scheduler pass published (workers/schedule.py)."""
+    if published:
+        metrics().scheduled.labels("published").inc(published)
+    if recovered:
+        metrics().scheduled.labels("recovered").inc(recovered)
+
+
 # -- what Redis holds, read at scrape time ---------------------------------------------------
 
 
@@ -304,7 +320,9 @@ class PipelineCollector(Collector):
                 pipe.llen(queue)
             pipe.hlen(KOMBU_UNACKED)
             pipe.zcard(self._keys.dlq_index)
-            *depths, unacked, dead = pipe.execute()
+            pipe.zcard(self._keys.due)
+            pipe.zrange(self._keys.due, 0, 0, withscores=True)
+            *depths, unacked, dead, open_items, oldest = pipe.execute()
             seen = workers_seen(self._client, self._keys, self._stale)
         except redis.RedisError as exc:
             log.warning("metrics scrape: redis unreachable: %s", exc)
@@ -327,6 +345,17 @@ class PipelineCollector(Collector):
         )
         yield GaugeMetricFamily(
             "uphooks_dead_letters", "Dead letters kept (uphooks dlq ls).", value=dead
+        )
+        yield GaugeMetricFamily(
+            "uphooks_ledger_open_items",
+            "Pairs not yet settled and deliveries not yet routed, in the ledger's schedule.",
+            value=open_items,
+        )
+        yield GaugeMetricFamily(
+            "uphooks_ledger_oldest_overdue_seconds",
+            "How long the oldest overdue item in the ledger's schedule has waited (0: none); "
+            "it grows when no worker moves due work or recovery cannot keep up.",
+            value=max(0.0, time.time() - oldest[0][1]) if oldest else 0.0,
         )
         yield GaugeMetricFamily(
             "uphooks_workers_alive",

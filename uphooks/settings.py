@@ -67,20 +67,23 @@ class Settings(BaseSettings):
     worker_concurrency: int | None = None
     # A message whose worker died this many times is split up, then dead-lettered (poison).
     poison_max_deliveries: int = 3
-    # Retries of a failing handler: exponential backoff with full jitter.
+    # Retries of a failing handler: exponential backoff with full jitter. A retry waits in Redis
+    # (the ledger's schedule, workers/schedule.py), so a delay may be hours long.
     retry_max_attempts: int = 12
     retry_base_delay_seconds: float = 10.0
     retry_max_delay_seconds: float = 2 * HOUR
-    # A retry further away than this waits in hops of at most this long (see workers/retrying.py).
-    retry_hop_seconds: int = 900
     # Dead letters are kept this long.
     dlq_retention_seconds: int = 30 * DAY
-    # A delivery (or a retry) whose Celery message was lost on its way from Redis to a worker is
-    # published again once it is this much overdue (workers/reaper.py). Must exceed the time a
-    # healthy message may take to come back: visibility timeout + hard time limit + one sweep.
-    reconcile_after_seconds: int = 2 * HOUR
-    # How often one worker (whichever takes the lock) looks for such deliveries.
-    reconcile_interval_seconds: int = 60
+    # A running handler's lease (workers/leases.py): renewed every third of this while it runs,
+    # so a handler may run as long as it needs; a dead worker's pairs are taken over after it.
+    lease_seconds: float = Field(default=30.0, ge=1.0)
+    # How often every worker moves due work (retries, hand-offs, recoveries) onto its queue.
+    schedule_interval_seconds: float = Field(default=1.0, gt=0)
+    # A delivery or pair whose message was published but not taken by a worker this long after
+    # (lost between Redis and a worker, or waiting in a long queue) is published again; the
+    # wait doubles each time for the same item (up to 16x). A copy is harmless (the ledger
+    # fences it), so this trades recovery time against extra messages under a long backlog.
+    recover_after_seconds: int = Field(default=10 * 60, ge=1)
 
     # --- Logs
     log_level: str = "INFO"
@@ -288,30 +291,18 @@ class Settings(BaseSettings):
                 "UPHOOKS_TASK_SOFT_TIME_LIMIT_SECONDS must be below "
                 "UPHOOKS_TASK_TIME_LIMIT_SECONDS so a handler is told to stop before it is killed"
             )
-        if self.retry_hop_seconds + self.task_time_limit_seconds >= vt:
+        if self.task_time_limit_seconds >= vt:
             raise ValueError(
-                "UPHOOKS_RETRY_HOP_SECONDS + UPHOOKS_TASK_TIME_LIMIT_SECONDS must stay below "
+                "UPHOOKS_TASK_TIME_LIMIT_SECONDS must stay below "
                 f"UPHOOKS_VISIBILITY_TIMEOUT_SECONDS ({vt}): otherwise kombu redelivers a "
-                "waiting or running message to a second worker. Raise the visibility timeout "
-                "or lower the others."
+                "running message to a second worker. Raise the visibility timeout or lower the "
+                "time limit."
             )
         if self.ack_timeout_seconds >= 10:
             raise ValueError(
                 "UPHOOKS_ACK_TIMEOUT_SECONDS must stay below the sender's ~10 s timeout"
             )
-        restored_within = vt + self.task_time_limit_seconds + self.restore_sweep_seconds
-        if self.reconcile_after_seconds <= restored_within:
-            raise ValueError(
-                f"UPHOOKS_RECONCILE_AFTER_SECONDS must exceed {restored_within} (visibility "
-                "timeout + hard time limit + restore sweep): otherwise messages that are only "
-                "waiting to be restored are published a second time"
-            )
         return self
-
-    @property
-    def lease_ttl_ms(self) -> int:
-        """How long a (event, handler) lease lives: a killed holder's lease frees itself."""
-        return (self.task_time_limit_seconds + 30) * 1000
 
 
 @lru_cache(maxsize=1)

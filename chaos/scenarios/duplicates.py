@@ -75,7 +75,7 @@ def same_task_two_workers(ctx: Ctx) -> Row:
         # Read the delivery counters before they expire (2 x visibility timeout).
         drain(cluster, acked_keys(batch), 30, settle=lambda: delivered() == [2] * n)
         twice = delivered()
-        lease_s = cluster.settings.lease_ttl_ms / 1000
+        lease_s = cluster.settings.lease_seconds
         settle = settle_queue(cluster) if not ctx.quick else None
         if settle is not None:
             drain(cluster, acked_keys(batch), lease_s + 30, settle=settle)
