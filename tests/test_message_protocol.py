@@ -1,10 +1,11 @@
-"""Our hand-built task message, read by kombu's and Celery's own code.
+"""Our hand-built task messages, read by kombu's and Celery's own code.
 
-The ingress writes Celery's task protocol 2 inside kombu's Redis envelope itself
-(uphooks/taskmessage.py, receiver/enqueue.lua): no Celery producer is involved. So an upgrade of
-celery or kombu that changes the format must fail here, not in production: the message is taken
-as the ingress pushes it, consumed by kombu's Redis transport, turned into a Celery request, and
-its keys compared with a message Celery itself publishes.
+The ingress and the scheduler write Celery's task protocol 2 inside kombu's Redis envelope
+themselves (uphooks/taskmessage.py, receiver/enqueue.lua, workers/move.lua): no Celery producer is
+involved. So an upgrade of celery or kombu that changes the format must fail here, not in
+production: each kind of message is taken as our code pushes it, consumed by kombu's Redis
+transport, turned into a Celery request, and its keys compared with a message Celery itself
+publishes.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from celery.worker.request import Request
 from receiver.enqueue import Enqueuer
 from tests.conftest import Stack
 from uphooks.settings import Settings
-from uphooks.taskmessage import PROCESS_TASK, Envelope, task_body
+from uphooks.taskmessage import PAIRS_KWARG, PROCESS_TASK, Envelope, pair_body, task_body
 from workers.app import create_celery
+from workers.ledger import Ledger, Route
+from workers.schedule import Scheduler
 
 VERSIONS = f"celery {celery.__version__}, kombu {kombu.__version__}"
 # Ours by design, not by accident: properties Celery/kombu write that we leave out.
@@ -53,27 +56,52 @@ def ingress_push(settings: Settings, keys: list[str]) -> None:
     asyncio.run(scenario())
 
 
-def consume(settings: Settings, app: celery.Celery) -> list[kombu.Message]:
+def consume(queue: str, app: celery.Celery) -> list[kombu.Message]:
     """Every message on the queue, as kombu's Redis transport hands it to a worker."""
     received: list[kombu.Message] = []
     with app.connection_for_read() as conn:
         consumer = conn.Consumer(
-            app.amqp.queues[settings.queue],
+            app.amqp.queues[queue],
             accept=["json"],
             callbacks=[lambda _body, message: received.append(message)],
         )
         with consumer:
-            while conn.default_channel.client.llen(settings.queue):
+            while conn.default_channel.client.llen(queue):
                 conn.drain_events(timeout=5)
             for message in received:
                 message.ack()
+        conn.default_channel.client.delete(f"_kombu.binding.{queue}")
     return received
+
+
+def celery_request(message: kombu.Message, app: celery.Celery) -> Request:
+    """The request Celery's default strategy makes of a protocol 2 message, for our task."""
+    from workers.tasks import process
+
+    assert "args" not in message.payload, "not read as protocol 2"
+    request = Request(
+        message,
+        app=app,
+        task=process,
+        hostname="test@protocol",
+        body=message.body,
+        headers=message.headers,
+        decoded=False,
+        utc=app.uses_utc_timezone(),
+    )
+    assert request.task_name == PROCESS_TASK
+    assert request.id == message.headers["id"] == message.properties["correlation_id"]
+    assert request.delivery_info["exchange"] == ""
+    assert request.ignore_result
+    # The worker's task takes these arguments (a signature change fails here too).
+    inspect.signature(process.run).bind(*request.args, **request.kwargs)
+    return request
 
 
 def without_ids(raw: bytes | str) -> dict[str, Any]:
     message: dict[str, Any] = json.loads(raw)
     message["body"] = json.loads(message["body"])
-    for name in ("id", "root_id"):
+    for name in ("id", "root_id", "origin"):
         message["headers"].pop(name)
     for name in ("correlation_id", "delivery_tag"):
         message["properties"].pop(name)
@@ -83,8 +111,6 @@ def without_ids(raw: bytes | str) -> dict[str, Any]:
 def test_a_message_the_ingress_pushed_becomes_a_celery_request_for_uphooks_process(
     stack: Stack,
 ) -> None:
-    from workers.tasks import process
-
     settings = settings_of(stack)
     keys = ["d:proto-1", "d:proto-2", "d:proto/3"]
     ingress_push(settings, keys)
@@ -97,34 +123,43 @@ def test_a_message_the_ingress_pushed_becomes_a_celery_request_for_uphooks_proce
         assert without_ids(pushed) == without_ids(rendered)
 
     app = create_celery(settings)
-    messages = consume(settings, app)
+    messages = consume(settings.queue, app)
     assert len(messages) == len(raw)
     seen: list[str] = []
     for message in messages:
-        # What Celery's default strategy does with a protocol 2 message.
-        assert "args" not in message.payload, "not read as protocol 2"
-        request = Request(
-            message,
-            app=app,
-            task=process,
-            hostname="test@protocol",
-            body=message.body,
-            headers=message.headers,
-            decoded=False,
-            utc=app.uses_utc_timezone(),
-        )
-        assert request.task_name == PROCESS_TASK
-        assert request.id == message.headers["id"] == message.properties["correlation_id"]
+        request = celery_request(message, app)
         assert request.delivery_info["routing_key"] == settings.queue
-        assert request.delivery_info["exchange"] == ""
-        assert request.ignore_result
         assert request.kwargs == {}
         (named,) = request.args
         seen += named
-        # The worker's task takes these arguments (a signature change fails here too).
-        inspect.signature(process.run).bind(*request.args, **request.kwargs)
     assert sorted(seen) == sorted(keys)
-    stack.client().delete(f"_kombu.binding.{settings.queue}")
+
+
+def test_a_pair_message_the_scheduler_pushed_becomes_a_celery_request_with_its_pairs(
+    stack: Stack,
+) -> None:
+    settings = settings_of(stack)
+    key, handler, own_queue = "d:proto-pair", "test.elsewhere", f"{stack.queue}-own"
+    ingress_push(settings, [key])
+    stack.client().delete(settings.queue)  # the route message: the previous test's subject
+    # Routed to a handler with a queue of its own: the hand-off waits in the schedule, due now.
+    Ledger(stack.client(), settings).admit([(key, [Route(handler, own_queue, False)])], "test")
+    assert Scheduler(stack.client(), settings).move_due().pairs == 1
+    (pushed,) = stack.client().lrange(own_queue, 0, -1)
+    envelope = Envelope(own_queue)
+    pairs = json.loads(json.loads(pushed)["body"])[1][PAIRS_KWARG]
+    assert [p[:2] for p in pairs] == [[key, handler]]
+    rendered = (
+        envelope.prefix + json.dumps(pair_body([tuple(p) for p in pairs])) + envelope.suffix()
+    )
+    assert without_ids(pushed) == without_ids(rendered)
+
+    app = create_celery(settings)
+    (message,) = consume(own_queue, app)
+    request = celery_request(message, app)
+    assert request.delivery_info["routing_key"] == own_queue
+    assert request.args == [[]]
+    assert request.kwargs == {PAIRS_KWARG: pairs}
 
 
 def test_our_message_has_the_keys_celery_and_kombu_write_for_the_same_task(stack: Stack) -> None:
