@@ -255,6 +255,11 @@ class Cluster:
                 "REDIS_URL": url,
                 "PYTHONPATH": str(ROOT),
                 "CHAOS_DIR": str(self.root),
+                # Up to 1,000 load connections come from one address; the edge's caps are
+                # tests/test_edge.py's subject, not this one's. No admin listener needed.
+                "UPHOOKS_MAX_CONNECTIONS": "4096",
+                "UPHOOKS_MAX_CONNECTIONS_PER_SOURCE": "4096",
+                "UPHOOKS_ADMIN_PORT": "0",
             }
         )
         return env

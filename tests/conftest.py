@@ -120,19 +120,21 @@ class Stack:
         self.procs.append(proc)
         return proc
 
-    def ingress(self, **env: str) -> Ingress:
+    def ingress(self, *serve_args: str, **env: str) -> Ingress:
         port = free_port()
+        env.setdefault("UPHOOKS_ADMIN_PORT", str(free_port()))
         proc = self._spawn(
-            [sys.executable, "-m", "uphooks.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "uphooks.cli", "serve", "--port", str(port), *serve_args],
             f"ingress-{port}.log",
             self.env(**env),
         )
         url = f"http://127.0.0.1:{port}"
+        admin_url = f"http://127.0.0.1:{env['UPHOOKS_ADMIN_PORT']}"
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
                 if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    return Ingress(url, proc)
+                    return Ingress(url, proc, admin_url)
             except httpx.TransportError:
                 pass
             if proc.poll() is not None:
@@ -173,6 +175,8 @@ class Stack:
 class Ingress:
     url: str
     proc: subprocess.Popen[bytes]
+    # The admin listener: /metrics, /openapi.json, /readyz (never on the public url).
+    admin_url: str = ""
 
     def post(self, body: bytes | str, headers: dict[str, str] | None = None) -> httpx.Response:
         hdrs = {"Content-Type": "application/json", **(headers or {})}

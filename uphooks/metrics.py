@@ -95,6 +95,13 @@ class _Metrics:
             "Deliveries already known: answered 200 and not queued again.",
             registry=registry,
         )
+        self.connections_closed = Counter(
+            "uphooks_ingress_connections_closed",
+            "Connections the ingress closed itself: head_timeout, body_timeout, head_too_large, "
+            "idle, or refused at once (total, per_source).",
+            ["reason"],
+            registry=registry,
+        )
         self.handler_runs = Counter(
             "uphooks_handler_runs",
             "Handler outcomes per (delivery, handler) run: done, retried or dead.",
@@ -245,6 +252,12 @@ def duplicate() -> None:
 def enqueue_failed(reason: str) -> None:
     """Redis did not keep a delivery: ``timeout`` or ``error``."""
     metrics().enqueue_failures.labels(reason).inc()
+
+
+@_never_raises
+def connection_closed(reason: str) -> None:
+    """The ingress ended a connection itself (receiver/connections.py says why)."""
+    metrics().connections_closed.labels(reason).inc()
 
 
 # -- workers --------------------------------------------------------------------------------
@@ -468,6 +481,7 @@ __all__ = [
     "CONTENT_TYPE_LATEST",
     "IngressMetrics",
     "PipelineCollector",
+    "connection_closed",
     "duplicate",
     "endpoint",
     "enqueue_failed",

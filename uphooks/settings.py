@@ -6,9 +6,12 @@ Nothing else in the project reads ``os.environ``. Values come from ``UPHOOKS_*``
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_network
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     AliasChoices,
@@ -102,7 +105,8 @@ class Settings(BaseSettings):
     # under metrics_dir (default: the system temp folder) that the owning process removes.
     metrics_enabled: bool = True
     worker_metrics_port: int | None = None
-    worker_metrics_address: str = "0.0.0.0"
+    # Bound to this host only by default: metrics describe queues and handlers (docs/security.md).
+    worker_metrics_address: str = "127.0.0.1"
     metrics_dir: str | None = None
     # "json" (one object per line), "plain", or "auto": plain on a terminal, JSON otherwise.
     log_format: Literal["auto", "json", "plain"] = "auto"
@@ -159,8 +163,36 @@ class Settings(BaseSettings):
     )
     # Webhook requests in progress at once, per process; one more is answered 503 at once.
     max_concurrent_requests: int = Field(default=256, ge=1)
-    # Serve the ingress's OpenAPI description at GET /openapi.json.
+    # Serve the ingress's OpenAPI description at GET /openapi.json (on the admin listener).
     serve_openapi: bool = True
+    # Token mode's tokens, comma-separated; never the signing secrets (UPHOOKS_SECRETS).
+    tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+
+    # --- The edge (receiver/connections.py, throttle.py; docs/security.md, "What the ingress
+    # does alone"). The public listener serves the webhook path and /healthz only; metrics,
+    # OpenAPI and /readyz go on the admin listener (0 turns it off). In Kubernetes bind the pod
+    # IP (0.0.0.0) and let only the kubelet and Prometheus reach that port.
+    admin_host: str = "127.0.0.1"
+    admin_port: int = Field(default=8001, ge=0, le=65535)
+    # A request's head must arrive within this long of the connection opening (or of the
+    # previous answer); its body within this long of the head. Then 408 and the connection ends.
+    head_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    # An open connection with no request in it is closed after this long.
+    keepalive_timeout_seconds: int = Field(default=5, ge=1)
+    # Request line plus headers; more is answered 431 (real deliveries send about 1 KB).
+    max_head_bytes: int = Field(default=32 * 1024, ge=1024)
+    # Open connections per process, and per source address (an IPv6 /64 counts as one source;
+    # UPHOOKS_TRUSTED_PROXIES are not capped per source). One more is closed at once.
+    max_connections: int = Field(default=2048, ge=1)
+    max_connections_per_source: int = Field(default=64, ge=1)
+    # Refused requests (401/403/413/415, 503 for an unknown secret) each source may cost, per
+    # process: a burst, then this many per second. Past it the source is throttled: its refusals
+    # are answered 429, and bodies above throttled_body_bytes 429 without being read. Valid
+    # deliveries never spend the budget (docs/security.md, "Throttling refused requests").
+    refusal_burst: int = Field(default=20, ge=1)
+    refusal_rate_per_second: float = Field(default=1.0, gt=0)
+    throttled_body_bytes: int = Field(default=64 * 1024, ge=1024)
 
     @field_validator("verify", mode="before")
     @classmethod
@@ -183,7 +215,7 @@ class Settings(BaseSettings):
             raise ValueError("UPHOOKS_VERIFY=none accepts everything: it cannot be combined")
         return list(dict.fromkeys(value))
 
-    @field_validator("secrets", mode="before")
+    @field_validator("secrets", "tokens", mode="before")
     @classmethod
     def _split_secrets(cls, value: object) -> object:
         if isinstance(value, str | SecretStr):
@@ -303,6 +335,24 @@ class Settings(BaseSettings):
                 "UPHOOKS_ACK_TIMEOUT_SECONDS must stay below the sender's ~10 s timeout"
             )
         return self
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # The Redis URL may carry a password: repr() and str() show it masked.
+        for name, value in super().__repr_args__():
+            yield name, masked_url(value) if name == "redis_url" else value
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password (and a user name standing alone as one) replaced by ``***``,
+    for anything printed: logs, errors, CLI output, ``repr(settings)``."""
+    url = re.sub(r"([?&])password=[^&#]*", r"\1password=***", url)  # redis-py reads it too
+    parts = urlsplit(url)
+    if parts.password is None and not parts.username:
+        return url
+    user = parts.username if parts.password is not None else None
+    credentials = f"{user}:***" if user else "***"
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{credentials}@{host}"))
 
 
 @lru_cache(maxsize=1)
