@@ -33,7 +33,8 @@ from uphooks.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 
 #: The timings every scenario runs with: short enough that a dead worker's pairs come back
-#: within seconds (a lapsed lease) and a lost message within ``recover_after_seconds``.
+#: within seconds (a lapsed lease) and a lost message within ``recover_after_seconds`` (5 s,
+#: 10 min by default), so recovery happens inside a run.
 TIMINGS = {
     "visibility_timeout_seconds": 10,
     "restore_sweep_seconds": 1,
@@ -46,7 +47,7 @@ TIMINGS = {
     "worker_concurrency": 2,
     "lease_seconds": 3,
     "schedule_interval_seconds": 0.5,
-    "recover_after_seconds": 20,
+    "recover_after_seconds": 5,
 }
 
 
@@ -137,6 +138,15 @@ def read_aof(path: Path) -> list[list[bytes]]:
             i += size + 2
         out.append(args)
     return out
+
+
+def children_of(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (a worker's pool processes)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and parent_of(int(entry.name)) == pid:
+            found.append(int(entry.name))
+    return found
 
 
 def parent_of(pid: int) -> int | None:
@@ -236,6 +246,11 @@ class Cluster:
             f"its queue at command {popped}; recorded in kombu's unacked hash: "
             f"{'at ' + str(unacked) if unacked else 'never'}"
         )
+
+    def schedule_size(self) -> int:
+        """Items waiting in the ledger's schedule (``<prefix>:due``)."""
+        with self.client() as r:
+            return int(r.zcard(self.keys.due))
 
     def dead_lettered(self) -> set[str]:
         """Delivery keys with a dead letter for the counting handler."""

@@ -20,7 +20,7 @@ import redis
 from tests.conftest import Ingress, Stack, fixture_bodies, wait_for
 from uphooks.keys import Keys
 from uphooks.settings import Settings
-from uphooks.taskmessage import pair_id
+from uphooks.taskmessage import Envelope, pair_id, task_body
 from workers.schedule import CHUNK, PER_MESSAGE, Scheduler
 
 LEDGERED = "tests.plugins.ledgered"
@@ -268,7 +268,7 @@ def test_the_scheduler_moves_everything_overdue_in_one_pass_at_volume(stack: Sta
     assert r.zcard(keys.due) == 3 * n // 4  # open: published (recovery check) and not yet due
     # The recovery check comes due: each item still open is published once more.
     late = scheduler.move_due(now + 601)
-    assert (late.routes, late.pairs, late.again) == (n // 4, n // 4, n // 4)
+    assert (late.routes, late.pairs, late.again, late.lost_runs) == (n // 4, n // 4, n // 4, 0)
 
 
 def test_a_worker_started_with_no_handlers_for_an_event_records_it_as_routed_to_none(
@@ -286,3 +286,27 @@ def test_a_worker_started_with_no_handlers_for_an_event_records_it_as_routed_to_
     assert json.loads(shown.stdout)["status"] == "done"
     assert r.zscore(Keys(stack.prefix).due, f"{key}|") is None
     assert httpx.get(ingress.url + "/healthz").status_code == 200
+
+
+def test_a_process_killed_mid_message_repeats_only_the_pair_it_was_running(stack: Stack) -> None:
+    """One message naming three deliveries of a 0.1 s handler: the first two are settled as
+    they finish, so a kill during the third repeats that one only."""
+    r = stack.client()
+    ingress = stack.ingress()
+    keys = []
+    for i in range(3):
+        body = json.loads(fixture_bodies()["social_account_reauth_required.json"])
+        body["created_at"] = f"2024-03-15T14:30:0{i}.000000"
+        keys.append(post(ingress, json.dumps(body).encode()))
+    r.delete(stack.queue)  # one message for all three, as the ingress's group commit makes
+    envelope = Envelope(stack.queue)
+    r.lpush(stack.queue, envelope.prefix + json.dumps(task_body(keys)) + envelope.suffix())
+    r.set(f"{stack.prefix}:test:ctl:kill_in", keys[2])
+    stack.worker(LEDGERED, **QUIET)
+    wait_for(
+        lambda: all(state(stack, k, "ledger.paced") == "done" for k in keys),
+        timeout=30,
+        what="all three done",
+    )
+    time.sleep(LATE)
+    assert [runs(stack, "ledger.paced", k) for k in keys] == [[1], [1], [1, 1]]

@@ -48,6 +48,9 @@ from workers.time_limits import SoftTimeLimit, time_limit
 
 log = logging.getLogger("uphooks.worker")
 
+#: Settle finished pairs at least this often within one message (seconds).
+SETTLE_EVERY = 0.05
+
 #: publish(keys): a route message on UPHOOKS_QUEUE (used to split a poison message).
 Publish = Callable[[list[str]], None]
 
@@ -311,8 +314,12 @@ class Dispatcher:
 
     # -- 3. run --------------------------------------------------------------------------
     def _execute(self, jobs: list[_Job], holder: str, outcomes: list[_Outcome]) -> None:
+        """Run the jobs; settle what is finished at least every ``SETTLE_EVERY`` seconds, so a
+        process killed mid-message repeats at most that much work (fast handlers still share
+        one settle call per message)."""
         self._leases.hold(holder, (job.pair for job in jobs))
         try:
+            last = time.monotonic()
             for index, job in enumerate(jobs):
                 try:
                     self._run(job)
@@ -326,6 +333,10 @@ class Dispatcher:
                     outcomes.append(self._failed(job, exc))
                 else:
                     outcomes.append(_Outcome(job.ref, "done", job.attempt, job.delivery))
+                if time.monotonic() - last >= SETTLE_EVERY and index + 1 < len(jobs):
+                    self._finish(outcomes, holder)
+                    outcomes = []
+                    last = time.monotonic()
             self._finish(outcomes, holder)
         finally:
             self._leases.release(holder)
@@ -348,6 +359,10 @@ class Dispatcher:
         return _Outcome(job.ref, "retry", job.attempt, job.delivery, repr(exc), due=decision.due)
 
     def _finish(self, outcomes: list[_Outcome], holder: str) -> None:
+        if not outcomes:
+            return
+        # No longer renewed from here on: a renewal racing this settle must not read as a loss.
+        self._leases.release(holder, [(o.ref[0], o.ref[1]) for o in outcomes])
         now = time.time()
         results = self._settle([o.settlement(now) for o in outcomes], holder)
         counted: dict[str, list[str]] = {"done": [], "retry": [], "dead": []}

@@ -85,6 +85,10 @@ class LeaseKeeper:
                 if not held:
                     del self._held[holder]
 
+    def _holds(self, holder: str, pair: tuple[str, str]) -> bool:
+        with self._lock:
+            return pair in self._held.get(holder, ())
+
     def renew_now(self) -> int:
         """Renew every lease held; returns how many were not ours any more."""
         with self._lock:
@@ -92,7 +96,7 @@ class LeaseKeeper:
         lost = 0
         for holder, pairs in snapshot.items():
             for pair, ok in zip(pairs, self._ledger.renew(pairs, holder), strict=True):
-                if not ok:
+                if not ok and self._holds(holder, pair):  # else it was settled meanwhile
                     lost += 1
                     log.error(
                         "[%s %s] lease lost while the handler runs (was this process paused "

@@ -15,7 +15,9 @@
 -- Each item published is looked at again after the recovery delay, doubled for every time it
 -- had to be published again (at most 16x): a message lost on its way to a worker is published
 -- again, while one that only waits in a long queue is not copied over and over.
--- Returns {items looked at, route messages' keys, pairs published, of those published again, dropped}.
+-- Returns {items looked at, route messages' keys, pairs published, of those: published again
+-- (the message was lost or waits long), dropped (settled or vanished), of those published: runs
+-- lost (running, no lease: the process died)}.
 local due, prefix, now, limit = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local default, recover, batch = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
 local envprefix, embed, idbase = ARGV[7], ARGV[8], ARGV[9]
@@ -45,7 +47,7 @@ end
 
 local members = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, limit)
 local routes, by_queue, queues = {}, {}, {}
-local nroutes, npairs, nagain, ndropped = 0, 0, 0, 0
+local nroutes, npairs, nagain, ndropped, nlost = 0, 0, 0, 0, 0
 for _, m in ipairs(members) do
   local key, h = string.match(m, '^(.*)|([^|]*)$')
   local hk = prefix .. ':handled:' .. key
@@ -83,7 +85,7 @@ for _, m in ipairs(members) do
       else
         local n = redis.call('HINCRBY', hk, h .. '%', 1)
         wait = recover * math.pow(2, math.min(n - 1, 4))
-        if n > 1 or state == 'running' then nagain = nagain + 1 end
+        if state == 'running' then nlost = nlost + 1 elseif n > 1 then nagain = nagain + 1 end
       end
       redis.call('ZADD', due, now + wait, m)
     end
@@ -103,4 +105,4 @@ for _, q in ipairs(queues) do
     push(q, '[[[]],{"pairs":' .. cjson.encode(chunk) .. '},' .. embed .. ']')
   end
 end
-return {#members, nroutes, npairs, nagain, ndropped}
+return {#members, nroutes, npairs, nagain, ndropped, nlost}

@@ -46,12 +46,13 @@ class Moved:
     looked_at: int = 0
     routes: int = 0  # deliveries published again for routing (their first message was lost)
     pairs: int = 0  # pair messages' pairs published
-    again: int = 0  # of those, published again (lost message, or lost run)
+    again: int = 0  # of those, published again: their message was lost (or waits long)
     dropped: int = 0  # settled or vanished items removed
+    lost_runs: int = 0  # of the pairs, runs lost with their process (a lease that lapsed)
     calls: int = 0
 
     def __iadd__(self, other: Moved) -> Moved:
-        for name in ("looked_at", "routes", "pairs", "again", "dropped", "calls"):
+        for name in ("looked_at", "routes", "pairs", "again", "dropped", "lost_runs", "calls"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         return self
 
@@ -69,7 +70,7 @@ class Scheduler:
         total = Moved()
         while True:
             at = time.time() if now is None else now
-            looked, routes, pairs, again, dropped = self._move(
+            looked, routes, pairs, again, dropped, lost = self._move(
                 keys=[self._keys.due],
                 args=[
                     self._keys.prefix,
@@ -84,15 +85,22 @@ class Scheduler:
                     *self._template,
                 ],
             )
-            total += Moved(int(looked), int(routes), int(pairs), int(again), int(dropped), 1)
+            total += Moved(
+                int(looked), int(routes), int(pairs), int(again), int(dropped), int(lost), 1
+            )
             if int(looked) < CHUNK:
                 break
         if total.routes or total.again:
             log.warning(
-                "recovered %d deliveries never routed and %d pairs whose message or run was "
-                "lost (published again)",
+                "published again: %d deliveries never routed and %d pairs never taken "
+                "(their message was lost on its way to a worker, or waits in a long queue)",
                 total.routes,
                 total.again,
+            )
+        if total.lost_runs:
+            log.warning(
+                "%d pairs published again: the process running them died (lease lapsed)",
+                total.lost_runs,
             )
         return total
 
@@ -121,7 +129,7 @@ class SchedulerThread:
         while not self._stopped.wait(self._interval):
             try:
                 moved = self._scheduler.move_due()
-                metrics.scheduler_pass(moved.pairs, moved.routes + moved.again)
+                metrics.scheduler_pass(moved.pairs, moved.routes + moved.again + moved.lost_runs)
             except Exception as exc:  # Redis down: try again next time, say so once
                 if not self._failing:
                     log.warning("scheduler pass failed (will keep trying): %r", exc)

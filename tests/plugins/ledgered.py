@@ -6,6 +6,8 @@ often each pair ran and with which attempts, not only its effects.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 from handlers import Context, PermanentError, TransientError, on
@@ -42,3 +44,13 @@ def long_running(event: BaseEvent, ctx: Context) -> None:
     """Runs for ``long_seconds`` (control value): longer than its lease."""
     _ran(ctx)
     time.sleep(float(store.client().get(store.key("ctl:long_seconds")) or 0))
+
+
+@on("social_account_reauth_required", name="ledger.paced")
+def paced(event: BaseEvent, ctx: Context) -> None:
+    """Takes 0.1 s; the run for the delivery named by ``kill_in`` kills its own process once."""
+    _ran(ctx)
+    time.sleep(0.1)
+    if store.client().get(store.key("ctl:kill_in")) == ctx.delivery_key.encode():
+        store.client().delete(store.key("ctl:kill_in"))
+        os.kill(os.getpid(), signal.SIGKILL)
