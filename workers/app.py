@@ -12,7 +12,9 @@ from uphooks.settings import Settings, get_settings
 
 
 def create_celery(settings: Settings) -> Celery:
-    app = Celery("uphooks", broker=settings.redis_url, set_as_current=True)
+    target = settings.sentinel()
+    broker = target.broker_url() if target is not None else settings.redis_url
+    app = Celery("uphooks", broker=broker, set_as_current=True)
     app.conf.update(
         task_default_queue=settings.queue,
         task_serializer="json",
@@ -43,7 +45,15 @@ def create_celery(settings: Settings) -> Celery:
         worker_send_task_events=False,
         task_send_sent_event=False,
     )
-    if settings.redis_url.startswith("redis://"):
+    if target is not None:
+        # kombu's Sentinel transport asks the sentinels for the master on every connection, so
+        # a worker follows a failover without a restart; ours adds the fix of transport.py.
+        app.conf.broker_transport = "workers.sentinel_transport:SentinelTransport"
+        app.conf.broker_transport_options.update(
+            master_name=target.master_name,
+            sentinel_kwargs={"password": target.sentinel_password, "socket_timeout": 1.0},
+        )
+    elif settings.redis_url.startswith("redis://"):
         # Our subclass of kombu's transport (workers/transport.py); other schemes (rediss://,
         # sentinel://) keep kombu's own, which knows their URL options.
         app.conf.broker_transport = "workers.transport:Transport"
