@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from chaos.report import Row
-from chaos.scenarios import duplicates, kills, ledger, poison, redis_faults, retries, steady
+from chaos.scenarios import (
+    duplicates,
+    hosts,
+    kills,
+    ledger,
+    poison,
+    redis_faults,
+    retries,
+    steady,
+)
 from chaos.scenarios.base import Ctx
 
 Scenario = Callable[[Ctx], Row]
@@ -33,4 +42,5 @@ SCENARIOS: dict[str, Scenario] = {
     "10b": redis_faults.redis_slowed,
     "11a": ledger.loss_and_kills,
     "11c": ledger.three_copies,
+    "17b": hosts.host_cut_mid_handler,
 }
