@@ -27,7 +27,7 @@ from uphooks.embedded import RedisServer
 
 #: Held this long unless released: longer than the lease (3 s), below the time limits below.
 HOLD_S = 12.0
-OVERRIDES = {
+OVERRIDES: dict[str, object] = {
     "task_soft_time_limit_seconds": 20,
     "task_time_limit_seconds": 25,
     "visibility_timeout_seconds": 30,
