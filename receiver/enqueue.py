@@ -190,9 +190,11 @@ class Enqueuer:
             # A new or restarted server: EVAL sends the script and caches it for the next time.
             flags = await self._execute(_pack(("EVAL", _LUA, *args)))
         if self._replicas is not None:
-            # Until the earliest deadline in the batch, so the answer still comes in time.
+            # Ends before the earliest deadline in the batch (and the expiry timer's tick), so
+            # a shortfall is answered as one, not as a timeout.
             left = min(p.deadline for p in batch) - asyncio.get_running_loop().time()
-            self._replicas.check(await self._execute(None, wait_ms=int(left * 1000) - 50))
+            wait_ms = int((left - self._tick) * 1000) - 50
+            self._replicas.check(await self._execute(None, wait_ms=wait_ms))
         return flags
 
     async def _execute(self, packed: bytes | None, wait_ms: int = 0) -> list[int]:

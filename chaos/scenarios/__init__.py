@@ -7,6 +7,7 @@ from collections.abc import Callable
 from chaos.report import Row
 from chaos.scenarios import (
     duplicates,
+    failover,
     hosts,
     kills,
     ledger,
@@ -42,5 +43,7 @@ SCENARIOS: dict[str, Scenario] = {
     "10b": redis_faults.redis_slowed,
     "11a": ledger.loss_and_kills,
     "11c": ledger.three_copies,
+    "17a": failover.failover_ack_replicas,
+    "17a0": failover.failover_no_ack_replicas,
     "17b": hosts.host_cut_mid_handler,
 }
