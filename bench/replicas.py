@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 from chaos.load import Background, Sender, percentile
 from chaos.sentinels import ReplicatedRedis
@@ -86,6 +87,26 @@ def one_round(url: str, concurrency: int, duration: float, tag: str) -> dict[str
     }
 
 
+def wait_cost(port: int, replicas: list[int], count: int = 2000) -> dict[int, dict[str, float]]:
+    """The round trip alone: a 600-byte write, then ``WAIT n`` on the same connection, one at a
+    time, interleaved by n; microseconds per write (p50, p99). Less noisy than HTTP figures."""
+    value = b"x" * 600
+    times: dict[int, list[float]] = {n: [] for n in replicas}
+    with redis.Redis(port=port) as r:
+        for i in range(count):
+            n = replicas[i % len(replicas)]
+            t = time.perf_counter()
+            r.set(f"benchwait:{i}", value, ex=60)
+            if n:
+                confirmed = r.execute_command("WAIT", n, 1000)
+                assert int(confirmed) >= n, f"WAIT {n} confirmed {confirmed}"
+            times[n].append(time.perf_counter() - t)
+    return {
+        n: {"p50_us": (percentile(v, 50) or 0) * 1e6, "p99_us": (percentile(v, 99) or 0) * 1e6}
+        for n, v in times.items()
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=2)
@@ -102,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         group = ReplicatedRedis(workdir / "redis", replicas=max(ns), sentinels=0).start()
         try:
             url_redis = f"redis://127.0.0.1:{group.master.port}/0"
+            waits = wait_cost(group.master.port, ns)
             for r in range(args.rounds):
                 for n in ns:
                     with ingress(url_redis, n, workdir) as url:
@@ -129,8 +151,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"{med['p99_ms']:.1f} | {med['p99_ms'] / base['p99_ms']:.2f} | "
                 f"{med['not_acked']:.0f} |"
             )
+    print()
+    print("| N | write (+ WAIT N) p50 us | x N=0 | p99 us | x N=0 |")
+    print("|---:|---:|---:|---:|---:|")
+    for n in ns:
+        w, b = waits[n], waits[ns[0]]
+        print(
+            f"| {n} | {w['p50_us']:.0f} | {w['p50_us'] / b['p50_us']:.2f} | "
+            f"{w['p99_us']:.0f} | {w['p99_us'] / b['p99_us']:.2f} |"
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": table, "load": load}, indent=2))
+        Path(args.json).write_text(
+            json.dumps({"rows": table, "wait": waits, "load": load}, indent=2)
+        )
     return 0
 
 
