@@ -45,5 +45,6 @@ SCENARIOS: dict[str, Scenario] = {
     "11c": ledger.three_copies,
     "17a": failover.failover_ack_replicas,
     "17a0": failover.failover_no_ack_replicas,
+    "17a2": failover.failover_ack_two_replicas,
     "17b": hosts.host_cut_mid_handler,
 }
