@@ -29,7 +29,7 @@ from importlib.resources import files
 import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 
 from receiver.replicas import ReplicaWait
 from uphooks.keys import Keys
@@ -215,6 +215,11 @@ class Enqueuer:
                 packed = _pack(self._replicas.command(wait_ms))
             await conn.send_packed_command(packed, check_health=False)
             flags: list[int] = await conn.read_response()
+        except ReadOnlyError:
+            # A demoted master (a failover behind one address, e.g. a managed Redis): the next
+            # batch connects again, to whatever the address or the sentinels name now.
+            await conn.disconnect(nowait=True)
+            raise
         except ResponseError:
             raise  # an error reply: the connection is still in step
         except BaseException:

@@ -17,9 +17,11 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from chaos.proxy import Proxy
 from chaos.sentinels import MASTER_NAME, ReplicatedRedis
 from receiver.replicas import ReplicaWait
 from tests.conftest import Stack, fixture_bodies, wait_for
+from uphooks.keys import Keys
 from uphooks.redis import sync_client
 from uphooks.settings import Settings, masked_url
 
@@ -183,3 +185,34 @@ def test_a_master_name_that_the_sentinels_do_not_know_fails_with_its_name(
     assert sync_client(
         Settings(redis_sentinels=group.sentinel_addresses, redis_master_name=MASTER_NAME)
     ).ping()
+
+
+def test_the_ingress_drops_a_connection_to_a_demoted_master_behind_one_address(
+    tmp_path: Path,
+) -> None:
+    """A managed Redis's failover: the same address now leads to the new primary, while the
+    ingress's open connection still reaches the old one, which answers READONLY."""
+    pair = ReplicatedRedis(tmp_path / "redis", sentinels=0).start()
+    proxy = Proxy(pair.master.port).start()  # the provider's endpoint name
+    stack = Stack(proxy.url, tmp_path)
+    try:
+        ingress = stack.ingress()
+        bodies = fixture_bodies()
+        assert ingress.post(bodies["upload_completed.json"]).status_code == 202
+        new = pair.replica_servers[0]
+        with redis.Redis(port=new.port) as r:
+            r.execute_command("REPLICAOF", "NO", "ONE")
+        with redis.Redis(port=pair.master.port) as r:
+            r.execute_command("REPLICAOF", "127.0.0.1", str(new.port))
+        proxy.upstream_port = new.port
+        answers = [ingress.post(bodies["social_account_connected.json"]).status_code]
+        while answers[-1] != 202 and len(answers) < 5:
+            answers.append(ingress.post(bodies["social_account_connected.json"]).status_code)
+        assert answers[-1] == 202, answers
+        assert set(answers[:-1]) <= {503}, answers
+        with redis.Redis(port=new.port) as r:
+            assert r.zcard(Keys(stack.prefix).events_index) == 2
+    finally:
+        stack.stop_all()
+        proxy.stop()
+        pair.stop()
