@@ -40,7 +40,7 @@ from receiver.replicas import NotReplicated
 from receiver.sources import Address, SourceFilter
 from receiver.throttle import RefusalBudget
 from receiver.verify import Failed, Pending, Reason, Verifier
-from uphooks import logs, metrics
+from uphooks import facts, logs, metrics
 from uphooks.settings import Settings
 
 log = logging.getLogger("uphooks.receiver")
@@ -215,7 +215,7 @@ async def receive(request: Request) -> JSONResponse | None:
     )
     try:
         # The Enqueuer gives up after ack_timeout_seconds by itself (one timer for all requests).
-        is_new = await enqueuer.submit(key, record)
+        is_new = await enqueuer.submit(key, record, facts.spec(facts.webhook_facts(payload)))
     except NotReplicated as exc:
         metrics.enqueue_failed("replicas")
         log.warning("answered 503: %s", exc)
