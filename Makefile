@@ -34,11 +34,13 @@ unit: $(STAMP)
 ## Ingress and workers beside their baselines, one run, under 10 minutes (docs/performance.md).
 ## Needs wrk (`apt-get install -y wrk`; without it a Python load generator stands in, labelled).
 ## e.g. BENCH_ARGS='--rounds 1 --duration 3 --events 5000' for a quick look.
-## Then the CPU cost of refused requests beside a valid one (bench/refusals.py, about 1 minute).
+## Then the CPU cost of refused requests beside a valid one (bench/refusals.py, about 1 minute),
+## and what UPHOOKS_ACK_REPLICAS=1, 2 cost against 0 (bench/replicas.py, about 1.5 minutes).
 .PHONY: bench-soak
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(BIN)/python -m bench.refusals
+	$(BIN)/python -m bench.replicas
 
 ## RSS of the ingress and a worker over 60 s of load, and of a bare Celery worker for
 ## comparison (no growth allowed), about 100 s.
