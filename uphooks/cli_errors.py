@@ -37,7 +37,9 @@ def redis_unreachable(exc: Exception) -> str:
     from uphooks.settings import get_settings
 
     url = redacted(get_settings().redis_url)
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    reason = (
+        str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
+    )
     return (
         f"cannot reach Redis at {url}: {reason}. Start the development stack with `make run` "
         "(the CLI finds it from this folder), or set REDIS_URL to your Redis"

@@ -60,13 +60,17 @@ class HandlerMismatch:
             "`UPHOOKS_HANDLER_MODULES=myhooks make run`), or give the others their own queue"
         )
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
+    def as_dict(self, *, with_nodes: bool = True) -> dict[str, Any]:
+        """Without nodes (a public probe): the queue and how many handler sets, nothing else."""
+        data: dict[str, Any] = {
             "queue": self.queue,
-            "missing": self.missing(),
-            "handlers": {node: list(h) for node, h in self.handlers_of},
-            "message": self.describe(),
+            "handler_sets": len({h for _, h in self.handlers_of}),
         }
+        if with_nodes:
+            data["missing"] = self.missing()
+            data["handlers"] = {node: list(h) for node, h in self.handlers_of}
+            data["message"] = self.describe()
+        return data
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,7 @@ class WorkersSeen:
                 for n, age in self.nodes
             ]
         if self.mismatches:
-            data["handler_mismatch"] = [m.as_dict() for m in self.mismatches]
+            data["handler_mismatch"] = [m.as_dict(with_nodes=with_nodes) for m in self.mismatches]
         return data
 
 
