@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from tests.conftest import ROOT, wait_for
+from tests.test_readme import readme_handler_module
 from uphooks.embedded import DataDirLock, RedisServer, free_port
 from uphooks.errors import ConfigurationError
 
@@ -143,6 +144,33 @@ def test_the_cli_finds_the_dev_stack_and_a_hang_up_stops_all_of_it(
         return len(rows) == 1 and rows[0]["status"] == "done"
 
     wait_for(handled, timeout=30, interval=0.5, what="the delivery handled")
+
+    # The README's handler, saved here, run by a second worker beside the stack (the way that
+    # silently skipped handlers): it joins the stack's Redis, and both workers say they differ.
+    (folder / "myhooks.py").write_text(readme_handler_module(), encoding="utf-8")
+    second_log = folder / "second-worker.log"
+    with second_log.open("ab") as out:
+        second = subprocess.Popen(
+            [sys.executable, "-m", "uphooks.cli", "worker", "-c", "1", "--without-mingle"],
+            cwd=folder,
+            env=dev_env(UPHOOKS_HANDLER_MODULES="myhooks"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(
+            lambda: "HANDLER MISMATCH" in log.read_text(errors="replace")
+            and "HANDLER MISMATCH" in second_log.read_text(errors="replace"),
+            timeout=40,
+            what="the mismatch in both workers' logs",
+        )
+        mixed = uphooks(folder, "status")
+        assert mixed.returncode == 1
+        assert "lacks myhooks.audit, myhooks.tell_the_team" in mixed.stdout
+    finally:
+        os.killpg(second.pid, signal.SIGTERM)
+        second.wait(timeout=30)
 
     family = descendants(proc.pid)
     redis_pids = [p for p in family if b"redis-server" in Path(f"/proc/{p}/cmdline").read_bytes()]

@@ -10,8 +10,9 @@ every line the worker writes about it (its own, and each handler's ``ctx.log``) 
 also pass them as ``extra={"key": ..., "handler": ...}``.
 
 JSON fields: ``ts`` (UTC, ISO 8601), ``level``, ``logger``, ``msg``, ``service`` (ingress or
-worker), ``pid``, then when known ``key``, ``handler``, ``event``, ``exc`` (a traceback) and, for
-uvicorn's access lines, ``client``, ``method``, ``path`` and ``status``.
+worker), ``pid``, then when known ``key``, ``handler``, ``event``, ``exc`` (a traceback),
+``handler_mismatch`` (workers of a queue loading different handlers) and, for uvicorn's access
+lines, ``client``, ``method``, ``path`` and ``status``.
 """
 
 from __future__ import annotations
