@@ -160,8 +160,10 @@ def test_the_cli_finds_the_dev_stack_and_a_hang_up_stops_all_of_it(
         )
     try:
         wait_for(
-            lambda: "HANDLER MISMATCH" in log.read_text(errors="replace")
-            and "HANDLER MISMATCH" in second_log.read_text(errors="replace"),
+            lambda: (
+                "HANDLER MISMATCH" in log.read_text(errors="replace")
+                and "HANDLER MISMATCH" in second_log.read_text(errors="replace")
+            ),
             timeout=40,
             what="the mismatch in both workers' logs",
         )
