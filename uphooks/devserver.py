@@ -166,6 +166,11 @@ def run(settings: Settings, *, host: str, port: int, redis_port: int, data_dir: 
         now = datetime.datetime.now()
         printer.write(Message(type="line", data=text + "\n", time=now, name="system", colour=None))
 
+    if not Path("Procfile").is_file():
+        raise ConfigurationError(
+            "no Procfile in this folder: run `uphooks dev` (or `make run`) from the checkout's "
+            "top folder, where the Procfile names the ingress and worker commands"
+        )
     if not _port_is_free(host, port):
         raise ConfigurationError(
             f"port {port} on {host} is in use (another `uphooks dev`? see {devstate.STATE_FILE}): "
