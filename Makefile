@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 	@touch $@ $(RUN_STAMP)
 
 ## Embedded Redis (unless REDIS_URL is set) + ingress + one worker, as separate processes.
-## The ingress on 127.0.0.1:$(PORT); e.g. `make run PORT=8001 RUN_ARGS='--host 0.0.0.0'`.
+## The ingress on 127.0.0.1:$(PORT) (admin listener on the next port); e.g. `make run PORT=8080`.
 run: $(RUN_STAMP)
 	$(BIN)/uphooks dev --port $(PORT) $(RUN_ARGS)
 
@@ -60,14 +60,22 @@ test-pythons:
 ## Ingress and workers beside their baselines, one run, under 10 minutes (docs/performance.md).
 ## Needs wrk (`apt-get install -y wrk`; without it a Python load generator stands in, labelled).
 ## e.g. BENCH_ARGS='--rounds 1 --duration 3 --events 5000' for a quick look.
+## Then the CPU cost of refused requests beside a valid one (bench/refusals.py, about 1 minute).
 .PHONY: bench-soak
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.refusals
 
 ## RSS of the ingress and a worker over 60 s of load, and of a bare Celery worker for
 ## comparison (no growth allowed), about 100 s.
 bench-soak: $(STAMP)
 	$(BIN)/python -m bench.run --only none --worker-cases none --soak 60 $(BENCH_ARGS)
+
+## The ledger's scheduler pass beside a bare move of the same items, with 1,000,000 deliveries
+## retained (docs/performance.md); about 2 minutes and ~1.5 GB of memory for the private Redis.
+.PHONY: bench-recovery
+bench-recovery: $(STAMP)
+	$(BIN)/python -m bench.recovery $(ARGS)
 
 ## Drain a fixed backlog with 1, 2, 4 worker processes and prefork concurrencies (docs/scaling.md).
 ## A few minutes; a private Redis on a free port; e.g. ARGS='--appendfsync everysec --batch 1,16'.

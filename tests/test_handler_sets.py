@@ -71,13 +71,13 @@ def test_two_workers_with_different_handlers_on_one_queue_are_reported_everywher
     nodes = {n["node"]: n for n in data["workers"]["nodes"]}
     assert all(n["queues"] == [stack.queue] for n in nodes.values())
 
-    ready = httpx.get(ingress.url + "/readyz", timeout=5)
+    ready = httpx.get(ingress.admin_url + "/readyz", timeout=5)
     assert ready.status_code == 200
     # A public probe names no hosts: the queue and how many handler sets, nothing more.
     assert ready.json()["workers"]["handler_mismatch"] == [
         {"queue": stack.queue, "handler_sets": 2}
     ]
-    assert handler_sets_metric(ingress.url, stack.queue) == 2
+    assert handler_sets_metric(ingress.admin_url, stack.queue) == 2
 
     # The worker with the extra handler leaves: the one left agrees with itself again.
     os.kill(extra.proc.pid, signal.SIGTERM)
@@ -88,8 +88,11 @@ def test_two_workers_with_different_handlers_on_one_queue_are_reported_everywher
         what="the all-clear",
     )
     assert stack.cli("status").returncode == 0
-    assert "handler_mismatch" not in httpx.get(ingress.url + "/readyz", timeout=5).json()["workers"]
-    assert handler_sets_metric(ingress.url, stack.queue) == 1
+    assert (
+        "handler_mismatch"
+        not in httpx.get(ingress.admin_url + "/readyz", timeout=5).json()["workers"]
+    )
+    assert handler_sets_metric(ingress.admin_url, stack.queue) == 1
 
 
 def test_two_workers_on_one_host_without_node_names_count_as_two(stack: Stack) -> None:

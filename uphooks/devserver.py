@@ -148,6 +148,11 @@ class _Announcer(threading.Thread):
                 "  post a sample delivery:",
                 f"    curl -sS -X POST {self.stack.webhook_url} "
                 f"-H 'Content-Type: application/json' --data @{FIXTURE_HINT}",
+                *(
+                    [f"  metrics and /readyz: {self.stack.admin_url}"]
+                    if self.stack.admin_url
+                    else []
+                ),
                 f"  the CLI finds this stack from this folder ({devstate.STATE_FILE}):",
                 f"    {cli} status      # or: source {Path(cli).parent}/activate; uphooks status",
                 f"  from elsewhere: export REDIS_URL={self.stack.redis_url}",
@@ -176,12 +181,18 @@ def run(settings: Settings, *, host: str, port: int, redis_port: int, data_dir: 
             f"port {port} on {host} is in use (another `uphooks dev`? see {devstate.STATE_FILE}): "
             "stop it, or choose another port with --port (make run PORT=...)"
         )
+    # The admin listener (/metrics, /readyz): the next port, as 8000 and 8001, unless it is set
+    # or taken (a second stack on another --port must not fail on the first one's).
+    admin_port = settings.admin_port
+    if "admin_port" not in settings.model_fields_set:
+        admin_port = port + 1 if _port_is_free(settings.admin_host, port + 1) else free_port()
     # The Procfile says `uphooks ...`: make sure this interpreter's scripts are found first.
     scripts = str(Path(sys.executable).parent)
     env = dict(
         os.environ,
         PORT=str(port),
         WEB_HOST=host,
+        UPHOOKS_ADMIN_PORT=str(admin_port),
         PATH=os.pathsep.join([scripts, os.environ.get("PATH", "")]),
     )
     if "log_format" not in settings.model_fields_set and sys.stderr.isatty():
@@ -205,11 +216,13 @@ def run(settings: Settings, *, host: str, port: int, redis_port: int, data_dir: 
             redis_url = env["REDIS_URL"] = env["UPHOOKS_REDIS_URL"] = server.url
             say(f"embedded Redis ({find_redis_server()}) on {server.url}, data in {data_dir}")
         ingress_url = f"http://{_reachable(host)}:{port}"
+        admin_url = f"http://{_reachable(settings.admin_host)}:{admin_port}" if admin_port else ""
         stack = devstate.DevStack(
             pid=os.getpid(),
             redis_url=redis_url,
             ingress_url=ingress_url,
             webhook_url=ingress_url + settings.webhook_path,
+            admin_url=admin_url,
             data_dir=str(server.data_dir) if server else None,
         )
         devstate.write(stack)

@@ -27,6 +27,7 @@ class DevStack:
     webhook_url: str
     data_dir: str | None = None
     started_at: float = 0.0
+    admin_url: str = ""  # the ingress's admin listener: /metrics, /readyz
 
 
 def _alive(pid: int) -> bool:
