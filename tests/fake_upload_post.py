@@ -36,6 +36,7 @@ class Request:
     query: dict[str, str]
     headers: dict[str, str]  # lower-case names
     body: Any
+    at: float = field(default_factory=time.monotonic)  # when it arrived (for backoff checks)
 
     @property
     def line(self) -> str:

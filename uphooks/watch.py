@@ -28,6 +28,12 @@ class Progress:
         return self.status in TERMINAL
 
     def lines(self) -> list[str]:
+        if self.status == "not_found":
+            which = "request_id" if self.raw.get("request_id") else "job_id"
+            return [
+                f"not found: Upload-Post knows no upload with {which} {self.raw.get(which)}; "
+                "check the id and that UPHOOKS_UPLOAD_POST_API_KEY is the uploading account's"
+            ]
         done = f"{self.completed if self.completed is not None else '?'}/{self.total or '?'}"
         rows = [f"status: {self.status} ({done} platforms)"]
         for r in self.results:
