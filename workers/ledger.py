@@ -123,28 +123,24 @@ class Ledger:
         """Pair message: claim the pairs whose token still matches."""
         if not refs:
             return []
-        args: list[str | int | float] = [
-            self._keys.prefix,
-            time.time(),
-            self._lease_ms,
-            holder,
-            self._s.poison_max_deliveries,
-        ]
+        args = self._claim_args(holder)
         for ref in refs:
             args += list(ref)
         return [_claim_result(row) for row in self._claim(keys=[self._keys.due], args=args)]
 
-    def take_over(self, ref: PairRef, dead_holder: str, holder: str) -> ClaimResult:
-        """Claim a pair whose lease holder is a process known to be gone."""
-        args: list[str | int | float] = [
+    def _claim_args(self, holder: str) -> list[str | int | float]:
+        """What claim.lua and take_over.lua take before their pairs."""
+        return [
             self._keys.prefix,
             time.time(),
             self._lease_ms,
             holder,
             self._s.poison_max_deliveries,
-            *ref,
-            dead_holder,
         ]
+
+    def take_over(self, ref: PairRef, dead_holder: str, holder: str) -> ClaimResult:
+        """Claim a pair whose lease holder is a process known to be gone."""
+        args = [*self._claim_args(holder), *ref, dead_holder]
         return _claim_result(self._take_over(keys=[self._keys.due], args=args))
 
     def settle(self, settlements: list[Settlement], holder: str) -> list[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from typing import Any
 
 import redis
 
@@ -21,6 +20,7 @@ from uphooks.provider_api import ProviderAPIError
 from uphooks.readback import ReadBack
 from uphooks.reconcile import Reconciler
 from uphooks.settings import Settings
+from workers.background import while_worker_runs
 
 log = logging.getLogger("uphooks.worker")
 
@@ -80,27 +80,10 @@ class ReconcileJob:
                 log.warning("reconcile pass failed (will try again): %r", exc)
 
 
-_running: ReconcileJob | None = None
-
-
 def install(settings: Settings) -> None:
     """Start the job in the worker's main process once it is ready (when enabled)."""
     if not settings.reconcile_enabled:
         return
-    from celery import signals
-
     from uphooks.redis import sync_client
 
-    def ready(**_: Any) -> None:
-        global _running
-        if _running is None:
-            _running = ReconcileJob(sync_client(settings, timeout=10), settings).start()
-
-    def shutdown(**_: Any) -> None:
-        global _running
-        if _running is not None:
-            _running.stop()
-            _running = None
-
-    signals.worker_ready.connect(ready, weak=False)
-    signals.worker_shutdown.connect(shutdown, weak=False)
+    while_worker_runs(lambda: ReconcileJob(sync_client(settings, timeout=10), settings).start())

@@ -23,7 +23,6 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 
@@ -31,6 +30,7 @@ from uphooks.backlog import ledger_backlog
 from uphooks.keys import Keys
 from uphooks.settings import Settings
 from uphooks.taskmessage import EMBED_JSON, Envelope, lua_template
+from workers.background import while_worker_runs
 from workers.ledger import _script
 
 log = logging.getLogger("uphooks.worker")
@@ -142,29 +142,12 @@ class SchedulerThread:
         self._thread.join(timeout=self._interval + 5)
 
 
-_running: SchedulerThread | None = None
-
-
 def install(settings: Settings) -> None:
-    """Move due work from the worker's main process once it is ready; stop on shutdown.
-
-    Call once where the Celery app's signals are wired (``workers/tasks.py``).
-    """
-    from celery import signals
-
+    """Move due work from the worker's main process once it is ready; stop on shutdown."""
     from uphooks.redis import sync_client
 
-    def ready(**_: Any) -> None:
-        global _running
-        if _running is None:
-            scheduler = Scheduler(sync_client(settings), settings)
-            _running = SchedulerThread(scheduler, settings.schedule_interval_seconds).start()
+    def start() -> SchedulerThread:
+        scheduler = Scheduler(sync_client(settings), settings)
+        return SchedulerThread(scheduler, settings.schedule_interval_seconds).start()
 
-    def shutdown(**_: Any) -> None:
-        global _running
-        if _running is not None:
-            _running.stop()
-            _running = None
-
-    signals.worker_ready.connect(ready, weak=False)
-    signals.worker_shutdown.connect(shutdown, weak=False)
+    while_worker_runs(start)
