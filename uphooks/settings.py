@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     # wait doubles each time for the same item (up to 16x). A copy is harmless (the ledger
     # fences it), so this trades recovery time against extra messages under a long backlog.
     recover_after_seconds: int = Field(default=10 * 60, ge=1)
+    # Handlers with ``ordered_by=``: an event starts no sooner than this after it arrived, so an
+    # event that happened earlier but arrives up to this much later still runs first
+    # (docs/design.md section 9). Latency of ordered handlers against reordering they absorb.
+    order_window_seconds: float = Field(default=2.0, ge=0)
 
     # --- Logs
     log_level: str = "INFO"

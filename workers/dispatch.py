@@ -27,6 +27,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -41,7 +42,7 @@ from uphooks.settings import Settings
 from uphooks.taskmessage import PairRef
 from workers.deadletter import ROUTING_HANDLER, DeadLetter
 from workers.leases import LeaseKeeper, holder_is_dead_here, holder_token
-from workers.ledger import Claim, Ledger, Route, Settlement
+from workers.ledger import Claim, Ledger, Route, Settlement, order_member, order_set
 from workers.retrying import Dead, RetryPolicy, with_redis_retries
 from workers.schedule import Scheduler
 from workers.time_limits import SoftTimeLimit, time_limit
@@ -88,6 +89,24 @@ class _Delivery:
     @property
     def received_at(self) -> float:
         return float(self.record.get("received_at") or 0.0)
+
+    @property
+    def created_at(self) -> float:
+        """When the event happened (its ``created_at``, naive = UTC), else when it arrived."""
+        raw = self.payload.get("created_at") if isinstance(self.payload, dict) else None
+        try:
+            at = datetime.fromisoformat(str(raw))
+        except ValueError:
+            return self.received_at
+        return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+
+    def ordering_key(self, spec: HandlerSpec) -> str | None:
+        """The handler's ordering key for this event; a payload our models refuse has none
+        (its pair is dead-lettered when it runs, and must not hold others)."""
+        try:
+            return spec.order_key(self.payload, self.event)
+        except PermanentError:
+            return None
 
 
 @dataclass
@@ -221,6 +240,7 @@ class Dispatcher:
                     )
                 delivery = _Delivery.parse(key, raw)
                 wanted = self._router.handlers_for(delivery.event_name, delivery.payload)
+                orders = [delivery.ordering_key(s) for s in wanted]
             except Exception as exc:
                 # A record we cannot read would fail on every redelivery: keep it for a human.
                 self._dead_routing(key, raw, seen, exc)
@@ -228,6 +248,11 @@ class Dispatcher:
             default = self._s.queue
             deliveries.append(delivery)
             specs.append(wanted)
+            member = order_member(
+                key,
+                delivery.created_at,
+                (delivery.received_at or time.time()) + self._s.order_window_seconds,
+            )
             routes.append(
                 (
                     key,
@@ -236,8 +261,10 @@ class Dispatcher:
                             s.name,
                             s.queue if (s.queue or default) != default else None,
                             here != default or (s.queue or default) == here,
+                            order_set(self._keys, s.name, order) if order else "",
+                            member if order else "",
                         )
-                        for s in wanted
+                        for s, order in zip(wanted, orders, strict=True)
                     ],
                 )
             )
