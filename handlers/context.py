@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, MutableMapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
+
+from uphooks import tracing
 
 
 @dataclass(frozen=True)
@@ -18,7 +21,8 @@ class Context:
 
     ``log`` is a logger whose lines carry the delivery key and the handler name. ``body`` is the
     request body exactly as the sender posted it (for forwarding or checksums); ``headers`` are
-    the headers the ingress kept.
+    the headers the ingress kept. ``span(name, **attributes)`` opens a child span of the
+    run's trace (see docs/operations.md, "Traces").
     """
 
     idempotency_key: str
@@ -32,6 +36,15 @@ class Context:
         default_factory=lambda: logging.LoggerAdapter(logging.getLogger("uphooks.handler"), {})
     )
     body: str = ""
+
+    def span(
+        self, name: str, **attributes: str | int | float | bool
+    ) -> AbstractContextManager[Any]:
+        """A child span of this run's span, ``with ctx.span("crm.update", customer=id):``.
+
+        An OpenTelemetry span when ``UPHOOKS_TRACING`` is on (it yields the span), a no-op
+        yielding None otherwise."""
+        return tracing.span(name, attributes)
 
 
 class _KeyedAdapter(logging.LoggerAdapter[logging.Logger]):

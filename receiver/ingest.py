@@ -39,7 +39,7 @@ from receiver.limits import (
 from receiver.sources import Address, SourceFilter
 from receiver.throttle import RefusalBudget
 from receiver.verify import Failed, Pending, Reason, Verifier
-from uphooks import logs, metrics
+from uphooks import logs, metrics, tracing
 from uphooks.settings import Settings
 
 log = logging.getLogger("uphooks.receiver")
@@ -210,11 +210,13 @@ async def receive(request: Request) -> JSONResponse | None:
             "received_at": time.time(),
             "headers": headers,
             "body": body.decode("utf-8"),
+            **tracing.record_fields(),
         }
     )
     try:
         # The Enqueuer gives up after ack_timeout_seconds by itself (one timer for all requests).
-        is_new = await enqueuer.submit(key, record)
+        with tracing.span("uphooks.enqueue", {"uphooks.delivery_key": key}):
+            is_new = await enqueuer.submit(key, record)
     except TimeoutError:
         metrics.enqueue_failed("timeout")
         log.warning("redis did not answer in %.1fs; answered 503", settings.ack_timeout_seconds)
@@ -235,6 +237,11 @@ class Endpoint:
     (docs/performance.md measures it)."""
 
     async def __call__(self, scope: Scope, receive_: Receive, send: Send) -> None:
-        response = await receive(Request(scope, receive_))
+        request = Request(scope, receive_)
+        # The route, not the URL: a path token must not reach the traces.
+        path = request.app.state.settings.webhook_path
+        with tracing.request_span("POST", path, request.headers) as span:
+            response = await receive(request)
+            tracing.answered(span, response.status_code if response is not None else 499)
         if response is not None:
             await response(scope, receive_, send)

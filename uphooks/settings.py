@@ -119,6 +119,12 @@ class Settings(BaseSettings):
     heartbeat_interval_seconds: float = Field(default=5.0, gt=0)
     heartbeat_stale_seconds: float = 30.0
     readyz_requires_worker: bool = False
+    # OpenTelemetry traces (uphooks/tracing.py; needs the "tracing" extra): "otlp" sends spans
+    # over OTLP/HTTP to tracing_endpoint (empty: the exporter's OTEL_EXPORTER_OTLP_* variables,
+    # else http://localhost:4318/v1/traces), "console" prints them; "off" imports nothing.
+    tracing: Literal["off", "otlp", "console"] = "off"
+    tracing_endpoint: str = ""
+    tracing_service_name: str = "uphooks"
 
     @field_validator("upload_post_api_url", "public_url")
     @classmethod

@@ -3,7 +3,7 @@
 -- ARGV[1] key prefix  ARGV[2] now (s)  ARGV[3] lease (ms)  ARGV[4] holder
 -- ARGV[5] lost runs that make a pair poison; then triples: key, handler, token.
 -- Returns per pair one of:
---   {1, attempt}        claimed: run it
+--   {1, attempt[, details]}  claimed: run it (a later attempt: with the last outcome's details)
 --   {0, reason}         nothing to do: gone, done, dead, stale (token moved on), early
 --   {2, holder, pttl}   another run holds its lease now
 --   {3, lost}           claimed, but its runs were lost this often: dead-letter it
@@ -40,6 +40,7 @@ for i = 6, #ARGV, 3 do
     redis.call('ZADD', due, now + lease_ms / 1000, key .. '|' .. h)
     order_pin(hk, h)
     r = {code, value}
+    if code == 1 and value > 1 then r[3] = redis.call('HGET', hk, h .. '@') or '' end
   else
     r = {2, redis.call('GET', lk) or '', redis.call('PTTL', lk)}
   end

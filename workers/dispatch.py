@@ -36,7 +36,7 @@ import redis
 from handlers.context import Context, bound_logger
 from handlers.errors import PermanentError
 from handlers.registry import HandlerSpec, Router
-from uphooks import metrics
+from uphooks import metrics, tracing
 from uphooks.events import BaseEvent, EventValidationError, parse_event
 from uphooks.settings import Settings
 from uphooks.taskmessage import PairRef
@@ -117,6 +117,8 @@ class _Job:
     spec: HandlerSpec
     delivery: _Delivery
     attempt: int
+    parent: Any = None  # the trace context of its claim (uphooks/tracing.py), when tracing
+    first_trace: str = ""  # the first attempt's span (traceparent), for a retry's link
 
     @property
     def pair(self) -> tuple[str, str]:
@@ -134,11 +136,14 @@ class _Outcome:
     error: str = ""
     traceback: str = ""
     due: float = 0.0
+    trace: str = ""  # the first attempt's span, kept so later attempts link to it
 
     def settlement(self, now: float) -> Settlement:
         details: dict[str, Any] = {"attempt": self.attempt, "at": now}
         if self.error:
             details["error"] = self.error
+        if self.trace:
+            details["trace"] = self.trace
         extra: bytes | str | float = ""
         if self.kind == "retry":
             details["next_at"] = self.due
@@ -182,6 +187,7 @@ class Dispatcher:
         self._leases = LeaseKeeper(self.ledger, settings.lease_seconds)
         self._scheduler = Scheduler(client, settings)
         self._settle = with_redis_retries(self.ledger.settle)
+        tracing.setup(settings, "worker")
 
     def process(
         self,
@@ -268,7 +274,9 @@ class Dispatcher:
                     ],
                 )
             )
+        started = time.time_ns()
         flags = with_redis_retries(self.ledger.admit)(routes, holder)
+        admitted = time.time_ns()
         jobs: list[_Job] = []
         handed_on = False
         copies: list[_Delivery] = []
@@ -276,9 +284,15 @@ class Dispatcher:
             if row[:1] == [-1]:
                 copies.append(delivery)  # a copy of a message already routed
                 continue
+            parent = None
+            if tracing.ON and 1 in row:
+                parent = tracing.claimed(
+                    delivery.record, {"uphooks.delivery_key": delivery.key}, started, admitted
+                )
             for spec, flag in zip(wanted, row, strict=True):
                 if flag == 1:
-                    jobs.append(_Job((delivery.key, spec.name, "1.1"), spec, delivery, 1))
+                    job = _Job((delivery.key, spec.name, "1.1"), spec, delivery, 1, parent)
+                    jobs.append(job)
                 else:
                     handed_on = True
         if handed_on:
@@ -311,7 +325,10 @@ class Dispatcher:
         jobs: list[_Job],
     ) -> None:
         outcomes: list[_Outcome] = []
+        started = time.time_ns()
         claims = self.ledger.claim(refs, holder)
+        claimed = time.time_ns()
+        parents: dict[str, Any] = {}
         for ref, claim in zip(refs, claims, strict=True):
             if claim.state is Claim.BUSY and holder_is_dead_here(claim.holder):
                 claim = self.ledger.take_over(ref, claim.holder, holder)
@@ -336,7 +353,16 @@ class Dispatcher:
                 log.error("[%s %s] %s", key, name, error)
                 outcomes.append(_Outcome(ref, "dead", claim.attempt, delivery, error))
             else:
-                jobs.append(_Job(ref, spec, delivery, claim.attempt))
+                job = _Job(ref, spec, delivery, claim.attempt)
+                if tracing.ON:
+                    if key not in parents:
+                        attributes = {"uphooks.delivery_key": key}
+                        parents[key] = tracing.claimed(
+                            delivery.record, attributes, started, claimed
+                        )
+                    job.parent = parents[key]
+                    job.first_trace = _first_trace(claim.details)
+                jobs.append(job)
         self._execute(jobs, holder, outcomes)
 
     # -- 3. run --------------------------------------------------------------------------
@@ -383,7 +409,15 @@ class Dispatcher:
             decision.due - time.time(),
             exc,
         )
-        return _Outcome(job.ref, "retry", job.attempt, job.delivery, repr(exc), due=decision.due)
+        return _Outcome(
+            job.ref,
+            "retry",
+            job.attempt,
+            job.delivery,
+            repr(exc),
+            due=decision.due,
+            trace=job.first_trace,
+        )
 
     def _finish(self, outcomes: list[_Outcome], holder: str) -> None:
         if not outcomes:
@@ -485,7 +519,16 @@ class Dispatcher:
             log=bound_logger(key, name),
             body=record.get("body") or "",
         )
-        with metrics.handler_call(name) as timer:
+        attributes: dict[str, str | int] = {
+            "uphooks.delivery_key": key,
+            "uphooks.handler": name,
+            "uphooks.attempt": job.attempt,
+        }
+        with (
+            tracing.handler_span(job.parent, attributes, job.first_trace) as this_span,
+            metrics.handler_call(name) as timer,
+        ):
+            job.first_trace = job.first_trace or this_span
             if job.spec.time_limit is None:
                 job.spec.func(event, ctx)
             else:
@@ -494,3 +537,14 @@ class Dispatcher:
         log.info(
             "[%s %s] done in %.0f ms (attempt %d)", key, name, timer.seconds * 1000, job.attempt
         )
+
+
+def _first_trace(details: str) -> str:
+    """The first attempt's span, from the last outcome's details (see ``_Outcome.trace``)."""
+    if not details:
+        return ""
+    try:
+        value = orjson.loads(details).get("trace")
+    except (orjson.JSONDecodeError, AttributeError):
+        return ""
+    return value if isinstance(value, str) else ""

@@ -104,6 +104,7 @@ class ClaimResult:
     reason: str = ""
     holder: str = ""
     ttl_ms: int = 0
+    details: str = ""  # MINE, attempt > 1: the last outcome's details (JSON)
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,8 @@ def _claim_result(row: list[object]) -> ClaimResult:
         return ClaimResult(code, holder=_text(row[1]), ttl_ms=int(row[2]))  # type: ignore[call-overload]
     if code is Claim.SKIP:
         return ClaimResult(code, reason=_text(row[1]))
-    return ClaimResult(code, attempt=int(row[1]))  # type: ignore[call-overload]
+    details = _text(row[2]) if len(row) > 2 else ""
+    return ClaimResult(code, attempt=int(row[1]), details=details)  # type: ignore[call-overload]
 
 
 def _text(value: object) -> str:
