@@ -205,8 +205,6 @@ def client_span(what: str, host: str, headers: dict[str, str]) -> Iterator[Span 
     from opentelemetry.trace import SpanKind
 
     attributes = {"http.request.method": "POST", "server.address": host, "uphooks.call": what}
-    with _t().start_as_current_span(
-        f"POST {what}", kind=SpanKind.CLIENT, attributes=attributes
-    ) as s:
+    with _t().start_as_current_span("POST", kind=SpanKind.CLIENT, attributes=attributes) as s:
         inject(headers)
         yield s
