@@ -125,6 +125,16 @@ class Settings(BaseSettings):
     tracing: Literal["off", "otlp", "console"] = "off"
     tracing_endpoint: str = ""
     tracing_service_name: str = "uphooks"
+    # Notifications (workers/notify.py): a Telegram message (the telegram_bot_token and
+    # telegram_api_url above, to notify_telegram_chat_id) and/or a signed POST (forward_secret,
+    # when set) to notify_webhook_url, when handlers dead-letter or the oldest overdue item in
+    # the ledger passes notify_overdue_seconds; at most one message per kind per
+    # notify_min_interval_seconds across all workers, checked every notify_check_seconds.
+    notify_telegram_chat_id: str | None = None
+    notify_webhook_url: str | None = None
+    notify_overdue_seconds: float = Field(default=300.0, gt=0)
+    notify_min_interval_seconds: float = Field(default=600.0, gt=0)
+    notify_check_seconds: float = Field(default=15.0, gt=0)
 
     @field_validator("upload_post_api_url", "public_url")
     @classmethod

@@ -51,16 +51,16 @@ from uphooks.taskmessage import PairRef
 from workers.deadletter import ROUTING_HANDLER
 
 
-def _source(name: str) -> str:
+def script_source(name: str) -> str:
     """A script's text, with ``--#include <file>`` lines replaced by that file (order.lua)."""
     lines = files("workers").joinpath(name).read_text(encoding="utf-8").splitlines()
     return "\n".join(
-        _source(line.split()[1]) if line.startswith("--#include ") else line for line in lines
+        script_source(line.split()[1]) if line.startswith("--#include ") else line for line in lines
     )
 
 
 def _script(client: redis.Redis, name: str) -> redis.commands.core.Script:
-    return client.register_script(_source(name))
+    return client.register_script(script_source(name))
 
 
 _SAFE_ORDER_KEY = re.compile(r"^[A-Za-z0-9._:@+-]{1,100}$")
