@@ -15,7 +15,10 @@ import httpx
 import pytest
 import redis
 
+from handlers import BaseEvent, Context, Router
 from tests.conftest import PATH, Stack, fixture_bodies, wait_for
+from uphooks.errors import ConfigurationError
+from uphooks.events import parse_event
 from uphooks.keys import Keys
 from uphooks.settings import Settings
 from workers.ledger import Claim, Ledger, Route, Settlement, order_member, order_set
@@ -208,3 +211,26 @@ def test_a_retrying_head_holds_the_key_and_a_dead_one_releases_it_and_replays_in
     assert ledger.replay("a", HANDLER, "{}") == "replayed"
     # Back at its place, before c; b was queued but had not started: a goes first again.
     assert [state(ledger, stack, k) for k in "abc"] == ["queued", "waiting", "waiting"]
+
+
+# -- the option ------------------------------------------------------------------------------
+
+
+def test_ordered_by_names_a_key_the_events_have_or_is_refused_at_import() -> None:
+    router = Router()
+    with pytest.raises(ConfigurationError, match="does not fit \\['upload_completed'\\]"):
+        router.on("upload_completed", ordered_by="account")
+    with pytest.raises(ConfigurationError, match="give 'account' or 'upload'"):
+        router.on("social_account_connected", ordered_by="acount")
+
+    @router.on("upload_completed", name="by.upload", ordered_by="upload")
+    @router.on("*", name="by.profile", ordered_by=lambda e: getattr(e, "profile_username", None))
+    def handler(event: BaseEvent, ctx: Context) -> None: ...
+
+    payload = json.loads(fixture_bodies()["upload_completed.json"])
+    by_upload, by_profile = router.get("by.upload"), router.get("by.profile")
+    assert by_upload is not None and by_profile is not None
+    assert by_upload.order_key(payload, lambda: None) == "instagram:a1b2c3d4e5f6..."
+    assert by_profile.order_key(payload, lambda: parse_event(payload)) == "your_profile_username"
+    del payload["job_id"]
+    assert by_upload.order_key(payload, lambda: None) is None  # nothing to order by: not ordered
