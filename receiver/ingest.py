@@ -215,7 +215,10 @@ async def receive(request: Request) -> JSONResponse | None:
     )
     try:
         # The Enqueuer gives up after ack_timeout_seconds by itself (one timer for all requests).
-        with tracing.span("uphooks.enqueue", {"uphooks.delivery_key": key}):
+        if tracing.ON:
+            with tracing.span("uphooks.enqueue", {"uphooks.delivery_key": key}):
+                is_new = await enqueuer.submit(key, record)
+        else:
             is_new = await enqueuer.submit(key, record)
     except TimeoutError:
         metrics.enqueue_failed("timeout")
@@ -238,10 +241,18 @@ class Endpoint:
 
     async def __call__(self, scope: Scope, receive_: Receive, send: Send) -> None:
         request = Request(scope, receive_)
-        # The route, not the URL: a path token must not reach the traces.
-        path = request.app.state.settings.webhook_path
-        with tracing.request_span("POST", path, request.headers) as span:
+        if tracing.ON:
+            response = await _traced(request)
+        else:
             response = await receive(request)
-            tracing.answered(span, response.status_code if response is not None else 499)
         if response is not None:
             await response(scope, receive_, send)
+
+
+async def _traced(request: Request) -> JSONResponse | None:
+    # The route, not the URL: a path token must not reach the traces.
+    path = request.app.state.settings.webhook_path
+    with tracing.request_span("POST", path, request.headers) as span:
+        response = await receive(request)
+        tracing.answered(span, response.status_code if response is not None else 499)
+    return response

@@ -453,6 +453,14 @@ class Dispatcher:
         metrics.handler_outcomes(
             done=counted["done"], retried=counted["retry"], dead=counted["dead"]
         )
+        if any(self._ordered(name) for name in counted["done"] + counted["dead"]):
+            # Settling promoted the next pair of its ordering key: publish it now, not at the
+            # next scheduler pass (a key's events would otherwise go one per pass).
+            with_redis_retries(self._scheduler.move_due)()
+
+    def _ordered(self, name: str) -> bool:
+        spec = self._router.get(name)
+        return spec is not None and spec.ordered_by is not None
 
     # -- helpers -------------------------------------------------------------------------
     def _dead_routing(self, key: str, raw: bytes, attempts: int, exc: BaseException) -> None:
