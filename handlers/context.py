@@ -21,8 +21,10 @@ class Context:
 
     ``log`` is a logger whose lines carry the delivery key and the handler name. ``body`` is the
     request body exactly as the sender posted it (for forwarding or checksums); ``headers`` are
-    the headers the ingress kept. ``span(name, **attributes)`` opens a child span of the
-    run's trace (see docs/operations.md, "Traces").
+    the headers the ingress kept. ``source`` is ``"webhook"``, or ``"reconciled"`` for an
+    event Upload-Post never sent that reconciliation read from its API (docs/reconciliation.md).
+    ``span(name, **attributes)`` opens a child span of the run's trace (docs/operations.md,
+    "Traces").
     """
 
     idempotency_key: str
@@ -36,6 +38,7 @@ class Context:
         default_factory=lambda: logging.LoggerAdapter(logging.getLogger("uphooks.handler"), {})
     )
     body: str = ""
+    source: str = "webhook"
 
     def span(
         self, name: str, **attributes: str | int | float | bool

@@ -39,7 +39,7 @@ from receiver.limits import (
 from receiver.sources import Address, SourceFilter
 from receiver.throttle import RefusalBudget
 from receiver.verify import Failed, Pending, Reason, Verifier
-from uphooks import logs, metrics, tracing
+from uphooks import facts, logs, metrics, tracing
 from uphooks.settings import Settings
 
 log = logging.getLogger("uphooks.receiver")
@@ -215,11 +215,12 @@ async def receive(request: Request) -> JSONResponse | None:
     )
     try:
         # The Enqueuer gives up after ack_timeout_seconds by itself (one timer for all requests).
+        fact = facts.spec(facts.webhook_facts(payload))
         if tracing.ON:
             with tracing.span("uphooks.enqueue", {"uphooks.delivery_key": key}):
-                is_new = await enqueuer.submit(key, record)
+                is_new = await enqueuer.submit(key, record, fact)
         else:
-            is_new = await enqueuer.submit(key, record)
+            is_new = await enqueuer.submit(key, record, fact)
     except TimeoutError:
         metrics.enqueue_failed("timeout")
         log.warning("redis did not answer in %.1fs; answered 503", settings.ack_timeout_seconds)

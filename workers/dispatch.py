@@ -526,6 +526,7 @@ class Dispatcher:
             headers=record.get("headers") or {},
             log=bound_logger(key, name),
             body=record.get("body") or "",
+            source=record.get("source") or "webhook",
         )
         attributes: dict[str, str | int] = {
             "uphooks.delivery_key": key,
