@@ -5,7 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from chaos.report import Row
-from chaos.scenarios import duplicates, kills, ledger, poison, redis_faults, retries, steady
+from chaos.scenarios import (
+    duplicates,
+    failover,
+    hosts,
+    kills,
+    ledger,
+    poison,
+    redis_faults,
+    retries,
+    steady,
+)
 from chaos.scenarios.base import Ctx
 
 Scenario = Callable[[Ctx], Row]
@@ -33,4 +43,8 @@ SCENARIOS: dict[str, Scenario] = {
     "10b": redis_faults.redis_slowed,
     "11a": ledger.loss_and_kills,
     "11c": ledger.three_copies,
+    "17a": failover.failover_ack_replicas,
+    "17a0": failover.failover_no_ack_replicas,
+    "17a2": failover.failover_ack_two_replicas,
+    "17b": hosts.host_cut_mid_handler,
 }
