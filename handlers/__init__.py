@@ -9,9 +9,10 @@
         ctx.log.info("failed: %s", event.result.error)
         crm.create_ticket(..., idempotency_key=ctx.idempotency_key)
 
-- ``on(*events, name=, max_attempts=, backoff=(base, max), queue=, time_limit=, **filters)``
-  registers a plain function ``fn(event, ctx)``. Events are names or ``"*"``; filters are
-  ``platform``, ``profile``, ``account``, ``status`` and ``success``.
+- ``on(*events, name=, max_attempts=, backoff=(base, max), queue=, time_limit=, ordered_by=,
+  **filters)`` registers a plain function ``fn(event, ctx)``. Events are names or ``"*"``;
+  filters are ``platform``, ``profile``, ``account``, ``status`` and ``success``;
+  ``ordered_by="account" | "upload" | fn(event) -> key`` runs events of one key in order.
 - ``Router`` groups handlers; a plugin module may expose ``router = Router()`` and use
   ``@router.on(...)`` instead of the global ``on``.
 - ``Context`` is the second argument: ``idempotency_key`` (pass it downstream), ``log`` (bound to

@@ -22,6 +22,7 @@ import httpx
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from handlers.errors import PermanentError, TransientError
+from uphooks import tracing
 
 # httpx logs every request URL at INFO, and a Bot API URL carries the bot's token.
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -46,9 +47,16 @@ _retry_connect = retry(
 
 
 def post(what: str, url: str, timeout: float, **kwargs: Any) -> httpx.Response:
-    """POST, with the short in-handler retry for connections; network failures -> transient."""
+    """POST, with the short in-handler retry for connections; network failures -> transient.
+
+    Traced as a client span when tracing is on (``traceparent`` goes along)."""
+    headers = dict(kwargs.pop("headers", None) or {})
     try:
-        response: httpx.Response = _retry_connect(client().post)(url, timeout=timeout, **kwargs)
+        with tracing.client_span(what, httpx.URL(url).host, headers) as span:
+            response: httpx.Response = _retry_connect(client().post)(
+                url, timeout=timeout, headers=headers, **kwargs
+            )
+            tracing.answered(span, response.status_code)
     except httpx.TimeoutException as exc:
         late = f"{what}: no answer within {timeout:g}s ({type(exc).__name__})"
         raise TransientError(late) from exc

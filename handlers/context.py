@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, MutableMapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
+
+from uphooks import tracing
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,8 @@ class Context:
     request body exactly as the sender posted it (for forwarding or checksums); ``headers`` are
     the headers the ingress kept. ``source`` is ``"webhook"``, or ``"reconciled"`` for an
     event Upload-Post never sent that reconciliation read from its API (docs/reconciliation.md).
+    ``span(name, **attributes)`` opens a child span of the run's trace (docs/operations.md,
+    "Traces").
     """
 
     idempotency_key: str
@@ -34,6 +39,15 @@ class Context:
     )
     body: str = ""
     source: str = "webhook"
+
+    def span(
+        self, name: str, **attributes: str | int | float | bool
+    ) -> AbstractContextManager[Any]:
+        """A child span of this run's span, ``with ctx.span("crm.update", customer=id):``.
+
+        An OpenTelemetry span when ``UPHOOKS_TRACING`` is on (it yields the span), a no-op
+        yielding None otherwise."""
+        return tracing.span(name, attributes)
 
 
 class _KeyedAdapter(logging.LoggerAdapter[logging.Logger]):

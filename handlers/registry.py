@@ -11,6 +11,8 @@ from handlers.context import Context
 from uphooks.errors import ConfigurationError
 
 HandlerFunc = Callable[[Any, Context], object]
+#: ``ordered_by=`` as a function: the typed event -> its ordering key (None: not ordered).
+OrderFunc = Callable[[Any], "str | None"]
 F = TypeVar("F", bound=HandlerFunc)
 
 ANY_EVENT = "*"
@@ -44,6 +46,24 @@ FILTERS_BY_EVENT: dict[str, frozenset[str]] = {
 }
 
 
+def _account_order(payload: Mapping[str, Any]) -> str | None:
+    platform, account = payload.get("platform"), payload.get("account_name")
+    return f"{platform}:{account}" if platform and account else None
+
+
+def _upload_order(payload: Mapping[str, Any]) -> str | None:
+    job = payload.get("job_id") or payload.get("request_id")
+    platform = payload.get("platform")
+    return f"{platform}:{job}" if platform and job else None
+
+
+#: ``ordered_by=`` names: the events they fit and how the key is read from the payload.
+ORDERINGS: dict[str, tuple[frozenset[str], Callable[[Mapping[str, Any]], str | None]]] = {
+    "account": (frozenset(FILTERS_BY_EVENT) - {"upload_completed"}, _account_order),
+    "upload": (frozenset({"upload_completed"}), _upload_order),
+}
+
+
 class Backoff(NamedTuple):
     """Full-jitter exponential backoff: attempt n waits up to ``min(max, base * 2**(n-1))`` s."""
 
@@ -63,11 +83,23 @@ class HandlerSpec:
     backoff: Backoff | None = None
     queue: str | None = None
     time_limit: float | None = None
+    ordered_by: str | OrderFunc | None = None
 
     def wants(self, event_name: str, payload: Mapping[str, Any]) -> bool:
         if ANY_EVENT not in self.events and event_name not in self.events:
             return False
         return all(FILTERS[f](payload) in allowed for f, allowed in self.filters.items())
+
+    def order_key(self, payload: Mapping[str, Any], event: Callable[[], Any]) -> str | None:
+        """The ordering key of this handler's pair for one event (None: not ordered).
+
+        ``event`` builds the typed event; it is called only for an ``ordered_by`` function."""
+        if self.ordered_by is None:
+            return None
+        if isinstance(self.ordered_by, str):
+            return ORDERINGS[self.ordered_by][1](payload)
+        key = self.ordered_by(event())
+        return None if key is None else str(key)
 
 
 def _allowed(field: str, value: object) -> frozenset[object]:
@@ -108,6 +140,23 @@ def _check_filters_can_match(events: tuple[str, ...], filters: Mapping[str, obje
                 f"@on({event!r}, ...): {event} events have no {useless} field, so the filter "
                 f"can never match; filters for {event}: {sorted(usable)}"
             )
+
+
+def _check_ordering(events: tuple[str, ...], ordered_by: str | OrderFunc | None) -> None:
+    if ordered_by is None or callable(ordered_by):
+        return
+    if ordered_by not in ORDERINGS:
+        raise ConfigurationError(
+            f"ordered_by={ordered_by!r}: give {' or '.join(map(repr, ORDERINGS))}, or a function "
+            "of the event returning its ordering key"
+        )
+    fits = ORDERINGS[ordered_by][0]
+    wrong = sorted(e for e in events if e in FILTERS_BY_EVENT and e not in fits)
+    if wrong:
+        raise ConfigurationError(
+            f"ordered_by={ordered_by!r} does not fit {wrong}: those events have no "
+            f"{ordered_by} to order by; it fits {sorted(fits)}"
+        )
 
 
 def _check_options(
@@ -162,6 +211,7 @@ class Router:
         backoff: tuple[float, float] | None = None,
         queue: str | None = None,
         time_limit: float | None = None,
+        ordered_by: str | OrderFunc | None = None,
         **filters: object,
     ) -> Callable[[F], F]:
         """Register ``fn(event, ctx)`` for the named events (``"*"`` for all of them).
@@ -176,12 +226,19 @@ class Router:
         on (start workers for it with ``uphooks worker -Q <queue>``); ``time_limit`` seconds
         per call, after which the call is interrupted and counts as a failed attempt.
 
+        ``ordered_by`` runs this handler's events one at a time per key, in the order they
+        happened (``created_at``, then receipt), across all workers: ``"account"`` (platform and
+        account name), ``"upload"`` (job id and platform) or a function of the typed event that
+        returns a key (None: that event is not ordered). A failing event holds the ones behind
+        it for its key until it is done or dead-lettered; see docs/design.md section 9.
+
         The name (default ``module.function``) keys idempotency markers and dead letters:
         renaming a handler makes it a new handler that has seen nothing.
         """
         if not events:
             raise ConfigurationError("@on() needs at least one event name, or '*'")
         _check_filters_can_match(events, filters)
+        _check_ordering(events, ordered_by)
         checked_backoff = _check_options(max_attempts, backoff, queue, time_limit)
         allowed = {k: _allowed(k, v) for k, v in filters.items()}
 
@@ -204,6 +261,7 @@ class Router:
                     backoff=checked_backoff,
                     queue=queue,
                     time_limit=time_limit,
+                    ordered_by=ordered_by,
                 )
             )
             return func

@@ -20,7 +20,7 @@ from receiver.openapi import document, openapi
 from receiver.sources import SourceFilter
 from receiver.throttle import RefusalBudget
 from receiver.verify import Verifier
-from uphooks import metrics
+from uphooks import metrics, tracing
 from uphooks.redis import async_client
 from uphooks.redis_checks import check_redis_async
 from uphooks.settings import Settings, get_settings
@@ -73,6 +73,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         client = async_client(settings)
+        tracing.setup(settings, "ingress")
         # Redis settings the pipeline depends on (AOF, noeviction, ...): loud, never fatal.
         for finding in await check_redis_async(client, settings):
             log.log(finding.level, "%s", finding)
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             await enqueuer.stop()
             await client.aclose()
+            tracing.shutdown()
 
     # The public listener: the webhook path and the liveness probe, nothing that describes us.
     routes = [

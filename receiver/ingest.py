@@ -40,7 +40,7 @@ from receiver.replicas import NotReplicated
 from receiver.sources import Address, SourceFilter
 from receiver.throttle import RefusalBudget
 from receiver.verify import Failed, Pending, Reason, Verifier
-from uphooks import facts, logs, metrics
+from uphooks import facts, logs, metrics, tracing
 from uphooks.settings import Settings
 
 log = logging.getLogger("uphooks.receiver")
@@ -211,11 +211,17 @@ async def receive(request: Request) -> JSONResponse | None:
             "received_at": time.time(),
             "headers": headers,
             "body": body.decode("utf-8"),
+            **tracing.record_fields(),
         }
     )
     try:
         # The Enqueuer gives up after ack_timeout_seconds by itself (one timer for all requests).
-        is_new = await enqueuer.submit(key, record, facts.spec(facts.webhook_facts(payload)))
+        fact = facts.spec(facts.webhook_facts(payload))
+        if tracing.ON:
+            with tracing.span("uphooks.enqueue", {"uphooks.delivery_key": key}):
+                is_new = await enqueuer.submit(key, record, fact)
+        else:
+            is_new = await enqueuer.submit(key, record, fact)
     except NotReplicated as exc:
         metrics.enqueue_failed("replicas")
         log.warning("answered 503: %s", exc)
@@ -240,6 +246,19 @@ class Endpoint:
     (docs/performance.md measures it)."""
 
     async def __call__(self, scope: Scope, receive_: Receive, send: Send) -> None:
-        response = await receive(Request(scope, receive_))
+        request = Request(scope, receive_)
+        if tracing.ON:
+            response = await _traced(request)
+        else:
+            response = await receive(request)
         if response is not None:
             await response(scope, receive_, send)
+
+
+async def _traced(request: Request) -> JSONResponse | None:
+    # The route, not the URL: a path token must not reach the traces.
+    path = request.app.state.settings.webhook_path
+    with tracing.request_span("POST", path, request.headers) as span:
+        response = await receive(request)
+        tracing.answered(span, response.status_code if response is not None else 499)
+    return response

@@ -139,6 +139,7 @@ def test_uphooks_handlers_shows_source_filters_queue_and_retry_policy() -> None:
         "max_attempts": 6,
         "backoff": {"base_seconds": 5.0, "max_seconds": 600.0},
         "time_limit_seconds": Settings().task_soft_time_limit_seconds,
+        "ordered_by": None,
         "defaults": ["backoff", "max_attempts", "time_limit"],
     }
     slow = rows["test.slow"]

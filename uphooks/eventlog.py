@@ -6,10 +6,10 @@ Read only; nothing here writes. Three kinds of keys, all written by the pipeline
   enqueue script adds it);
 - ``<prefix>:delivery:<key>``: the stored delivery, JSON ``{key, event, received_at, headers,
   body}``;
-- ``<prefix>:handled:<key>``: the ledger's hash (workers/ledger.py): ``<handler>`` = ``queued`` |
-  ``running`` | ``retrying`` | ``done`` | ``dead``, ``<handler>@`` = JSON ``{attempt, at,
-  next_at, error}``, ``~`` = how many handlers the delivery was routed to; other fields (token,
-  queue, counters) have a suffix character and are the workers' business.
+- ``<prefix>:handled:<key>``: the ledger's hash (workers/ledger.py): ``<handler>`` = ``waiting``
+  | ``queued`` | ``running`` | ``retrying`` | ``done`` | ``dead``, ``<handler>@`` = JSON
+  ``{attempt, at, next_at, error}``, ``~`` = how many handlers the delivery was routed to;
+  other fields (token, queue, counters) have a suffix character and are the workers' business.
 
 Retention is ``UPHOOKS_DEDUP_TTL_SECONDS``: records and outcome hashes expire with that TTL, and
 the enqueue script trims index members older than it whenever it keeps a new delivery. An index
@@ -39,7 +39,7 @@ _CHUNK = 200
 @dataclass(frozen=True)
 class HandlerOutcome:
     handler: str
-    state: str  # queued | running | retrying | done | dead
+    state: str  # waiting | queued | running | retrying | done | dead
     attempt: int | None = None
     at: float | None = None
     next_at: float | None = None
@@ -77,7 +77,7 @@ class Delivery:
             return "dead"
         if "retrying" in states:
             return "retrying"
-        if self.routed is None or states & {"queued", "running"}:
+        if self.routed is None or states & {"waiting", "queued", "running"}:
             return "pending"
         return "done"
 

@@ -45,6 +45,10 @@ class Keys:
         workers/ledger.py."""
         return f"{self.prefix}:due"
 
+    def order(self, handler: str, ordering_key: str) -> str:
+        """One handler's pairs with one ordering key, waiting their turn (workers/order.lua)."""
+        return f"{self.prefix}:order:{handler}:{ordering_key}"
+
     @property
     def worker_heartbeat(self) -> str:
         return f"{self.prefix}:worker-heartbeat"

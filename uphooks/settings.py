@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     # wait doubles each time for the same item (up to 16x). A copy is harmless (the ledger
     # fences it), so this trades recovery time against extra messages under a long backlog.
     recover_after_seconds: int = Field(default=10 * 60, ge=1)
+    # Handlers with ``ordered_by=``: an event starts no sooner than this after it arrived, so an
+    # event that happened earlier but arrives up to this much later still runs first
+    # (docs/design.md section 9). Latency of ordered handlers against reordering they absorb.
+    order_window_seconds: float = Field(default=2.0, ge=0)
 
     # --- Logs
     log_level: str = "INFO"
@@ -128,6 +132,22 @@ class Settings(BaseSettings):
     heartbeat_interval_seconds: float = Field(default=5.0, gt=0)
     heartbeat_stale_seconds: float = 30.0
     readyz_requires_worker: bool = False
+    # OpenTelemetry traces (uphooks/tracing.py; needs the "tracing" extra): "otlp" sends spans
+    # over OTLP/HTTP to tracing_endpoint (empty: the exporter's OTEL_EXPORTER_OTLP_* variables,
+    # else http://localhost:4318/v1/traces), "console" prints them; "off" imports nothing.
+    tracing: Literal["off", "otlp", "console"] = "off"
+    tracing_endpoint: str = ""
+    tracing_service_name: str = "uphooks"
+    # Notifications (workers/notify.py): a Telegram message (the telegram_bot_token and
+    # telegram_api_url above, to notify_telegram_chat_id) and/or a signed POST (forward_secret,
+    # when set) to notify_webhook_url, when handlers dead-letter or the oldest overdue item in
+    # the ledger passes notify_overdue_seconds; at most one message per kind per
+    # notify_min_interval_seconds across all workers, checked every notify_check_seconds.
+    notify_telegram_chat_id: str | None = None
+    notify_webhook_url: str | None = None
+    notify_overdue_seconds: float = Field(default=300.0, gt=0)
+    notify_min_interval_seconds: float = Field(default=600.0, gt=0)
+    notify_check_seconds: float = Field(default=15.0, gt=0)
 
     @field_validator("upload_post_api_url", "public_url")
     @classmethod

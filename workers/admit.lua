@@ -5,7 +5,9 @@
 -- n triples: handler, its queue ("" = the default queue), "1" to run it here or "0" to hand on.
 -- Returns per delivery a list of flags, one per pair: 1 claimed here (attempt 1), 0 not run
 -- here (handed on, or the pair existed already); or {-1}: the delivery was routed before, so
--- this message is a copy and does nothing.
+-- this message is a copy and does nothing. An ordered pair that is not the head of its set
+-- waits there (state "waiting") instead of being claimed or scheduled.
+--#include order.lua
 local due, prefix, now = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local lease_ms, holder, ttl = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local out, a = {}, 7
@@ -16,13 +18,13 @@ for d = 1, tonumber(ARGV[6]) do
   local flags = {}
   if redis.call('HSETNX', hk, '~', n) == 0 then
     flags[1] = -1
-    a = a + 3 * n
+    a = a + 5 * n
   else
     redis.call('HDEL', hk, '~%')
     redis.call('ZREM', due, key .. '|')
     for i = 1, n do
-      local h, q, here = ARGV[a], ARGV[a + 1], ARGV[a + 2]
-      a = a + 3
+      local h, q, here, set, om = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+      a = a + 5
       flags[i] = 0
       -- A pair that exists (done, dead, or under way after a replay) is left as it is.
       if redis.call('HSETNX', hk, h, 'queued') == 1 then
@@ -30,9 +32,12 @@ for d = 1, tonumber(ARGV[6]) do
         if q ~= '' then redis.call('HSET', hk, h .. '^', q) end
         local member = key .. '|' .. h
         local lk = prefix .. ':lease:' .. key .. ':' .. h
-        if here == '1' and redis.call('SET', lk, holder, 'NX', 'PX', lease_ms) then
+        if set ~= '' and not order_enter(prefix, due, hk, h, set, om, now, ttl) then
+          -- waits its turn (order.lua): in its set, or in "due" for its reorder window
+        elseif here == '1' and redis.call('SET', lk, holder, 'NX', 'PX', lease_ms) then
           redis.call('HSET', hk, h, 'running')
           redis.call('ZADD', due, now + lease_ms / 1000, member)
+          order_pin(hk, h)
           flags[i] = 1
         else
           redis.call('ZADD', due, now, member)

@@ -3,10 +3,13 @@
 -- ARGV[1] key prefix  ARGV[2] now (s)  ARGV[3] lease (ms)  ARGV[4] holder
 -- ARGV[5] lost runs that make a pair poison; then triples: key, handler, token.
 -- Returns per pair one of:
---   {1, attempt}        claimed: run it
+--   {1, attempt[, details]}  claimed: run it (a later attempt: with the last outcome's details)
 --   {0, reason}         nothing to do: gone, done, dead, stale (token moved on), early
 --   {2, holder, pttl}   another run holds its lease now
 --   {3, lost}           claimed, but its runs were lost this often: dead-letter it
+-- A pair waiting behind another in its ordering set is not claimed ({0, "waiting"}); a claimed
+-- ordered pair is pinned at the head of its set (order.lua).
+--#include order.lua
 local due, prefix, now = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local lease_ms, holder, poison = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local out = {}
@@ -24,6 +27,8 @@ for i = 6, #ARGV, 3 do
     r = {0, 'stale'}
   elseif state == 'retrying' then
     r = {0, 'early'}
+  elseif state == 'waiting' then
+    r = {0, 'waiting'}
   elseif redis.call('SET', lk, holder, 'NX', 'PX', lease_ms) then
     local code, value = 1, tonumber(string.match(token, '%.(%d+)$'))
     if state == 'running' then
@@ -33,7 +38,9 @@ for i = 6, #ARGV, 3 do
     end
     redis.call('HSET', hk, h, 'running')
     redis.call('ZADD', due, now + lease_ms / 1000, key .. '|' .. h)
+    order_pin(hk, h)
     r = {code, value}
+    if code == 1 and value > 1 then r[3] = redis.call('HGET', hk, h .. '@') or '' end
   else
     r = {2, redis.call('GET', lk) or '', redis.call('PTTL', lk)}
   end

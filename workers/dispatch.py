@@ -27,6 +27,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -35,13 +36,13 @@ import redis
 from handlers.context import Context, bound_logger
 from handlers.errors import PermanentError
 from handlers.registry import HandlerSpec, Router
-from uphooks import metrics
+from uphooks import metrics, tracing
 from uphooks.events import BaseEvent, EventValidationError, parse_event
 from uphooks.settings import Settings
 from uphooks.taskmessage import PairRef
 from workers.deadletter import ROUTING_HANDLER, DeadLetter
 from workers.leases import LeaseKeeper, holder_is_dead_here, holder_token
-from workers.ledger import Claim, Ledger, Route, Settlement
+from workers.ledger import Claim, Ledger, Route, Settlement, order_member, order_set
 from workers.retrying import Dead, RetryPolicy, with_redis_retries
 from workers.schedule import Scheduler
 from workers.time_limits import SoftTimeLimit, time_limit
@@ -89,6 +90,24 @@ class _Delivery:
     def received_at(self) -> float:
         return float(self.record.get("received_at") or 0.0)
 
+    @property
+    def created_at(self) -> float:
+        """When the event happened (its ``created_at``, naive = UTC), else when it arrived."""
+        raw = self.payload.get("created_at") if isinstance(self.payload, dict) else None
+        try:
+            at = datetime.fromisoformat(str(raw))
+        except ValueError:
+            return self.received_at
+        return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+
+    def ordering_key(self, spec: HandlerSpec) -> str | None:
+        """The handler's ordering key for this event; a payload our models refuse has none
+        (its pair is dead-lettered when it runs, and must not hold others)."""
+        try:
+            return spec.order_key(self.payload, self.event)
+        except PermanentError:
+            return None
+
 
 @dataclass
 class _Job:
@@ -98,6 +117,8 @@ class _Job:
     spec: HandlerSpec
     delivery: _Delivery
     attempt: int
+    parent: Any = None  # the trace context of its claim (uphooks/tracing.py), when tracing
+    first_trace: str = ""  # the first attempt's span (traceparent), for a retry's link
 
     @property
     def pair(self) -> tuple[str, str]:
@@ -115,11 +136,14 @@ class _Outcome:
     error: str = ""
     traceback: str = ""
     due: float = 0.0
+    trace: str = ""  # the first attempt's span, kept so later attempts link to it
 
     def settlement(self, now: float) -> Settlement:
         details: dict[str, Any] = {"attempt": self.attempt, "at": now}
         if self.error:
             details["error"] = self.error
+        if self.trace:
+            details["trace"] = self.trace
         extra: bytes | str | float = ""
         if self.kind == "retry":
             details["next_at"] = self.due
@@ -163,6 +187,7 @@ class Dispatcher:
         self._leases = LeaseKeeper(self.ledger, settings.lease_seconds)
         self._scheduler = Scheduler(client, settings)
         self._settle = with_redis_retries(self.ledger.settle)
+        tracing.setup(settings, "worker")
 
     def process(
         self,
@@ -221,6 +246,7 @@ class Dispatcher:
                     )
                 delivery = _Delivery.parse(key, raw)
                 wanted = self._router.handlers_for(delivery.event_name, delivery.payload)
+                orders = [delivery.ordering_key(s) for s in wanted]
             except Exception as exc:
                 # A record we cannot read would fail on every redelivery: keep it for a human.
                 self._dead_routing(key, raw, seen, exc)
@@ -228,6 +254,11 @@ class Dispatcher:
             default = self._s.queue
             deliveries.append(delivery)
             specs.append(wanted)
+            member = order_member(
+                key,
+                delivery.created_at,
+                (delivery.received_at or time.time()) + self._s.order_window_seconds,
+            )
             routes.append(
                 (
                     key,
@@ -236,12 +267,16 @@ class Dispatcher:
                             s.name,
                             s.queue if (s.queue or default) != default else None,
                             here != default or (s.queue or default) == here,
+                            order_set(self._keys, s.name, order) if order else "",
+                            member if order else "",
                         )
-                        for s in wanted
+                        for s, order in zip(wanted, orders, strict=True)
                     ],
                 )
             )
+        started = time.time_ns()
         flags = with_redis_retries(self.ledger.admit)(routes, holder)
+        admitted = time.time_ns()
         jobs: list[_Job] = []
         handed_on = False
         copies: list[_Delivery] = []
@@ -249,9 +284,15 @@ class Dispatcher:
             if row[:1] == [-1]:
                 copies.append(delivery)  # a copy of a message already routed
                 continue
+            parent = None
+            if tracing.ON and 1 in row:
+                parent = tracing.claimed(
+                    delivery.record, {"uphooks.delivery_key": delivery.key}, started, admitted
+                )
             for spec, flag in zip(wanted, row, strict=True):
                 if flag == 1:
-                    jobs.append(_Job((delivery.key, spec.name, "1.1"), spec, delivery, 1))
+                    job = _Job((delivery.key, spec.name, "1.1"), spec, delivery, 1, parent)
+                    jobs.append(job)
                 else:
                     handed_on = True
         if handed_on:
@@ -284,7 +325,10 @@ class Dispatcher:
         jobs: list[_Job],
     ) -> None:
         outcomes: list[_Outcome] = []
+        started = time.time_ns()
         claims = self.ledger.claim(refs, holder)
+        claimed = time.time_ns()
+        parents: dict[str, Any] = {}
         for ref, claim in zip(refs, claims, strict=True):
             if claim.state is Claim.BUSY and holder_is_dead_here(claim.holder):
                 claim = self.ledger.take_over(ref, claim.holder, holder)
@@ -309,7 +353,16 @@ class Dispatcher:
                 log.error("[%s %s] %s", key, name, error)
                 outcomes.append(_Outcome(ref, "dead", claim.attempt, delivery, error))
             else:
-                jobs.append(_Job(ref, spec, delivery, claim.attempt))
+                job = _Job(ref, spec, delivery, claim.attempt)
+                if tracing.ON:
+                    if key not in parents:
+                        attributes = {"uphooks.delivery_key": key}
+                        parents[key] = tracing.claimed(
+                            delivery.record, attributes, started, claimed
+                        )
+                    job.parent = parents[key]
+                    job.first_trace = _first_trace(claim.details)
+                jobs.append(job)
         self._execute(jobs, holder, outcomes)
 
     # -- 3. run --------------------------------------------------------------------------
@@ -356,7 +409,15 @@ class Dispatcher:
             decision.due - time.time(),
             exc,
         )
-        return _Outcome(job.ref, "retry", job.attempt, job.delivery, repr(exc), due=decision.due)
+        return _Outcome(
+            job.ref,
+            "retry",
+            job.attempt,
+            job.delivery,
+            repr(exc),
+            due=decision.due,
+            trace=job.first_trace,
+        )
 
     def _finish(self, outcomes: list[_Outcome], holder: str) -> None:
         if not outcomes:
@@ -392,6 +453,14 @@ class Dispatcher:
         metrics.handler_outcomes(
             done=counted["done"], retried=counted["retry"], dead=counted["dead"]
         )
+        if any(self._ordered(name) for name in counted["done"] + counted["dead"]):
+            # Settling promoted the next pair of its ordering key: publish it now, not at the
+            # next scheduler pass (a key's events would otherwise go one per pass).
+            with_redis_retries(self._scheduler.move_due)()
+
+    def _ordered(self, name: str) -> bool:
+        spec = self._router.get(name)
+        return spec is not None and spec.ordered_by is not None
 
     # -- helpers -------------------------------------------------------------------------
     def _dead_routing(self, key: str, raw: bytes, attempts: int, exc: BaseException) -> None:
@@ -459,7 +528,16 @@ class Dispatcher:
             body=record.get("body") or "",
             source=record.get("source") or "webhook",
         )
-        with metrics.handler_call(name) as timer:
+        attributes: dict[str, str | int] = {
+            "uphooks.delivery_key": key,
+            "uphooks.handler": name,
+            "uphooks.attempt": job.attempt,
+        }
+        with (
+            tracing.handler_span(job.parent, attributes, job.first_trace) as this_span,
+            metrics.handler_call(name) as timer,
+        ):
+            job.first_trace = job.first_trace or this_span
             if job.spec.time_limit is None:
                 job.spec.func(event, ctx)
             else:
@@ -468,3 +546,14 @@ class Dispatcher:
         log.info(
             "[%s %s] done in %.0f ms (attempt %d)", key, name, timer.seconds * 1000, job.attempt
         )
+
+
+def _first_trace(details: str) -> str:
+    """The first attempt's span, from the last outcome's details (see ``_Outcome.trace``)."""
+    if not details:
+        return ""
+    try:
+        value = orjson.loads(details).get("trace")
+    except (orjson.JSONDecodeError, AttributeError):
+        return ""
+    return value if isinstance(value, str) else ""

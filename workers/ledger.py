@@ -4,11 +4,12 @@ Messages are wake-ups; this is the source of truth. Per delivery, one hash ``han
 
 | field | meaning |
 |---|---|
-| ``<handler>`` | ``queued`` / ``running`` / ``retrying`` / ``done`` / ``dead`` |
+| ``<handler>`` | ``waiting`` / ``queued`` / ``running`` / ``retrying`` / ``done`` / ``dead`` |
 | ``<handler>#`` | the pair's token ``<generation>.<attempt>``: the run it expects next |
 | ``<handler>@`` | details of the last outcome (JSON: attempt, times, error, next retry) |
 | ``<handler>^`` | the handler's own queue, when it has one |
 | ``<handler>!`` / ``<handler>%`` | runs lost (holder died) / times published again |
+| ``<handler>&`` / ``<handler>=`` | an ordered pair's ordering set and its member there |
 | ``~`` | the delivery was routed, to this many handlers (0: to none) |
 
 And one schedule, the sorted set ``due``: every pair not yet settled, and every delivery not yet
@@ -27,10 +28,16 @@ The rules every script keeps:
   counted; too many lost runs make it poison (dead-lettered).
 - **Only the run holding the current token settles** (settle.lua); a retry bumps the attempt
   and schedules the pair; a dead letter is written in the same step as the ``dead`` state.
+- **An ordered pair goes only at the head of its ordering set** (order.lua, included by the
+  scripts): per (handler, ordering key) a sorted set ``order:<handler>:<ordering key>`` by
+  created_at; the others are ``waiting`` (not in ``due``); settling the head done or dead
+  promotes the next one in the same script.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -44,8 +51,32 @@ from uphooks.taskmessage import PairRef
 from workers.deadletter import ROUTING_HANDLER
 
 
+def script_source(name: str) -> str:
+    """A script's text, with ``--#include <file>`` lines replaced by that file (order.lua)."""
+    lines = files("workers").joinpath(name).read_text(encoding="utf-8").splitlines()
+    return "\n".join(
+        script_source(line.split()[1]) if line.startswith("--#include ") else line for line in lines
+    )
+
+
 def _script(client: redis.Redis, name: str) -> redis.commands.core.Script:
-    return client.register_script(files("workers").joinpath(name).read_text(encoding="utf-8"))
+    return client.register_script(script_source(name))
+
+
+_SAFE_ORDER_KEY = re.compile(r"^[A-Za-z0-9._:@+-]{1,100}$")
+
+
+def order_set(keys: Keys, handler: str, ordering_key: str) -> str:
+    """The sorted set of one handler's pairs with one ordering key (an odd key is hashed)."""
+    if not _SAFE_ORDER_KEY.match(ordering_key):
+        ordering_key = "h:" + hashlib.sha256(ordering_key.encode()).hexdigest()[:40]
+    return keys.order(handler, ordering_key)
+
+
+def order_member(key: str, created_at: float, not_before: float) -> str:
+    """A pair's member in its ordering set: sorts by created_at, then receipt (``not_before``
+    is the receipt time plus the reorder window), then key."""
+    return f"{created_at:017.6f}|{not_before:017.6f}|{key}"
 
 
 @dataclass(frozen=True)
@@ -55,6 +86,8 @@ class Route:
     handler: str
     queue: str | None
     here: bool
+    order_set: str = ""  # "" = not ordered
+    order_member: str = ""
 
 
 class Claim(Enum):
@@ -71,6 +104,7 @@ class ClaimResult:
     reason: str = ""
     holder: str = ""
     ttl_ms: int = 0
+    details: str = ""  # MINE, attempt > 1: the last outcome's details (JSON)
 
 
 @dataclass(frozen=True)
@@ -115,7 +149,13 @@ class Ledger:
         for key, routes in deliveries:
             args += [key, len(routes)]
             for route in routes:
-                args += [route.handler, route.queue or "", "1" if route.here else "0"]
+                args += [
+                    route.handler,
+                    route.queue or "",
+                    "1" if route.here else "0",
+                    route.order_set,
+                    route.order_member,
+                ]
         rows = self._admit(keys=[self._keys.due], args=args)
         return [[int(flag) for flag in row] for row in rows]
 
@@ -202,7 +242,8 @@ def _claim_result(row: list[object]) -> ClaimResult:
         return ClaimResult(code, holder=_text(row[1]), ttl_ms=int(row[2]))  # type: ignore[call-overload]
     if code is Claim.SKIP:
         return ClaimResult(code, reason=_text(row[1]))
-    return ClaimResult(code, attempt=int(row[1]))  # type: ignore[call-overload]
+    details = _text(row[2]) if len(row) > 2 else ""
+    return ClaimResult(code, attempt=int(row[1]), details=details)  # type: ignore[call-overload]
 
 
 def _text(value: object) -> str:

@@ -15,12 +15,14 @@
 -- Each item published is looked at again after the recovery delay, doubled for every time it
 -- had to be published again (at most 16x): a message lost on its way to a worker is published
 -- again, while one that only waits in a long queue is not copied over and over.
+-- An ordered pair whose delivery is gone leaves its ordering set, so the next one may go.
 -- Returns {items looked at, route messages' keys, pairs published, of those: published again
 -- (the message was lost or waits long), dropped (settled or vanished), of those published: runs
 -- lost (running, no lease: the process died)}.
 local due, prefix, now, limit = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local default, recover, batch = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
 local envprefix, embed, idbase = ARGV[7], ARGV[8], ARGV[9]
+--#include order.lua
 local tpl = {}
 for i = 10, #ARGV do tpl[#tpl + 1] = ARGV[i] end
 
@@ -53,6 +55,10 @@ for _, m in ipairs(members) do
   local hk = prefix .. ':handled:' .. key
   if redis.call('EXISTS', prefix .. ':delivery:' .. key) == 0 then
     redis.call('ZREM', due, m)
+    if h ~= '' then
+      order_leave(prefix, due, hk, h, now)
+      redis.call('HDEL', hk, h .. '&', h .. '=')
+    end
     ndropped = ndropped + 1
   elseif h == '' then
     if redis.call('HEXISTS', hk, '~') == 1 then
@@ -68,7 +74,7 @@ for _, m in ipairs(members) do
     local state = got[1]
     local pttl = -2
     if state == 'running' then pttl = redis.call('PTTL', prefix .. ':lease:' .. key .. ':' .. h) end
-    if not state or state == 'done' or state == 'dead' then
+    if not state or state == 'done' or state == 'dead' or state == 'waiting' then
       redis.call('ZREM', due, m)
       ndropped = ndropped + 1
     elseif pttl > 0 then

@@ -175,6 +175,11 @@ def describe(spec: HandlerSpec, settings: Settings, source: str) -> dict[str, An
             "max_seconds": backoff.max if backoff else settings.retry_max_delay_seconds,
         },
         "time_limit_seconds": spec.time_limit or settings.task_soft_time_limit_seconds,
+        "ordered_by": (
+            spec.ordered_by
+            if spec.ordered_by is None or isinstance(spec.ordered_by, str)
+            else getattr(spec.ordered_by, "__qualname__", repr(spec.ordered_by))
+        ),
         "defaults": sorted(
             option
             for option, value in (

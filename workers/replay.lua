@@ -4,6 +4,10 @@
 -- ARGV[4] delivery key  ARGV[5] handler ("uphooks.routing": route the delivery again)
 -- ARGV[6] the delivery record, put back if it expired  ARGV[7] the routing handler's name
 -- Returns "replayed", "done" (the pair was done meanwhile) or "busy" (already under way).
+-- An ordered pair goes back into its ordering set at its own place (its created_at): it runs
+-- before the pairs of that key still waiting that happened after it, never before a pair of
+-- that key that has started (order.lua).
+--#include order.lua
 local due, dlq, prefix, now, ttl = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local key, h = ARGV[4], ARGV[5]
 local hk = prefix .. ':handled:' .. key
@@ -26,7 +30,12 @@ else
     -- The delivery was routed (else it would not have this pair): a late copy of its route
     -- message must not route it again.
     redis.call('HSETNX', hk, '~', 1)
-    redis.call('ZADD', due, now, member)
+    local set, om = order_of(hk, h)
+    if set then
+      order_enter(prefix, due, hk, h, set, om, now, ttl)
+    else
+      redis.call('ZADD', due, now, member)
+    end
   end
   redis.call('EXPIRE', hk, ttl)
 end

@@ -6,6 +6,9 @@
 -- kind: done | retry | dead | release (claimed but not run: give it back, due now).
 -- Returns per pair: "ok", "stale" (someone else's token or already settled) or "lost" (our
 -- lease ran out and another run took the pair: its outcome counts, not ours).
+-- An ordered pair that is done or dead leaves its ordering set and the next one is promoted,
+-- due now; a retrying or released one stays at the head and holds the others (order.lua).
+--#include order.lua
 local due, dlq, prefix = KEYS[1], KEYS[2], ARGV[1]
 local now, holder, ttl, keep = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local out = {}
@@ -25,6 +28,7 @@ for i = 6, #ARGV, 6 do
     redis.call('HSET', hk, h, 'done', h .. '@', details)
     redis.call('HDEL', hk, h .. '#', h .. '!', h .. '%')
     redis.call('ZREM', due, member)
+    order_leave(prefix, due, hk, h, now)
   elseif not mine then
     r = 'lost'
   elseif kind == 'retry' then
@@ -39,6 +43,7 @@ for i = 6, #ARGV, 6 do
     redis.call('SET', prefix .. ':dlq:' .. member, extra, 'EX', keep)
     redis.call('ZADD', dlq, now, member)
     redis.call('ZREMRANGEBYSCORE', dlq, '-inf', '(' .. (now - keep))
+    order_leave(prefix, due, hk, h, now)
   else
     redis.call('HSET', hk, h, 'queued')
     redis.call('ZADD', due, now, member)

@@ -11,20 +11,16 @@ import os
 import signal
 import time
 from collections import Counter
-from importlib.resources import files
 
 from chaos.load import Background, Delivery, acked_keys
 from chaos.proxy import Proxy
 from chaos.report import Row, check_runs, count, drain, quiesce
 from chaos.scenarios.base import Ctx, deliveries, sender, settle_queue, start_stack, timed
 from chaos.stack import Cluster
+from workers.ledger import script_source
 
 #: The settle script's EVALSHA as redis-py sends it: how the proxy spots a run's outcome.
-SETTLE = (
-    hashlib.sha1(files("workers").joinpath("settle.lua").read_text(encoding="utf-8").encode())
-    .hexdigest()
-    .encode()
-)
+SETTLE = hashlib.sha1(script_source("settle.lua").encode()).hexdigest().encode()
 
 
 def _task_deliveries(cluster: Cluster) -> list[int]:
