@@ -12,6 +12,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from receiver.enqueue import Enqueuer
+from receiver.headroom import Headroom
 from receiver.health import healthz, readyz
 from receiver.ingest import Endpoint
 from receiver.limits import ConcurrencyLimit, LogThrottle
@@ -76,6 +77,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             log.log(finding.level, "%s", finding)
         enqueuer = Enqueuer(client, settings)
         await enqueuer.start()
+        headroom = Headroom(
+            client, settings.redis_memory_limit_ratio, settings.redis_memory_poll_seconds
+        )
+        await headroom.start()
         # What exists now lives as long as the process: keep it out of every collection, and
         # collect the young generation less often (a request allocates a few dozen objects; a
         # collection with 64 requests in flight shows in the p99; docs/performance.md).
@@ -83,9 +88,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         gc.set_threshold(10_000, 50, 100)
         app.state.redis = client
         app.state.enqueuer = enqueuer
+        app.state.headroom = headroom
         try:
             yield
         finally:
+            await headroom.stop()
             await enqueuer.stop()
             await client.aclose()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from chaos.report import Row
-from chaos.scenarios import duplicates, kills, poison, redis_faults, retries, steady
+from chaos.scenarios import duplicates, kills, memory, poison, redis_faults, retries, steady
 from chaos.scenarios.base import Ctx
 
 Scenario = Callable[[Ctx], Row]
@@ -31,4 +31,5 @@ SCENARIOS: dict[str, Scenario] = {
     "9b": retries.retry_publish_long_outage,
     "10a": redis_faults.redis_paused,
     "10b": redis_faults.redis_slowed,
+    "11b": memory.redis_near_full,
 }
