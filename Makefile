@@ -43,6 +43,13 @@ bench: $(STAMP)
 bench-soak: $(STAMP)
 	$(BIN)/python -m bench.run --only none --worker-cases none --soak 60 $(BENCH_ARGS)
 
+## Redis bytes per event, queued and retained, by key family (docs/deploy.md, "Sizing Redis").
+## A private Redis, the real ingress and a worker; 10,000 events, a few minutes.
+## e.g. BENCH_ARGS='--events 2000 --no-log-handler'
+.PHONY: bench-memory
+bench-memory: $(STAMP)
+	$(BIN)/python -m bench.memory $(BENCH_ARGS)
+
 ## Drain a fixed backlog with 1, 2, 4 worker processes and prefork concurrencies (docs/scaling.md).
 ## A few minutes; a private Redis on a free port; e.g. ARGS='--appendfsync everysec --batch 1,16'.
 .PHONY: scaling

@@ -781,6 +781,13 @@ def status_command(as_json: bool) -> None:
         "dead_letters": int(client.zcard(keys.dlq_index)),
         "deliveries_kept": int(client.zcard(keys.events_index)),
     }
+    memory: dict[str, Any] = client.info("memory")
+    used, limit = int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0))
+    data["redis_memory"] = {
+        "used_bytes": used,
+        "maxmemory_bytes": limit,
+        "ingress_limit_ratio": settings.redis_memory_limit_ratio,
+    }
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:
@@ -798,6 +805,13 @@ def status_command(as_json: bool) -> None:
             click.echo(f"queue {queue}: {depth} waiting")
         click.echo(f"dead letters: {data['dead_letters']}")
         click.echo(f"deliveries kept: {data['deliveries_kept']}")
+        ratio = settings.redis_memory_limit_ratio
+        click.echo(
+            f"redis memory: {used / 2**20:.1f} MiB of maxmemory {limit / 2**20:.0f} MiB "
+            f"({used / limit:.0%}; the ingress answers 503 above {ratio:.0%})"
+            if limit
+            else f"redis memory: {used / 2**20:.1f} MiB, no maxmemory (no limit, no 503)"
+        )
     if seen.alive == 0:
         sys.exit(1)
 

@@ -119,6 +119,13 @@ def redis_near_full(ctx: Ctx) -> Row:
             while not refusing(url) and time.time() < deadline:
                 time.sleep(0.2)
             row.figures["backlog_when_full"] = backlog(cluster)
+            with cluster.client() as r:
+                info = r.info("memory")
+            # What besides keys held memory then (client buffers, the AOF buffer).
+            row.figures["when_full_mb"] = {
+                name: round(int(info[name]) / 2**20, 1)
+                for name in ("used_memory_dataset", "mem_clients_normal", "mem_aof_buffer")
+            }
             time.sleep(hold_s)
             effects_before_free = len(cluster.store.effect_times())
             with cluster.client() as r:
