@@ -180,7 +180,7 @@ def _checks(
     row.check("the ingress took deliveries again once memory was freed", bool(after_free))
     gave_up = [d.delivery_id for d in batch if not d.acked]
     row.check("every delivery acknowledged in the end (sender retries)", not gave_up, len(gave_up))
-    needles = ("OOM command not allowed", "for lack of memory")
+    needles = ("OutOfMemoryError", "OOM command not allowed", "for lack of memory")
     oom_lines = [line for p in cluster.procs for line in p.log_lines(*needles)]
     row.check("no process logged a refused write", not oom_lines, len(oom_lines))
     row.evidence += oom_lines[:5]
