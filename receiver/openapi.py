@@ -137,9 +137,7 @@ def document(settings: Settings) -> dict[str, Any]:
         by_path.pop("security", None)
         paths[settings.webhook_path.rstrip("/") + "/{token}"] = {"post": by_path}
     paths["/healthz"] = {"get": _probe("The process serves requests.", "getHealth", False)}
-    paths["/readyz"] = {
-        "get": _probe("Redis answers in time and has room.", "getReadiness", True)
-    }
+    paths["/readyz"] = {"get": _probe("Redis answers in time and has room.", "getReadiness", True)}
     paths["/openapi.json"] = {
         "get": {
             "summary": "This document",
