@@ -34,9 +34,11 @@ unit: $(STAMP)
 ## Ingress and workers beside their baselines, one run, under 10 minutes (docs/performance.md).
 ## Needs wrk (`apt-get install -y wrk`; without it a Python load generator stands in, labelled).
 ## e.g. BENCH_ARGS='--rounds 1 --duration 3 --events 5000' for a quick look.
+## Then the CPU cost of refused requests beside a valid one (bench/refusals.py, about 1 minute).
 .PHONY: bench-soak
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.refusals
 
 ## RSS of the ingress and a worker over 60 s of load, and of a bare Celery worker for
 ## comparison (no growth allowed), about 100 s.
@@ -49,6 +51,12 @@ bench-soak: $(STAMP)
 .PHONY: bench-memory
 bench-memory: $(STAMP)
 	$(BIN)/python -m bench.memory $(BENCH_ARGS)
+
+## The ledger's scheduler pass beside a bare move of the same items, with 1,000,000 deliveries
+## retained (docs/performance.md); about 2 minutes and ~1.5 GB of memory for the private Redis.
+.PHONY: bench-recovery
+bench-recovery: $(STAMP)
+	$(BIN)/python -m bench.recovery $(ARGS)
 
 ## Drain a fixed backlog with 1, 2, 4 worker processes and prefork concurrencies (docs/scaling.md).
 ## A few minutes; a private Redis on a free port; e.g. ARGS='--appendfsync everysec --batch 1,16'.

@@ -60,7 +60,7 @@ def family(key: str, keys: Keys) -> str:
         return "queued Celery messages (list)"
     if key.startswith("unacked") or key.startswith("_kombu"):
         return "kombu bookkeeping"
-    found = re.match(re.escape(keys.prefix) + r":([a-z-]+):", key)
+    found = re.match(re.escape(keys.prefix) + r":([a-z-]+)", key)
     if found:
         return {
             "delivery": "delivery records (string)",
@@ -68,7 +68,7 @@ def family(key: str, keys: Keys) -> str:
             "redelivered": "message delivery counters (string, TTL 2x visibility)",
             "lease": "leases (string)",
             "dlq": "dead letters",
-        }.get(found.group(1), f"{keys.prefix}:{found.group(1)}:*")
+        }.get(found.group(1), f"{keys.prefix}:{found.group(1)}*")
     return "other"
 
 

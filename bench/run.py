@@ -250,6 +250,9 @@ def base_env(redis_url: str, **extra: str) -> dict[str, str]:
             "UPHOOKS_REDIS_URL": redis_url,
             "UPHOOKS_KEY_PREFIX": PREFIX,
             "UPHOOKS_LOG_LEVEL": "WARNING",
+            # The load generator is one source with many connections; no admin listener.
+            "UPHOOKS_MAX_CONNECTIONS_PER_SOURCE": "4096",
+            "UPHOOKS_ADMIN_PORT": "0",
         }
     )
     env.update(extra)

@@ -26,6 +26,8 @@ class Keeper:
         self.decide = decide
         self.interval = interval
         self.killed: list[Hold] = []
+        #: pid -> when the keeper SIGKILLed it.
+        self.killed_at: dict[int, float] = {}
         self.released = 0
         self._done: set[str] = set()
         self._stop = threading.Event()
@@ -58,6 +60,7 @@ class Keeper:
     def _kill(self, hold: Hold) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(hold.pid, signal.SIGKILL)
+        self.killed_at[hold.pid] = time.time()
         self._done.add(hold.name)
         self.killed.append(hold)
         self.holds.forget(hold)

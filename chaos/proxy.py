@@ -47,6 +47,8 @@ class _Trip:
     reply_prefix: bytes = b""
     reply_contains: bytes = b""
     nth: int = 1  # trip on the nth matching reply
+    every: int = 0  # cut_on_reply only: stay armed, cut every ``every``-th matching reply
+    seen: int = 0  # matching replies so far (``every`` mode)
 
 
 @dataclass(eq=False)
@@ -56,6 +58,7 @@ class _Conn:
     up_reader: asyncio.StreamReader
     up_writer: asyncio.StreamWriter
     trip_on_reply: _Trip | None = None
+    brpop: bool = False  # the last command sent was a BRPOP
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def close(self) -> None:
@@ -74,6 +77,11 @@ class Proxy:
         self.tripped_at: float | None = None
         self.tripped = threading.Event()
         self.trip_errors: list[str] = []
+        #: Replies dropped by an ``every`` trip: (time, the reply's bytes).
+        self.dropped: list[tuple[float, bytes]] = []
+        #: Matching replies an ``every`` trip has seen (dropped or not).
+        self.replies_seen = 0
+        self.tap: Callable[[bytes], None] | None = None
         self._down_until = 0.0
         self._trip: _Trip | None = None
         self._conns: set[_Conn] = set()
@@ -107,10 +115,20 @@ class Proxy:
         reply_prefix: bytes = b"",
         reply_contains: bytes = b"",
         nth: int = 1,
+        every: int = 0,
     ) -> None:
+        if every and action != "cut_on_reply":
+            raise ValueError("every= works with action='cut_on_reply' only")
         self.tripped.clear()
         self.tripped_at = None
-        self._trip = _Trip(pattern, action, outage_s, on_trip, reply_prefix, reply_contains, nth)
+        self._trip = _Trip(
+            pattern, action, outage_s, on_trip, reply_prefix, reply_contains, nth, every
+        )
+
+    def disarm(self) -> None:
+        self._trip = None
+        for conn in list(self._conns):
+            conn.trip_on_reply = None
 
     @property
     def down(self) -> bool:
@@ -175,6 +193,7 @@ class Proxy:
     async def _from_client(self, conn: _Conn, queue: _Line) -> None:
         loop = asyncio.get_running_loop()
         while data := await conn.reader.read(65536):
+            conn.brpop = BRPOP in data
             trip = self._trip
             if trip is not None and trip.pattern in data:
                 if trip.action == "outage":
@@ -198,6 +217,11 @@ class Proxy:
 
     async def _from_redis(self, conn: _Conn) -> None:
         while data := await conn.up_reader.read(65536):
+            if self.tap is not None and conn.brpop and data.startswith(b"*2\r\n"):
+                try:
+                    self.tap(data)
+                except Exception as exc:
+                    self.trip_errors.append(repr(exc))
             trip = conn.trip_on_reply
             if (
                 trip is not None
@@ -205,6 +229,17 @@ class Proxy:
                 and trip.reply_contains in data
             ):
                 conn.trip_on_reply = None
+                if trip.every:
+                    trip.seen += 1
+                    self.replies_seen += 1
+                    if self._trip is trip and trip.seen % trip.every == 0:
+                        self.dropped.append((time.time(), data))
+                        self._fire(trip)
+                        conn.close()
+                        return
+                    conn.writer.write(data)
+                    await conn.writer.drain()
+                    continue
                 trip.nth -= 1
                 if trip.nth > 0:
                     conn.trip_on_reply = trip  # not this one yet

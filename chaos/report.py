@@ -9,16 +9,24 @@
   before the done marker was written). Absorbed by the idempotency key; reported, not failed;
 - dlq: acknowledged deliveries dead-lettered (``<prefix>:dlq``);
 - lost: acknowledged, no effect row by the drain deadline, and not dead-lettered. Fails the run.
+
+And per (delivery, handler) pair, the handler's **runs** (:func:`check_runs`): after the ledger
+went quiet (:func:`quiesce`: nothing scheduled, queued or unacknowledged, so no copy can come
+any more), each pair must have run exactly as often as its expected attempts, plus only the
+runs the harness itself interrupted.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections import Counter, defaultdict
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from chaos.effects import Run
 from chaos.load import Delivery, acked_keys, percentile
 from chaos.stack import Cluster
 
@@ -78,6 +86,97 @@ def drain(
         if time.time() - start > deadline_s:
             return None
         time.sleep(0.2)
+
+
+def quiesce(row: Row, cluster: Cluster, timeout_s: float | None = None) -> float | None:
+    """Wait until no copy of any message can come any more: nothing in the ledger's schedule,
+    the queue or kombu's unacknowledged set; then one lease more, for a copy already taken.
+    Checked (a schedule that never empties is a finding); returns the seconds it took."""
+    s = cluster.settings
+    if timeout_s is None:
+        timeout_s = s.lease_seconds + 4 * s.recover_after_seconds + 10
+    start = time.time()
+    left = (0, 0, 0)
+    while time.time() - start < timeout_s:
+        with cluster.client() as r:
+            pipe = r.pipeline(transaction=False)
+            pipe.zcard(cluster.keys.due)
+            pipe.llen(s.queue)
+            pipe.hlen("unacked")
+            left = tuple(int(v) for v in pipe.execute())  # type: ignore[assignment]
+        if left == (0, 0, 0):
+            time.sleep(s.lease_seconds + 1)
+            took = round(time.time() - start, 1)
+            row.figures["quiet_after_s"] = took
+            return took
+        time.sleep(0.2)
+    row.check(
+        "the ledger went quiet (nothing scheduled, queued or unacknowledged)",
+        False,
+        f"after {timeout_s:.0f}s: due={left[0]} queue={left[1]} unacked={left[2]}",
+    )
+    return None
+
+
+#: A run this long before its process was killed may not have had its outcome recorded yet:
+#: the worker records the outcomes of one message's pairs together, after running them all
+#: (bounded by the task time limit, 5 s in the harness).
+KILL_WINDOW_S = 5.0
+
+
+def check_runs(
+    row: Row,
+    cluster: Cluster,
+    keys: Collection[str],
+    expected: Callable[[str], int] = lambda key: 1,
+    killed: Mapping[int, float] | None = None,
+) -> list[str]:
+    """Runs per pair == expected attempts, after :func:`quiesce`. Runs the harness caused are
+    excused and counted apart: one killed mid-run (never ended), and a run that found the effect
+    applied (``dup``) right after one whose process the harness killed (``killed``: pid -> when)
+    within ``KILL_WINDOW_S`` after its effect, before the rerun started: killed after the
+    effect, before its outcome was recorded (at-least-once; the idempotency key absorbs it).
+    Returns the keys that ran a wrong number of times."""
+    by_key: dict[str, list[Run]] = defaultdict(list)
+    for run in cluster.store.runs():
+        by_key[run.key].append(run)
+    kills = dict(killed or {})
+    shapes: Counter[int] = Counter()
+    wrong: list[str] = []
+    interrupted = rerun_after_kill = 0
+    for key in keys:
+        runs = by_key.get(key, [])
+        cut = sum(1 for r in runs if r.ended is None)
+        again = sum(
+            1
+            for r, after in itertools.pairwise(runs)
+            if r.outcome in ("effect", "dup")
+            and after.outcome == "dup"
+            and r.ended is not None
+            and r.pid in kills
+            and r.ended <= kills[r.pid] <= min(r.ended + KILL_WINDOW_S, after.started)
+        )
+        interrupted += cut
+        rerun_after_kill += again
+        counted = len(runs) - cut - again
+        shapes[counted] += 1
+        if counted != expected(key):
+            wrong.append(key)
+    row.figures["runs_per_pair"] = dict(sorted(shapes.items()))
+    if interrupted or rerun_after_kill:
+        row.figures["runs_interrupted_by_harness"] = interrupted
+        row.figures["reruns_after_a_kill_before_settle"] = rerun_after_kill
+    row.check(
+        "every pair ran exactly its expected attempts (runs counted, not effects)",
+        not wrong,
+        f"{len(wrong)} pairs, e.g. "
+        + "; ".join(
+            f"{k}: expected {expected(k)}, ran "
+            + " ".join(f"{r.attempt}:{r.outcome}:{r.pid}" for r in by_key.get(k, []))
+            for k in wrong[:3]
+        ),
+    )
+    return wrong
 
 
 def count(row: Row, cluster: Cluster, deliveries: Iterable[Delivery]) -> None:

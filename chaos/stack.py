@@ -32,23 +32,22 @@ from uphooks.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: The timings every scenario runs with: short enough that a dead worker's message comes back
-#: within seconds. ``Settings`` checks hop + hard limit < visibility timeout (3 + 5 < 10).
+#: The timings every scenario runs with: short enough that a dead worker's pairs come back
+#: within seconds (a lapsed lease) and a lost message within ``recover_after_seconds`` (5 s,
+#: 10 min by default), so recovery happens inside a run.
 TIMINGS = {
     "visibility_timeout_seconds": 10,
     "restore_sweep_seconds": 1,
     "task_time_limit_seconds": 5,
     "task_soft_time_limit_seconds": 4,
-    "retry_hop_seconds": 3,
     "retry_base_delay_seconds": 0.2,
     "retry_max_delay_seconds": 1.0,
     "poison_max_deliveries": 3,
     "ack_timeout_seconds": 3.0,
     "worker_concurrency": 2,
-    # The reaper proposed in docs/reliability.md ("lost after BRPOP"): ignored by a pipeline
-    # without it (Settings ignores unknown names); must exceed 10 + 5 + 1 s.
-    "reconcile_after_seconds": 20,
-    "reconcile_interval_seconds": 2,
+    "lease_seconds": 3,
+    "schedule_interval_seconds": 0.5,
+    "recover_after_seconds": 5,
 }
 
 
@@ -139,6 +138,15 @@ def read_aof(path: Path) -> list[list[bytes]]:
             i += size + 2
         out.append(args)
     return out
+
+
+def children_of(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (a worker's pool processes)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and parent_of(int(entry.name)) == pid:
+            found.append(int(entry.name))
+    return found
 
 
 def parent_of(pid: int) -> int | None:
@@ -239,6 +247,11 @@ class Cluster:
             f"{'at ' + str(unacked) if unacked else 'never'}"
         )
 
+    def schedule_size(self) -> int:
+        """Items waiting in the ledger's schedule (``<prefix>:due``)."""
+        with self.client() as r:
+            return int(r.zcard(self.keys.due))
+
     def dead_lettered(self) -> set[str]:
         """Delivery keys with a dead letter for the counting handler."""
         with self.client() as r:
@@ -257,6 +270,11 @@ class Cluster:
                 "REDIS_URL": url,
                 "PYTHONPATH": str(ROOT),
                 "CHAOS_DIR": str(self.root),
+                # Up to 1,000 load connections come from one address; the edge's caps are
+                # tests/test_edge.py's subject, not this one's. No admin listener needed.
+                "UPHOOKS_MAX_CONNECTIONS": "4096",
+                "UPHOOKS_MAX_CONNECTIONS_PER_SOURCE": "4096",
+                "UPHOOKS_ADMIN_PORT": "0",
             }
         )
         return env

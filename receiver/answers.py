@@ -7,7 +7,8 @@ final (../shared/delivery-facts.md). So:
 - 4xx only for requests that can never become valid, whoever retries them;
 - 503 (retried) for anything we cannot keep *yet*: Redis down, slow or nearly full, overloaded,
   and a signature that may be made with a secret we do not know yet (docs/security.md,
-  "Rotation").
+  "Rotation");
+- 429 (retried) for a source past its refusal budget (receiver/throttle.py).
 """
 
 from __future__ import annotations
@@ -60,7 +61,24 @@ def forbidden_source() -> JSONResponse:
 
 
 def too_large(limit: int) -> JSONResponse:
-    return _error(413, "payload_too_large", f"the body is larger than {limit} bytes")
+    response = _error(413, "payload_too_large", f"the body is larger than {limit} bytes")
+    # The rest of an oversized body is not read (beyond receiver/limits.py's bounded discard).
+    response.headers["Connection"] = "close"
+    return response
+
+
+def throttled(retry_after: int, close: bool = False) -> JSONResponse:
+    """A source past its refusal budget (receiver/throttle.py). 429 is retried by the sender, so
+    a valid delivery caught here is delayed, never lost; ``close`` when its body was not read."""
+    response = _error(
+        429,
+        "too_many_refusals",
+        "this source sent too many requests that were refused; retry later",
+    )
+    response.headers["Retry-After"] = str(retry_after)
+    if close:
+        response.headers["Connection"] = "close"
+    return response
 
 
 def unsupported_media_type(content_type: str) -> JSONResponse:

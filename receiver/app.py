@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from receiver.enqueue import Enqueuer
 from receiver.headroom import Headroom
@@ -18,6 +19,7 @@ from receiver.ingest import Endpoint
 from receiver.limits import ConcurrencyLimit, LogThrottle
 from receiver.openapi import document, openapi
 from receiver.sources import SourceFilter
+from receiver.throttle import RefusalBudget
 from receiver.verify import Verifier
 from uphooks import metrics
 from uphooks.redis import async_client
@@ -96,19 +98,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await enqueuer.stop()
             await client.aclose()
 
+    # The public listener: the webhook path and the liveness probe, nothing that describes us.
     routes = [
         Route(settings.webhook_path, Endpoint(), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
     ]
     if verifier.takes_path_token:
         token_prefix = settings.webhook_path.rstrip("/") + "/"
         routes.append(Route(token_prefix + "{token}", Endpoint(), methods=["POST"]))
         _hide_path_tokens(token_prefix)
-    if settings.serve_openapi:
-        routes.append(Route("/openapi.json", openapi, methods=["GET"]))
-    if settings.metrics_enabled:
-        routes.append(Route("/metrics", metrics.endpoint, methods=["GET"]))
     middleware = [
         # Outermost, so the answers of the concurrency limit are counted too.
         Middleware(metrics.IngressMetrics, path=settings.webhook_path),
@@ -123,10 +121,54 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.verifier = verifier
     app.state.sources = SourceFilter(settings.allowed_networks, settings.trusted_proxies)
     app.state.log_throttle = LogThrottle()
+    app.state.refusals = RefusalBudget(settings.refusal_burst, settings.refusal_rate_per_second)
     app.state.openapi = document(settings)
     return app
 
 
-def app() -> Starlette:
-    """Factory for ``uvicorn --factory receiver.app:app``."""
-    return create_app()
+def create_admin_app(settings: Settings, public: Starlette) -> Starlette:
+    """What operators read: metrics, the OpenAPI description, readiness with its details.
+
+    Served on the admin listener only (UPHOOKS_ADMIN_HOST, 127.0.0.1 by default). It shares the
+    public app's state (settings, the Redis client its lifespan opens).
+    """
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+    if settings.serve_openapi:
+        routes.append(Route("/openapi.json", openapi, methods=["GET"]))
+    if settings.metrics_enabled:
+        routes.append(Route("/metrics", metrics.endpoint, methods=["GET"]))
+    admin = Starlette(routes=routes)
+    admin.state = public.state
+    return admin
+
+
+class Listeners:
+    """One ASGI app for the two listening sockets of one process: a request that arrived on the
+    admin port (its socket's own port, ``scope["server"]``, which no header can change) goes to
+    the admin app, every other one to the public app. The public app runs the lifespan."""
+
+    def __init__(self, public: Starlette, admin: Starlette, admin_port: int) -> None:
+        self.public = public
+        self.admin = admin
+        self.admin_port = admin_port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        server = scope.get("server")
+        if scope["type"] != "lifespan" and server and server[1] == self.admin_port:
+            await self.admin(scope, receive, send)
+        else:
+            await self.public(scope, receive, send)
+
+
+def create_listeners(settings: Settings | None = None) -> Listeners:
+    settings = settings or get_settings()
+    public = create_app(settings)
+    return Listeners(public, create_admin_app(settings, public), settings.admin_port)
+
+
+def app() -> Listeners:
+    """Factory for ``uvicorn --factory receiver.app:app`` (what ``uphooks serve`` runs)."""
+    return create_listeners()

@@ -65,7 +65,7 @@ class Enqueuer:
         self._conn: AbstractConnection | None = None
         self._envelope = Envelope(settings.queue)
         keys = Keys(settings.key_prefix)
-        self._fixed_keys = [settings.queue, keys.events_index]
+        self._fixed_keys = [settings.queue, keys.events_index, keys.due]
         self._record_prefix = keys.delivery("")
         self._timeout = settings.ack_timeout_seconds
         self._pending: list[_Pending] = []
@@ -179,6 +179,7 @@ class Enqueuer:
             len(prefix),
             ",".join([str(len(r)) for r in records]),
             b"".join(records),
+            self._settings.recover_after_seconds,
         )
         try:
             return await self._execute(_pack(("EVALSHA", _SHA, *args)))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import orjson
 from redis.exceptions import OutOfMemoryError
@@ -27,8 +28,18 @@ from receiver import answers
 from receiver.delivery_key import delivery_key
 from receiver.enqueue import Enqueuer
 from receiver.headroom import Headroom
-from receiver.limits import MAX_JSON_DEPTH, BadLength, LogThrottle, TooLarge, read_body, too_deep
-from receiver.sources import SourceFilter
+from receiver.limits import (
+    MAX_JSON_DEPTH,
+    BadLength,
+    Disconnected,
+    LogThrottle,
+    TooLarge,
+    discard_body,
+    read_body_or_disconnect,
+    too_deep,
+)
+from receiver.sources import Address, SourceFilter
+from receiver.throttle import RefusalBudget
 from receiver.verify import Failed, Pending, Reason, Verifier
 from uphooks import logs, metrics
 from uphooks.settings import Settings
@@ -44,6 +55,8 @@ _KEPT_HEADER_PREFIXES = ("x-upload-post-", "webhook-")
 _DROPPED_HEADERS = frozenset({"x-upload-post-event"})
 # A signature this old on arrival was not made for this attempt (clock skew is far smaller).
 _LATE_SECONDS = 600
+# Modes whose proof covers the body only: nothing unsigned may add to what the body says.
+_SIGNING_MODES = frozenset({"upload-post", "standard-webhooks"})
 
 
 def _is_json_type(content_type: str) -> bool:
@@ -65,16 +78,47 @@ def _late(request: Request, age: float) -> None:
         )
 
 
-def _refused(request: Request, failure: Failed, settings: Settings) -> JSONResponse:
+def _refusal(request: Request, source: Source, response: JSONResponse) -> JSONResponse:
+    """Every refusal goes through here: it spends the source's budget, and a throttled source
+    gets 429 instead (receiver/throttle.py)."""
+    budget: RefusalBudget = request.app.state.refusals
+    budget.spend(source.address)
+    if not source.throttled:
+        return response
+    throttle: LogThrottle = request.app.state.log_throttle
+    skipped = throttle.allow("throttled")
+    if skipped is not None:
+        log.warning(
+            "source %s is throttled: more refused requests than UPHOOKS_REFUSAL_BURST / "
+            "UPHOOKS_REFUSAL_RATE_PER_SECOND allow; its refusals are answered 429%s",
+            source.address or "?",
+            f" ({skipped} more like it not logged)" if skipped else "",
+        )
+    return answers.throttled(budget.retry_after(source.address))
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    address: Address | None
+    throttled: bool
+
+
+def _source(request: Request) -> Source:
+    sources: SourceFilter = request.app.state.sources
+    address = sources.client(
+        request.client.host if request.client else None,
+        request.headers.getlist("x-forwarded-for"),
+    )
+    budget: RefusalBudget = request.app.state.refusals
+    return Source(address, budget.throttled(address))
+
+
+def _refused(request: Request, source: Source, failure: Failed, settings: Settings) -> JSONResponse:
     response = answers.unverified(failure, settings.verify_mismatch_status)
     throttle: LogThrottle = request.app.state.log_throttle
-    skipped = throttle.allow(f"verify:{failure.reason.name}")
+    skipped = None if source.throttled else throttle.allow(f"verify:{failure.reason.name}")
     if skipped is not None:
-        sources: SourceFilter = request.app.state.sources
-        address = sources.client(
-            request.client.host if request.client else None,
-            request.headers.getlist("x-forwarded-for"),
-        )
+        address = source.address
         hint = ""
         if failure.reason is Reason.MISMATCH:
             hint = (
@@ -93,37 +137,50 @@ def _refused(request: Request, failure: Failed, settings: Settings) -> JSONRespo
             hint,
             f" ({skipped} more like it not logged)" if skipped else "",
         )
-    return response
+    return _refusal(request, source, response)
 
 
-async def receive(request: Request) -> JSONResponse:
+async def receive(request: Request) -> JSONResponse | None:
+    """The answer to one delivery; None when the client went away before its body arrived."""
     settings: Settings = request.app.state.settings
     enqueuer: Enqueuer = request.app.state.enqueuer
     verifier: Verifier = request.app.state.verifier
     sources: SourceFilter = request.app.state.sources
+    source = _source(request)
 
-    if sources.active and not sources.allows(request.scope):
+    if sources.active and not sources.allows_address(source.address):
         if request.app.state.log_throttle.allow("source") is not None:
             log.warning("delivery refused with 403: source address not in UPHOOKS_ALLOWED_NETWORKS")
-        return answers.forbidden_source()
+        return _refusal(request, source, answers.forbidden_source())
     verdict = verifier.begin(request.headers, request.path_params.get("token"))
     if isinstance(verdict, Failed):
-        return _refused(request, verdict, settings)
+        return _refused(request, source, verdict, settings)
 
     content_type = request.headers.get("content-type", "")
     if not _is_json_type(content_type):
-        return answers.unsupported_media_type(content_type)
+        return _refusal(request, source, answers.unsupported_media_type(content_type))
+    # A throttled source may still send a delivery the size of a real one, not a large body.
+    limit = settings.max_body_bytes
+    if source.throttled:
+        limit = min(limit, settings.throttled_body_bytes)
     try:
-        body = await read_body(request, settings.max_body_bytes)
+        body = await read_body_or_disconnect(request, limit)
     except TooLarge:
-        return answers.too_large(settings.max_body_bytes)
+        if limit < settings.max_body_bytes:
+            budget: RefusalBudget = request.app.state.refusals
+            budget.spend(source.address)
+            return answers.throttled(budget.retry_after(source.address), close=True)
+        await discard_body(request)
+        return _refusal(request, source, answers.too_large(settings.max_body_bytes))
     except BadLength:
         return answers.bad_length()
+    except Disconnected:
+        return None
 
     if isinstance(verdict, Pending):
         verdict = verdict.finish(body)
         if isinstance(verdict, Failed):
-            return _refused(request, verdict, settings)
+            return _refused(request, source, verdict, settings)
         if verdict.signed_at is not None and time.time() - verdict.signed_at > _LATE_SECONDS:
             _late(request, time.time() - verdict.signed_at)
 
@@ -133,7 +190,11 @@ async def receive(request: Request) -> JSONResponse:
         return answers.bad_request(f"the body is not valid UTF-8 JSON: {exc}")
     if not isinstance(payload, dict):
         return answers.bad_request("the body must be a JSON object")
-    event = payload.get("event") or request.headers.get("x-upload-post-event")
+    event = payload.get("event")
+    if not event and verdict.mode not in _SIGNING_MODES:
+        # Only where the caller is trusted as a whole: in a signing mode the header is unsigned,
+        # and naming the event of a signed body would let anyone relabel a captured delivery.
+        event = request.headers.get("x-upload-post-event")
     if not isinstance(event, str) or not event:
         return answers.bad_request("the JSON object has no 'event' name")
 
@@ -203,4 +264,5 @@ class Endpoint:
 
     async def __call__(self, scope: Scope, receive_: Receive, send: Send) -> None:
         response = await receive(Request(scope, receive_))
-        await response(scope, receive_, send)
+        if response is not None:
+            await response(scope, receive_, send)

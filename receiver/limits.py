@@ -6,9 +6,10 @@ costs memory and, past the sender's ~10 s, a retry anyway.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from receiver import answers
@@ -42,6 +43,50 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise TooLarge
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class Disconnected(Exception):
+    """The client went away (or its body deadline passed) before the body was read."""
+
+
+async def read_body_or_disconnect(request: Request, limit: int) -> bytes:
+    """:func:`read_body`, with a client that went away raised as :class:`Disconnected`."""
+    try:
+        return await read_body(request, limit)
+    except ClientDisconnect as exc:
+        raise Disconnected from exc
+
+
+# After a 413 the rest of the body is read and thrown away before the answer goes out, so a
+# client that sends its whole body before reading (most do) reads the 413 instead of a
+# connection reset. Bounded: this many bytes, this long in all, and no pause longer than
+# DISCARD_PAUSE_SECONDS (a client that stopped sending is waiting for the answer). Past a bound
+# the 413 goes out and the connection is closed mid-body.
+DISCARD_BYTES = 32 * 1024 * 1024
+DISCARD_SECONDS = 10.0
+DISCARD_PAUSE_SECONDS = 1.0
+
+
+async def discard_body(request: Request, limit: int = DISCARD_BYTES) -> int:
+    """Read and drop what is left of the body within the bounds above; the bytes dropped."""
+    if "100-continue" in request.headers.get("expect", "").lower():
+        return 0  # the client waits for our answer before sending the body: nothing to drain
+    seen = 0
+    deadline = time.monotonic() + DISCARD_SECONDS
+    while seen <= limit:
+        wait = min(DISCARD_PAUSE_SECONDS, deadline - time.monotonic())
+        if wait <= 0:
+            break
+        try:
+            message = await asyncio.wait_for(request.receive(), wait)
+        except TimeoutError:
+            break
+        if message["type"] != "http.request":
+            break  # the client went away
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return seen
 
 
 class ConcurrencyLimit:

@@ -102,6 +102,13 @@ def document(settings: Settings) -> dict[str, Any]:
             retry=True,
         ),
     }
+    responses["429"] = _error(
+        "This source sent too many requests that were refused; the sender retries after "
+        "Retry-After seconds.",
+    )
+    responses["429"]["headers"] = {
+        "Retry-After": {"schema": {"type": "string", "pattern": "^[0-9]+$"}},
+    }
     if checked:
         responses["401"] = _error("Not verified and can never be; final.")
     if settings.allowed_networks:
@@ -111,7 +118,8 @@ def document(settings: Settings) -> dict[str, Any]:
         "summary": "Receive one Upload-Post webhook delivery",
         "description": (
             "Answers 2xx only once the delivery is stored. The event name comes from the body's "
-            "`event`, else from the X-Upload-Post-Event header. Unknown event names are kept."
+            "`event`; only in token and none modes, when the body has none, from the "
+            "X-Upload-Post-Event header. Unknown event names are kept."
         ),
         "operationId": "receiveDelivery",
         "parameters": parameters,
@@ -137,10 +145,14 @@ def document(settings: Settings) -> dict[str, Any]:
         by_path.pop("security", None)
         paths[settings.webhook_path.rstrip("/") + "/{token}"] = {"post": by_path}
     paths["/healthz"] = {"get": _probe("The process serves requests.", "getHealth", False)}
-    paths["/readyz"] = {"get": _probe("Redis answers in time and has room.", "getReadiness", True)}
+    paths["/readyz"] = {
+        "get": _probe(
+            "Redis answers in time and has room (admin listener only).", "getReadiness", True
+        )
+    }
     paths["/openapi.json"] = {
         "get": {
-            "summary": "This document",
+            "summary": "This document (admin listener only)",
             "operationId": "getOpenAPI",
             "responses": {
                 "200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}

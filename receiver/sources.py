@@ -62,6 +62,12 @@ class SourceFilter:
         # Every hop is one of our proxies: the leftmost is as close to the client as we get.
         return address
 
+    def allows_address(self, address: Address | None) -> bool:
+        """Is this client (from :meth:`client`) one that may post?"""
+        if not self.allowed:
+            return True
+        return address is not None and any(address in network for network in self.allowed)
+
     def allows(self, scope: Scope) -> bool:
         if not self.allowed:
             return True

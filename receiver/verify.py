@@ -295,21 +295,15 @@ class Verifier:
         modes = list(settings.verify)
         if modes == ["none"]:
             return cls([], 0, True, modes)
-        secrets = [s.get_secret_value() for s in settings.secrets]
-        if not secrets:
+        signing = [mode for mode in modes if mode != "token"]
+        secrets = [s.get_secret_value() for s in settings.secrets] if signing else []
+        if signing and not secrets:
             raise ConfigurationError(
                 f"UPHOOKS_VERIFY={','.join(modes)} needs UPHOOKS_SECRETS: the signing secret "
-                "(whsec_...) shown in Upload-Post's webhook settings, or a random token for token "
-                "mode; several comma-separated while rotating. UPHOOKS_VERIFY=none turns checks "
-                "off for local development only."
+                "(whsec_...) shown in Upload-Post's webhook settings; several comma-separated "
+                "while rotating. UPHOOKS_VERIFY=none turns checks off for local development only."
             )
-        for number, secret in enumerate(secrets, 1):
-            if len(secret) < MIN_SECRET_LENGTH:
-                raise ConfigurationError(
-                    f"secret #{number} in UPHOOKS_SECRETS is shorter than {MIN_SECRET_LENGTH} "
-                    "characters; use the provider's whsec_... secret, or a token from "
-                    "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
-                )
+        _check_lengths("UPHOOKS_SECRETS", secrets)
         schemes: list[_Scheme] = []
         tolerance, skew = settings.verify_tolerance_seconds, settings.verify_future_skew_seconds
         if "upload-post" in modes:
@@ -324,7 +318,8 @@ class Verifier:
                 )
             schemes.append(_StandardWebhooks(_macs(keys), tolerance, skew))
         if "token" in modes:
-            digests = [hashlib.sha256(s.encode()).digest() for s in secrets]
+            tokens = _tokens(settings, secrets)
+            digests = [hashlib.sha256(t.encode()).digest() for t in tokens]
             schemes.append(_Token(digests, settings.token_header.lower().encode("latin-1")))
         return cls(schemes, len(secrets), False, modes)
 
@@ -369,6 +364,48 @@ class Verifier:
         """Both steps at once, for callers that already hold the body."""
         verdict = self.begin(headers, path_token, now)
         return verdict.finish(body) if isinstance(verdict, Pending) else verdict
+
+
+def _check_lengths(setting: str, values: list[str]) -> None:
+    for number, value in enumerate(values, 1):
+        if len(value) < MIN_SECRET_LENGTH:
+            raise ConfigurationError(
+                f"secret #{number} in {setting} is shorter than {MIN_SECRET_LENGTH} characters; "
+                "use the provider's whsec_... secret, or a token from "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
+
+
+def _tokens(settings: Settings, signing_secrets: list[str]) -> list[str]:
+    """Token mode's tokens: UPHOOKS_TOKENS, never a signing secret.
+
+    Before UPHOOKS_TOKENS existed, token mode read UPHOOKS_SECRETS; that still works when token is
+    the only mode (nothing is signed then), with a warning. Beside a signing mode it would make
+    the signing secret a URL token, so the start-up stops instead.
+    """
+    tokens = [t.get_secret_value() for t in settings.tokens]
+    if not tokens:
+        if signing_secrets or not settings.secrets:
+            raise ConfigurationError(
+                "UPHOOKS_VERIFY includes token but UPHOOKS_TOKENS is empty: set UPHOOKS_TOKENS "
+                "to the token(s) in your webhook URL or header (random, e.g. `python -c 'import "
+                "secrets; print(secrets.token_urlsafe(32))'`). UPHOOKS_SECRETS holds signing "
+                "secrets, which are never accepted as tokens."
+            )
+        log.warning(
+            "token mode reads its tokens from UPHOOKS_SECRETS: rename the variable to "
+            "UPHOOKS_TOKENS (UPHOOKS_SECRETS is for signing secrets)"
+        )
+        tokens = [s.get_secret_value() for s in settings.secrets]
+    _check_lengths("UPHOOKS_TOKENS", tokens)
+    for number, token in enumerate(tokens, 1):
+        if token.startswith("whsec_") or token in signing_secrets:
+            raise ConfigurationError(
+                f"token #{number} is a signing secret (whsec_... or one of UPHOOKS_SECRETS): a "
+                "signing secret must never travel as a URL token, where logs and proxies see it. "
+                "Use a random token of its own in UPHOOKS_TOKENS."
+            )
+    return tokens
 
 
 def _macs(keys: list[bytes]) -> list[hmac.HMAC]:

@@ -75,6 +75,9 @@ class Stack:
                 "UPHOOKS_QUEUE": self.queue,
                 "UPHOOKS_RETRY_BASE_DELAY_SECONDS": "0.2",
                 "UPHOOKS_RETRY_MAX_DELAY_SECONDS": "1",
+                # A dead worker's pairs come back within seconds; due work moves twice a second.
+                "UPHOOKS_LEASE_SECONDS": "4",
+                "UPHOOKS_SCHEDULE_INTERVAL_SECONDS": "0.5",
                 "UPHOOKS_LOG_LEVEL": "INFO",
                 # Tests post unsigned unless they choose a mode (the default requires signatures).
                 "UPHOOKS_VERIFY": "none",
@@ -117,19 +120,21 @@ class Stack:
         self.procs.append(proc)
         return proc
 
-    def ingress(self, **env: str) -> Ingress:
+    def ingress(self, *serve_args: str, **env: str) -> Ingress:
         port = free_port()
+        env.setdefault("UPHOOKS_ADMIN_PORT", str(free_port()))
         proc = self._spawn(
-            [sys.executable, "-m", "uphooks.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "uphooks.cli", "serve", "--port", str(port), *serve_args],
             f"ingress-{port}.log",
             self.env(**env),
         )
         url = f"http://127.0.0.1:{port}"
+        admin_url = f"http://127.0.0.1:{env['UPHOOKS_ADMIN_PORT']}"
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
                 if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    return Ingress(url, proc)
+                    return Ingress(url, proc, admin_url)
             except httpx.TransportError:
                 pass
             if proc.poll() is not None:
@@ -170,6 +175,8 @@ class Stack:
 class Ingress:
     url: str
     proc: subprocess.Popen[bytes]
+    # The admin listener: /metrics, /openapi.json, /readyz (never on the public url).
+    admin_url: str = ""
 
     def post(self, body: bytes | str, headers: dict[str, str] | None = None) -> httpx.Response:
         hdrs = {"Content-Type": "application/json", **(headers or {})}

@@ -6,6 +6,7 @@ from the load client's 2xx to the counting handler's row in SQLite.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,11 @@ def test_the_harness_counts_a_planted_loss(ctx: Ctx) -> None:
         url, _ = cluster.ingress()
         batch = Sender(url, secret=SECRET).at_rate(deliveries(3, "planted"), 10.0)
         with cluster.client() as r:
-            assert r.rpop(cluster.settings.queue) is not None  # one message vanishes
+            message = r.rpop(cluster.settings.queue)  # one message vanishes,
+            assert message is not None
+            # and its item in the ledger's schedule, else the scheduler would recover it.
+            [keys] = json.loads(json.loads(message)["body"])[0]
+            assert r.zrem(cluster.keys.due, *[f"{k}|" for k in keys]) == len(keys)
         cluster.worker("w0")
         drain(cluster, {d.key for d in batch if d.key}, 5)
         row = Row("canary", "planted loss")

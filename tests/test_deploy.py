@@ -39,6 +39,7 @@ K8S = DEPLOY / "k8s"
 SCHEMAS = ROOT / "tests" / "schemas"
 K8S_VERSIONS = ("1.28", "1.33")  # the oldest and a recent release we claim to work on
 SERVE = ["uphooks", "serve", "--host", "0.0.0.0", "--port", "8000"]
+PATH_DEFAULT = "/webhooks/upload-post"
 
 Doc = dict[str, Any]
 
@@ -161,6 +162,7 @@ def test_every_kubernetes_manifest_is_valid_against_the_strict_schemas(version: 
         "ConfigMap",
         "Deployment",
         "HorizontalPodAutoscaler",
+        "Ingress",
         "PodDisruptionBudget",
         "ScaledObject",
         "Service",
@@ -212,8 +214,13 @@ def test_ingress_probes_ports_service_and_autoscaler_fit_together() -> None:
     main = container(deployment)
     assert main["command"] == SERVE
     ports = {p["name"]: p["containerPort"] for p in main["ports"]}
-    assert ports == {"http": int(SERVE[-1])}
-    assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    env = {e["name"]: e["value"] for e in main["env"]}
+    assert ports == {"http": int(SERVE[-1]), "admin": int(env["UPHOOKS_ADMIN_PORT"])}
+    assert env["UPHOOKS_ADMIN_HOST"] == "0.0.0.0"  # the pod IP: kubelet and Prometheus only
+    scrape = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert scrape["prometheus.io/port"] == str(ports["admin"])
+    # /readyz lives on the admin listener; /healthz is on both.
+    assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
     assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     # A readiness check must not time out before the ingress's own Redis timeout does.
     ack_timeout = Settings(_env_file=None).ack_timeout_seconds  # type: ignore[call-arg]
@@ -227,7 +234,7 @@ def test_ingress_probes_ports_service_and_autoscaler_fit_together() -> None:
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
     service = named("Service", "uphooks-ingress")
     assert service["spec"]["selector"].items() <= labels.items()
-    assert {p["targetPort"] for p in service["spec"]["ports"]} <= set(ports)
+    assert {p["targetPort"] for p in service["spec"]["ports"]} == {"http"}  # never admin
     hpa = named("HorizontalPodAutoscaler", "uphooks-ingress")
     assert hpa["spec"]["scaleTargetRef"] == {
         "apiVersion": "apps/v1",
@@ -237,6 +244,25 @@ def test_ingress_probes_ports_service_and_autoscaler_fit_together() -> None:
     assert hpa["spec"]["minReplicas"] >= 2
     pdb = named("PodDisruptionBudget", "uphooks-ingress")
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_the_kubernetes_edge_routes_only_the_webhook_and_healthz_with_our_limits() -> None:
+    edge = named("Ingress", "uphooks")
+    paths = [p for rule in edge["spec"]["rules"] for p in rule["http"]["paths"]]
+    assert {(p["path"], p["pathType"]) for p in paths} == {
+        (PATH_DEFAULT, "Prefix"),
+        ("/healthz", "Exact"),
+    }
+    assert {p["backend"]["service"]["port"]["name"] for p in paths} == {"http"}
+    assert {p["backend"]["service"]["name"] for p in paths} == {"uphooks-ingress"}
+    notes = edge["metadata"]["annotations"]
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert notes["nginx.ingress.kubernetes.io/proxy-body-size"] == "1m"
+    assert defaults.max_body_bytes == 1024 * 1024
+    assert notes["nginx.ingress.kubernetes.io/proxy-request-buffering"] == "on"
+    assert int(notes["nginx.ingress.kubernetes.io/proxy-read-timeout"]) <= 10
+    assert int(notes["nginx.ingress.kubernetes.io/limit-rps"]) > 0
+    assert int(notes["nginx.ingress.kubernetes.io/limit-connections"]) > 0
 
 
 def worker_deployments() -> list[Doc]:
@@ -316,7 +342,12 @@ def test_compose_redis_is_durable_and_each_setting_says_what_it_costs() -> None:
 def test_compose_runs_the_ingress_and_a_worker_group_per_queue() -> None:
     services = compose()["services"]
     assert services["ingress"]["command"] == SERVE
-    assert "8000:8000" in services["ingress"]["ports"]
+    # Only the proxy is published; the ingress believes its X-Forwarded-For, from its network.
+    assert "ports" not in services["ingress"]
+    assert services["proxy"]["ports"] == ["8000:8080"]
+    assert services["proxy"]["environment"]["UPHOOKS_UPSTREAM"] == "ingress:8000"
+    subnet = compose()["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    assert services["ingress"]["environment"]["UPHOOKS_TRUSTED_PROXIES"] == subnet
     assert services["ingress"]["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}
     assert duration_seconds(services["ingress"]["stop_grace_period"]) > (
         graceful_shutdown_of_serve()

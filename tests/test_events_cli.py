@@ -19,7 +19,6 @@ from tests.conftest import Stack, wait_for
 from uphooks.cli import main
 from uphooks.keys import Keys
 from uphooks.settings import Settings, get_settings
-from workers.idempotency import Markers, Outcome
 
 RECORDING = "tests.plugins.recording"
 
@@ -58,8 +57,11 @@ def keep(settings: Settings, deliveries: list[tuple[str, dict[str, Any]]]) -> li
 def settle(
     stack: Stack, settings: Settings, key: str, handler: str, state: str, **info: Any
 ) -> None:
-    markers = Markers(stack.client(), Keys(stack.prefix), 60_000, settings.dedup_ttl_seconds)
-    markers.finish([Outcome(key, handler, state, orjson.dumps(info))], "test-holder")
+    # What workers/settle.lua leaves behind for a pair: its state and the outcome's details.
+    handled = Keys(stack.prefix).handled(key)
+    stack.client().hset(handled, mapping={handler: state, f"{handler}@": orjson.dumps(info)})
+    stack.client().hsetnx(handled, "~", 2)  # routed (workers/admit.lua)
+    stack.client().expire(handled, settings.dedup_ttl_seconds)
 
 
 @dataclass

@@ -54,7 +54,7 @@ def stored(client: redis.Redis, stack: Stack) -> tuple[int, int, int]:
 
 
 def readyz(ingress: Ingress) -> httpx.Response:
-    return httpx.get(ingress.url + "/readyz", timeout=5)
+    return httpx.get(ingress.admin_url + "/readyz", timeout=5)
 
 
 def delivery(i: int) -> bytes:
@@ -93,7 +93,7 @@ def test_a_nearly_full_redis_gets_503_with_retry_after_and_nothing_is_stored_unt
     )
     assert oom_errors(client) == 0
 
-    metrics = httpx.get(ingress.url + "/metrics", timeout=5).text
+    metrics = httpx.get(ingress.admin_url + "/metrics", timeout=5).text
     assert "uphooks_ingress_refused_redis_full_total 6.0" in metrics
     status = own_stack.cli("status")
     assert "the ingress answers 503 above 90%" in status.stdout, status.stdout
@@ -164,7 +164,7 @@ def test_a_write_redis_refuses_for_lack_of_memory_is_answered_503_not_500(
     # Until the next reading the ingress refuses without asking Redis.
     assert ingress.post(delivery(2)).status_code == 503
     assert oom_errors(client) == 1
-    metrics = httpx.get(ingress.url + "/metrics", timeout=5).text
+    metrics = httpx.get(ingress.admin_url + "/metrics", timeout=5).text
     assert 'uphooks_ingress_enqueue_failures_total{reason="oom"} 1.0' in metrics
 
 

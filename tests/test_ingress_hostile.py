@@ -27,9 +27,10 @@ import pytest
 import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from receiver.app import create_app
+from receiver.app import create_admin_app, create_app
 from tests.conftest import Stack, fixture_bodies, wait_for
 from uphooks.settings import Settings
 
@@ -112,6 +113,8 @@ class Ingresses:
             "queue": f"{self.prefix}-q",
             "verify": ["upload-post"],
             "secrets": [SECRET],
+            # These tests are about each refusal's answer; throttling has tests/test_edge.py.
+            "refusal_burst": 1_000_000,
         }
         values.update(overrides)
         test_client = TestClient(create_app(Settings(**values)), client=client)
@@ -404,7 +407,10 @@ def test_readiness_says_redis_is_down_without_describing_it(ingresses: Ingresses
     from uphooks.embedded import free_port
 
     down = ingresses(redis_url=f"redis://127.0.0.1:{free_port()}/0", ack_timeout_seconds=0.5)
-    response = down.client.get("/readyz")
+    public = down.client.app
+    assert isinstance(public, Starlette)
+    assert down.client.get("/readyz").status_code == 404  # the admin listener's, not public
+    response = TestClient(create_admin_app(public.state.settings, public)).get("/readyz")
     assert response.status_code == 503
     assert response.json() == {"status": "unavailable", "redis": "unreachable"}
     refused = down.post(BODY, signed(BODY))
@@ -451,7 +457,9 @@ def test_signing_mode_without_secrets_refuses_to_start(stack: Stack) -> None:
 
 
 def test_secrets_and_path_tokens_stay_out_of_the_logs(stack: Stack) -> None:
-    ingress = stack.ingress(UPHOOKS_VERIFY="upload-post,token", UPHOOKS_SECRETS=f"{SECRET},{TOKEN}")
+    ingress = stack.ingress(
+        UPHOOKS_VERIFY="upload-post,token", UPHOOKS_SECRETS=SECRET, UPHOOKS_TOKENS=TOKEN
+    )
     assert ingress.post(BODY, signed(BODY, secret=NEW_SECRET)).status_code == 503
     assert httpx.post(f"{ingress.url}{PATH}/{TOKEN}", content=BODY, headers=JSON).status_code == 202
     assert httpx.post(f"{ingress.url}{PATH}/{TOKEN}", content=BODY, headers=JSON).status_code == 200
@@ -571,7 +579,7 @@ def test_random_requests_never_get_a_500_and_refused_ones_leave_nothing(
     ingresses: Ingresses,
 ) -> None:
     ingress = ingresses(
-        verify=["upload-post", "standard-webhooks", "token"], secrets=[SECRET, TOKEN]
+        verify=["upload-post", "standard-webhooks", "token"], secrets=[SECRET], tokens=[TOKEN]
     )
     seen: Counter[int] = Counter()
 

@@ -4,6 +4,7 @@ and endpoint on the real receiver app, and the multiprocess folder's life cycle.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -18,9 +19,8 @@ import pytest
 import redis
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
-from starlette.routing import Route
 
-from receiver.app import create_app
+from receiver.app import Listeners, create_listeners
 from tests.conftest import ROOT, Stack, wait_for
 from uphooks import metrics, simulate
 from uphooks.embedded import free_port
@@ -76,16 +76,19 @@ def test_a_prefork_worker_reports_every_childs_handler_runs(stack: Stack) -> Non
 
 
 @contextmanager
-def serving(app: object) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")  # type: ignore[arg-type]
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
+def serving(app: Listeners) -> Iterator[tuple[str, str]]:
+    """The listeners on their two sockets, as ``uphooks serve`` runs them: (public, admin)."""
+    public = socket.create_server(("127.0.0.1", free_port()))
+    admin = socket.create_server(("127.0.0.1", app.admin_port))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [public, admin]}, daemon=True)
     thread.start()
     wait_for(lambda: server.started, timeout=10, what="uvicorn")
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield (
+            f"http://127.0.0.1:{public.getsockname()[1]}",
+            f"http://127.0.0.1:{app.admin_port}",
+        )
     finally:
         server.should_exit = True
         thread.join(10)
@@ -97,16 +100,13 @@ def test_the_ingress_counts_answers_times_them_and_reads_queue_depth(stack: Stac
         key_prefix=stack.prefix,
         queue=stack.queue,
         verify=["none"],
+        admin_port=free_port(),
     )
-    app = create_app(settings)
-    # The wiring receiver/app.py gets (docs/operations.md), where it is not in yet.
-    if not any(m.cls is metrics.IngressMetrics for m in app.user_middleware):
-        app.add_middleware(metrics.IngressMetrics, path=settings.webhook_path)
-    if not any(getattr(r, "path", None) == "/metrics" for r in app.routes):
-        app.router.routes.append(Route("/metrics", metrics.endpoint, methods=["GET"]))
+    app = create_listeners(settings)
 
-    with serving(app) as url:
-        before = scrape(url + "/metrics")
+    with serving(app) as (url, admin_url):
+        assert httpx.get(url + "/metrics").status_code == 404  # never on the public listener
+        before = scrape(admin_url + "/metrics")
         first, second = bodies(2)
         hook = url + settings.webhook_path
         assert httpx.post(hook, content=first.body, headers=first.headers).status_code == 202
@@ -115,7 +115,7 @@ def test_the_ingress_counts_answers_times_them_and_reads_queue_depth(stack: Stac
         bad = httpx.post(hook, content=b"{", headers={"Content-Type": "application/json"})
         assert bad.status_code == 400
         assert httpx.get(url + "/healthz").status_code == 200  # not the webhook path
-        after = scrape(url + "/metrics")
+        after = scrape(admin_url + "/metrics")
 
     def delta(name: str, labels: tuple[tuple[str, str], ...] = ()) -> float:
         return after.get((name, labels), 0) - before.get((name, labels), 0)

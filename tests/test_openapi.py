@@ -22,8 +22,9 @@ from schemathesis.python.asgi import shutdown_lifespans
 from schemathesis.schemas import BaseSchema
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from starlette.testclient import TestClient
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from receiver.app import create_app
+from receiver.app import Listeners, create_listeners
 from receiver.openapi import document
 from uphooks.settings import Settings
 
@@ -37,14 +38,27 @@ def _settings(redis_url: str, **overrides: Any) -> Settings:
         "key_prefix": PREFIX,
         "queue": f"{PREFIX}-q",
         "verify": ["token"],
-        "secrets": [TOKEN],
+        "tokens": [TOKEN],
+        # Generated path tokens are refused by the hundred: keep this client below the budget.
+        "refusal_burst": 100_000,
     }
     return Settings(**(values | overrides))
 
 
+def both_listeners(listeners: Listeners) -> ASGIApp:
+    """The description (admin listener) and the endpoints it describes (public listener) on the
+    one origin schemathesis talks to."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        admin = scope["type"] == "http" and scope["path"] in ("/openapi.json", "/readyz")
+        await (listeners.admin if admin else listeners.public)(scope, receive, send)
+
+    return app
+
+
 @pytest.fixture(scope="module")
 def api_schema(redis_url: str) -> Iterator[BaseSchema]:
-    app = create_app(_settings(redis_url))
+    app = both_listeners(create_listeners(_settings(redis_url)))
     yield schemathesis.openapi.from_asgi("/openapi.json", app)
     shutdown_lifespans()  # schemathesis started the app's lifespan; end it (closes Redis)
     client = redis.Redis.from_url(redis_url)
@@ -86,11 +100,15 @@ def test_the_description_is_served_and_follows_the_settings(redis_url: str) -> N
         secrets=["whsec_" + "QUJD" * 11],
         allowed_networks="10.0.0.0/8",
     )
-    with TestClient(create_app(signed)) as client:
+    listeners = create_listeners(signed)
+    with TestClient(listeners.admin) as client:
         served = client.get("/openapi.json").json()
     assert served == document(signed)
+    assert TestClient(listeners.public).get("/openapi.json").status_code == 404
     post = served["paths"]["/webhooks/upload-post"]["post"]
-    assert set(post["responses"]) == {"200", "202", "400", "401", "403", "413", "415", "503"}
+    assert set(post["responses"]) == {
+        "200", "202", "400", "401", "403", "413", "415", "429", "503"
+    }  # fmt: skip
     assert post["security"] == [{"uploadPost": []}, {"standardWebhooks": []}]
     headers = {p["name"] for p in post["parameters"]}
     assert {"X-Upload-Post-Timestamp", "webhook-id", "webhook-timestamp"} <= headers
@@ -98,5 +116,5 @@ def test_the_description_is_served_and_follows_the_settings(redis_url: str) -> N
 
     development = _settings(redis_url, verify=["none"], serve_openapi=False)
     assert "401" not in document(development)["paths"]["/webhooks/upload-post"]["post"]["responses"]
-    with TestClient(create_app(development)) as client:
+    with TestClient(create_listeners(development).admin) as client:
         assert client.get("/openapi.json").status_code == 404

@@ -29,24 +29,26 @@ def samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def test_readyz_reports_whether_a_worker_is_seen(stack: Stack) -> None:
     plain = stack.ingress(UPHOOKS_VERIFY="none")
     strict = stack.ingress(UPHOOKS_VERIFY="none", UPHOOKS_READYZ_REQUIRES_WORKER="true")
-    nobody = httpx.get(plain.url + "/readyz")
+    nobody = httpx.get(plain.admin_url + "/readyz")
     assert nobody.status_code == 200
     assert nobody.json()["workers"] == {"alive": 0, "last_seen_seconds_ago": None}
-    assert httpx.get(strict.url + "/readyz").status_code == 503
+    assert httpx.get(strict.admin_url + "/readyz").status_code == 503
 
     stack.worker(RECORDING)
-    wait_for(lambda: httpx.get(strict.url + "/readyz").status_code == 200, timeout=15, what="ready")
-    assert httpx.get(plain.url + "/readyz").json()["workers"]["alive"] == 1
+    ready = strict.admin_url + "/readyz"
+    wait_for(lambda: httpx.get(ready).status_code == 200, timeout=15, what="ready")
+    assert httpx.get(plain.admin_url + "/readyz").json()["workers"]["alive"] == 1
 
 
 def test_two_ingress_processes_report_the_same_totals(stack: Stack) -> None:
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     proc = stack._spawn(
         [sys.executable, "-m", "uphooks.cli", "serve", "--port", str(port), "--workers", "2"],
         "ingress-multi.log",
-        stack.env(UPHOOKS_VERIFY="none"),
+        stack.env(UPHOOKS_VERIFY="none", UPHOOKS_ADMIN_PORT=str(admin_port)),
     )
     url = f"http://127.0.0.1:{port}"
+    admin_url = f"http://127.0.0.1:{admin_port}"
     wait_for(lambda: _up(url), timeout=30, what="two ingress processes")
     for item in simulate.prepare("upload_completed", 12, seed=5):
         with httpx.Client() as client:  # a new connection each: both processes answer some
@@ -54,7 +56,7 @@ def test_two_ingress_processes_report_the_same_totals(stack: Stack) -> None:
                 client.post(url + PATH, content=item.body, headers=item.headers).status_code == 202
             )
     readings = {
-        samples(url + "/metrics")[("uphooks_ingress_requests_total", (("status", "202"),))]
+        samples(admin_url + "/metrics")[("uphooks_ingress_requests_total", (("status", "202"),))]
         for _ in range(6)
     }
     assert readings == {12.0}

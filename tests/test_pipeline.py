@@ -264,7 +264,7 @@ def test_readyz_follows_redis_and_a_paused_redis_gets_503_within_the_ack_timeout
     stack = Stack(own_redis.url, own_redis.data_dir.parent)
     try:
         ingress = stack.ingress(UPHOOKS_ACK_TIMEOUT_SECONDS="1")
-        assert httpx.get(ingress.url + "/readyz", timeout=5).status_code == 200
+        assert httpx.get(ingress.admin_url + "/readyz", timeout=5).status_code == 200
         assert own_redis.process is not None
         own_redis.process.send_signal(signal.SIGSTOP)  # alive but silent: the slow case
         try:
@@ -273,7 +273,7 @@ def test_readyz_follows_redis_and_a_paused_redis_gets_503_within_the_ack_timeout
             elapsed = time.monotonic() - started
             assert slow.status_code == 503
             assert elapsed < 3, elapsed
-            assert httpx.get(ingress.url + "/readyz", timeout=5).status_code == 503
+            assert httpx.get(ingress.admin_url + "/readyz", timeout=5).status_code == 503
             assert httpx.get(ingress.url + "/healthz", timeout=5).status_code == 200
         finally:
             own_redis.process.send_signal(signal.SIGCONT)
@@ -284,7 +284,7 @@ def test_readyz_follows_redis_and_a_paused_redis_gets_503_within_the_ack_timeout
             timeout=15,
             what="recovery after Redis resumed",
         )
-        assert httpx.get(ingress.url + "/readyz", timeout=5).status_code == 200
+        assert httpx.get(ingress.admin_url + "/readyz", timeout=5).status_code == 200
     finally:
         stack.stop_all()
 

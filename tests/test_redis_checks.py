@@ -190,9 +190,11 @@ def test_a_tight_visibility_timeout_and_a_skewed_clock_are_warnings(
 ) -> None:
     client = redis.Redis(port=own_redis.port)
     client.config_set("maxmemory", 512 * 1024 * 1024)
-    # Settings accepts it (hop + hard limit < visibility timeout), but with 50 s to spare.
+    # Settings accepts it (hard limit < visibility timeout), but with 50 s to spare.
     tight = _settings(
-        visibility_timeout_seconds=1250, retry_hop_seconds=900, task_time_limit_seconds=300
+        visibility_timeout_seconds=350,
+        task_soft_time_limit_seconds=240,
+        task_time_limit_seconds=300,
     )
     warning = _warnings(check_redis(client, tight))["visibility_timeout"]
     assert "only 50s" in warning.risk

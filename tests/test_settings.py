@@ -19,9 +19,9 @@ def test_handler_modules_are_comma_separated(monkeypatch: pytest.MonkeyPatch) ->
     assert Settings().handler_modules == ["a.b", "c"]
 
 
-def test_a_hop_longer_than_the_visibility_timeout_is_refused() -> None:
+def test_a_time_limit_longer_than_the_visibility_timeout_is_refused() -> None:
     with pytest.raises(ValidationError, match="VISIBILITY_TIMEOUT"):
-        Settings(visibility_timeout_seconds=600, retry_hop_seconds=500, task_time_limit_seconds=300)
+        Settings(visibility_timeout_seconds=250, task_time_limit_seconds=300)
 
 
 def test_soft_limit_must_come_before_the_hard_one() -> None:

@@ -145,7 +145,7 @@ def test_worker_sigterm_mid_handler_lets_it_finish_and_a_new_worker_does_not_rep
     assert client.get(_test_key(stack, f"runs:{pair}")) == b"1", "the handler ran twice"
 
 
-def test_worker_sigterm_puts_a_waiting_retry_back_on_the_queue_and_it_runs_once(
+def test_worker_sigterm_with_a_retry_waiting_exits_at_once_and_the_retry_runs_once_later(
     stack: Stack,
 ) -> None:
     client = stack.client()
@@ -155,20 +155,22 @@ def test_worker_sigterm_puts_a_waiting_retry_back_on_the_queue_and_it_runs_once(
     pair = f"{key}:test.retry_later"
     attempts = _test_key(stack, f"attempts:{pair}")
 
-    # Attempt 1 failed; its retry (due RETRY_AFTER later) is now held by the worker, off the queue.
+    # Attempt 1 failed; its retry (due RETRY_AFTER later) waits in Redis, not in the worker.
+    handled = f"{stack.prefix}:handled:{key}"
     wait_for(
-        lambda: client.get(attempts) == b"1" and client.llen(stack.queue) == 0,
-        what="first attempt failed and the retry was taken by the worker",
+        lambda: client.get(attempts) == b"1" and client.hget(handled, "test.retry_later"),
+        what="first attempt failed",
     )
+    wait_for(lambda: client.hget(handled, "test.retry_later") == b"retrying", what="scheduled")
     failed = time.monotonic()
     time.sleep(0.5)
     first.proc.send_signal(signal.SIGTERM)
     assert first.proc.wait(timeout=30) == 0
     assert time.monotonic() - failed < RETRY_AFTER, "the worker waited for the retry to be due"
 
-    # Back on the queue, not stranded in the worker or in kombu's unacked set.
-    queued = client.lrange(stack.queue, 0, -1)
-    assert len(queued) == 1 and key.encode() in queued[0]
+    # The retry is in the ledger's schedule, not stranded in a worker.
+    assert client.llen(stack.queue) == 0
+    assert client.zscore(f"{stack.prefix}:due", f"{key}|test.retry_later") is not None
     assert not _effects(stack)
 
     stack.worker(SLOWISH, **NO_LOG_HANDLER)

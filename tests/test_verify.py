@@ -301,7 +301,7 @@ def test_token_in_header_or_path() -> None:
 
 
 def test_when_every_mode_fails_the_most_hopeful_reason_is_reported() -> None:
-    v = verifier("upload-post", "token", secrets=(SECRET, "a-token-of-24-characters"))
+    v = verifier("upload-post", "token", tokens=["a-token-of-24-characters"])
     # No token at all (MISSING) but a well-formed signature with an unknown secret (MISMATCH).
     verdict = check(v, upload_post_headers(OTHER.encode(), BODY))
     assert isinstance(verdict, Failed) and verdict.reason is Reason.MISMATCH

@@ -27,20 +27,32 @@ def main() -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", "processes", default=1, show_default=True, help="uvicorn processes")
 def serve(host: str, port: int, processes: int) -> None:
-    """Run the ingress (uvicorn)."""
+    """Run the ingress (uvicorn): webhooks on HOST:PORT; metrics, OpenAPI and /readyz on the
+    admin listener (UPHOOKS_ADMIN_HOST:UPHOOKS_ADMIN_PORT, 127.0.0.1:8001 by default)."""
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
+    from receiver.connections import GuardedHttpToolsProtocol
     from uphooks import logs, metrics
 
     settings = get_settings()
+    if settings.admin_port == port:
+        raise click.ClickException(
+            f"the admin listener and the webhook listener both want port {port}: set "
+            "UPHOOKS_ADMIN_PORT to another port (or 0 for no admin listener)"
+        )
     if processes > 1:  # uvicorn's processes then share one metrics folder
         metrics.prepare_multiprocess("ingress", settings)
-    uvicorn.run(
+    _raise_open_files_limit(settings.max_connections)
+    config = uvicorn.Config(
         "receiver.app:app",
         factory=True,
         host=host,
         port=port,
         workers=processes,
+        # Deadlines and connection caps (receiver/connections.py), on uvicorn's own protocol.
+        http=GuardedHttpToolsProtocol,
+        timeout_keep_alive=settings.keepalive_timeout_seconds,
         log_level=settings.log_level.lower(),
         log_config=logs.dict_config(settings, "ingress"),
         timeout_graceful_shutdown=20,
@@ -48,6 +60,62 @@ def serve(host: str, port: int, processes: int) -> None:
         proxy_headers=False,
         server_header=False,
     )
+    # Both sockets are bound here and served by one uvicorn server per process (one event
+    # loop); receiver.app.Listeners tells them apart by the port a request arrived on. With
+    # --workers N every process serves both, as uvicorn shares any socket it is given.
+    sockets = [config.bind_socket()]
+    if settings.admin_port:
+        sockets.append(_bind_admin(settings.admin_host, settings.admin_port))
+    try:
+        if processes > 1:
+            Multiprocess(config, sockets=sockets).run()
+            return
+        server = uvicorn.Server(config)
+        server.run(sockets=sockets)
+    except KeyboardInterrupt:
+        pass
+    if processes == 1 and not server.started:
+        sys.exit(3)  # uvicorn's STARTUP_FAILURE
+
+
+def _bind_admin(host: str, port: int) -> Any:
+    import logging
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family=family)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise click.ClickException(
+            f"the admin listener cannot use {host}:{port} ({exc.strerror}): set "
+            "UPHOOKS_ADMIN_PORT to a free port (0: no admin listener), or UPHOOKS_ADMIN_HOST"
+        ) from exc
+    sock.set_inheritable(True)
+    logging.getLogger("uphooks.receiver").info(
+        "admin listener (metrics, OpenAPI, readiness) on http://%s:%d", host, port
+    )
+    return sock
+
+
+def _raise_open_files_limit(connections: int) -> None:
+    """Each connection is a file descriptor: make room for UPHOOKS_MAX_CONNECTIONS of them."""
+    import resource
+
+    wanted = connections + 256  # Redis, logs, metrics files, the listeners
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        click.echo(
+            f"warning: only {target} open files allowed (ulimit -n); UPHOOKS_MAX_CONNECTIONS="
+            f"{connections} needs about {wanted}: raise the limit or lower the setting",
+            err=True,
+        )
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -226,10 +294,12 @@ def _selected(entry_id: str | None, all_: bool, flt: Any) -> list[Any]:
     return list(store.iter(flt))
 
 
-def _publish_first_attempt(keys: list[str], only: list[str] | None) -> None:
-    from workers.tasks import publish
+def _ledger() -> Any:
+    from uphooks.redis import sync_client
+    from workers.ledger import Ledger
 
-    publish(keys, only, 1, None, 0)
+    settings = get_settings()
+    return Ledger(sync_client(settings), settings)
 
 
 @dlq.command("replay")
@@ -240,15 +310,17 @@ def dlq_replay(
     entry_id: str | None, all_: bool, event: str | None, handler: str | None, platform: str | None
 ) -> None:
     """Run the failed handler again for one dead letter, or all that match."""
-    settings = get_settings()
-    store = _dead_letters()
+    ledger = _ledger()
     chosen = _selected(entry_id, all_, _filter(event, handler, platform))
-    replayed = 0
+    outcomes: dict[str, int] = {}
     with click.progressbar(chosen, label="replaying", show_pos=True, file=sys.stderr) as bar:
         for dl in bar:
-            store.replay(dl, _publish_first_attempt, settings.dedup_ttl_seconds)
-            replayed += 1
-    click.echo(f"replayed {replayed} dead letter(s)")
+            result = ledger.replay(dl.key, dl.handler, dl.record)
+            outcomes[result] = outcomes.get(result, 0) + 1
+    click.echo(f"replayed {outcomes.pop('replayed', 0)} dead letter(s)")
+    for result, n in outcomes.items():
+        what = "already done meanwhile" if result == "done" else "already under way"
+        click.echo(f"{n} not replayed: {what} (entry removed)")
 
 
 @dlq.command("purge")
@@ -765,6 +837,9 @@ def upload_post_test(send_sample: bool, secret: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def status_command(as_json: bool) -> None:
     """Is anybody processing? Workers seen (heartbeats), queue depths, dead letters."""
+    from dataclasses import asdict
+
+    from uphooks.backlog import ledger_backlog
     from uphooks.keys import Keys
     from uphooks.liveness import workers_seen
     from uphooks.metrics import queues_of
@@ -780,6 +855,7 @@ def status_command(as_json: bool) -> None:
         "queues": queues,
         "dead_letters": int(client.zcard(keys.dlq_index)),
         "deliveries_kept": int(client.zcard(keys.events_index)),
+        "ledger": asdict(ledger_backlog(client, keys)),
     }
     memory: dict[str, Any] = client.info("memory")
     used, limit = int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0))
@@ -805,6 +881,11 @@ def status_command(as_json: bool) -> None:
             click.echo(f"queue {queue}: {depth} waiting")
         click.echo(f"dead letters: {data['dead_letters']}")
         click.echo(f"deliveries kept: {data['deliveries_kept']}")
+        backlog = data["ledger"]
+        click.echo(
+            f"ledger: {backlog['open_items']} open, oldest overdue "
+            f"{backlog['oldest_overdue_seconds']:.0f}s"
+        )
         ratio = settings.redis_memory_limit_ratio
         click.echo(
             f"redis memory: {used / 2**20:.1f} MiB of maxmemory {limit / 2**20:.0f} MiB "

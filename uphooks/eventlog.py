@@ -6,8 +6,10 @@ Read only; nothing here writes. Three kinds of keys, all written by the pipeline
   enqueue script adds it);
 - ``<prefix>:delivery:<key>``: the stored delivery, JSON ``{event, received_at, headers, body}``
   (records written before the ingress stopped repeating its key name in it also hold ``key``);
-- ``<prefix>:handled:<key>``: hash, ``<handler>`` = ``done`` | ``retrying`` | ``dead`` |
-  ``queued``, ``<handler>@`` = JSON ``{attempt, at, next_at, error}`` (the dispatcher writes it).
+- ``<prefix>:handled:<key>``: the ledger's hash (workers/ledger.py): ``<handler>`` = ``queued`` |
+  ``running`` | ``retrying`` | ``done`` | ``dead``, ``<handler>@`` = JSON ``{attempt, at,
+  next_at, error}``, ``~`` = how many handlers the delivery was routed to; other fields (token,
+  queue, counters) have a suffix character and are the workers' business.
 
 Retention is ``UPHOOKS_DEDUP_TTL_SECONDS``: records and outcome hashes expire with that TTL, and
 the enqueue script trims index members older than it whenever it keeps a new delivery. An index
@@ -37,7 +39,7 @@ _CHUNK = 200
 @dataclass(frozen=True)
 class HandlerOutcome:
     handler: str
-    state: str  # done | retrying | dead | queued
+    state: str  # queued | running | retrying | done | dead
     attempt: int | None = None
     at: float | None = None
     next_at: float | None = None
@@ -63,17 +65,18 @@ class Delivery:
     profile: str | None
     outcomes: tuple[HandlerOutcome, ...]
     headers: dict[str, str] = field(default_factory=dict)
+    routed: str | None = None  # handlers it was routed to ("0": none), "unroutable", None: not yet
     body: Any = None  # the parsed body (a dict), or the raw text when it is not JSON
 
     @property
     def status(self) -> str:
-        """dead > retrying > pending (nothing settled yet, or queued again) > done."""
+        """dead > retrying > pending (not routed yet, queued or running) > done."""
         states = {o.state for o in self.outcomes}
-        if "dead" in states:
+        if "dead" in states or self.routed == "unroutable":
             return "dead"
         if "retrying" in states:
             return "retrying"
-        if not states or "queued" in states:
+        if self.routed is None or states & {"queued", "running"}:
             return "pending"
         return "done"
 
@@ -120,10 +123,15 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+#: Ledger fields that are not a handler's state: a suffix on a handler's name, or ``~...``.
+_NOT_A_STATE = ("@", "#", "!", "%", "^")
+
+
 def _outcomes(raw: dict[bytes, bytes]) -> tuple[HandlerOutcome, ...]:
     fields = {_text(k): v for k, v in raw.items()}
     rows = []
-    for name in sorted(n for n in fields if not n.endswith("@")):
+    names = (n for n in fields if not n.endswith(_NOT_A_STATE) and not n.startswith("~"))
+    for name in sorted(names):
         info: dict[str, Any] = {}
         extra = fields.get(name + "@")
         if extra:
@@ -163,6 +171,7 @@ def parse(raw_record: bytes, handled: dict[bytes, bytes], key: str | None = None
         platform=platform if isinstance(platform, str) else None,
         profile=profile if isinstance(profile, str) else None,
         outcomes=_outcomes(handled),
+        routed=_text(handled[b"~"]) if b"~" in handled else None,
         headers=dict(record.get("headers") or {}),
         body=body,
     )

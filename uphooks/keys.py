@@ -37,19 +37,13 @@ class Keys:
         return f"{self.prefix}:events"
 
     @property
-    def open_pairs(self) -> str:
-        """Sorted set of ``<key>|<handler>`` waiting for a retry message, scored by when it is
-        due; a pair still there long after that lost its message (workers/reaper.py)."""
-        return f"{self.prefix}:open"
+    def due(self) -> str:
+        """The ledger's schedule: sorted set of work items by when something must happen next.
 
-    @property
-    def reaper_watermark(self) -> str:
-        """Receipt time up to which the reaper has looked for never-claimed deliveries."""
-        return f"{self.prefix}:reaper:watermark"
-
-    @property
-    def reaper_lock(self) -> str:
-        return f"{self.prefix}:reaper:lock"
+        Members are pair ids ``<key>|<handler>`` (a retry, a hand-off, a running pair whose
+        lease must be looked at) or ``<key>|`` (a delivery not yet routed by any worker); see
+        workers/ledger.py."""
+        return f"{self.prefix}:due"
 
     @property
     def worker_heartbeat(self) -> str:

@@ -102,10 +102,24 @@ class _Metrics:
             "UPHOOKS_REDIS_MEMORY_LIMIT_RATIO of its maxmemory; nothing was kept.",
             registry=registry,
         )
+        self.connections_closed = Counter(
+            "uphooks_ingress_connections_closed",
+            "Connections the ingress closed itself: head_timeout, body_timeout, head_too_large, "
+            "idle, or refused at once (total, per_source).",
+            ["reason"],
+            registry=registry,
+        )
         self.handler_runs = Counter(
             "uphooks_handler_runs",
             "Handler outcomes per (delivery, handler) run: done, retried or dead.",
             ["handler", "outcome"],
+            registry=registry,
+        )
+        self.scheduled = Counter(
+            "uphooks_scheduler_published",
+            "Items the scheduler published when due: pairs (retries, hand-offs, replays) and "
+            "recoveries (a delivery or pair whose message or run was lost, published again).",
+            ["kind"],
             registry=registry,
         )
         self.handler_seconds = Histogram(
@@ -253,6 +267,12 @@ def enqueue_failed(reason: str) -> None:
     metrics().enqueue_failures.labels(reason).inc()
 
 
+@_never_raises
+def connection_closed(reason: str) -> None:
+    """The ingress ended a connection itself (receiver/connections.py says why)."""
+    metrics().connections_closed.labels(reason).inc()
+
+
 # -- workers --------------------------------------------------------------------------------
 
 
@@ -290,6 +310,15 @@ def handler_outcomes(
             runs.labels(name, outcome).inc()
 
 
+@_never_raises
+def scheduler_pass(published: int, recovered: int) -> None:
+    """Count what one scheduler pass published (workers/schedule.py)."""
+    if published:
+        metrics().scheduled.labels("published").inc(published)
+    if recovered:
+        metrics().scheduled.labels("recovered").inc(recovered)
+
+
 # -- what Redis holds, read at scrape time ---------------------------------------------------
 
 
@@ -317,8 +346,10 @@ class PipelineCollector(Collector):
                 pipe.llen(queue)
             pipe.hlen(KOMBU_UNACKED)
             pipe.zcard(self._keys.dlq_index)
+            pipe.zcard(self._keys.due)
+            pipe.zrange(self._keys.due, 0, 0, withscores=True)
             pipe.info("memory")
-            *depths, unacked, dead, memory = pipe.execute()
+            *depths, unacked, dead, open_items, oldest, memory = pipe.execute()
             seen = workers_seen(self._client, self._keys, self._stale)
         except redis.RedisError as exc:
             log.warning("metrics scrape: redis unreachable: %s", exc)
@@ -352,6 +383,17 @@ class PipelineCollector(Collector):
             "Redis's maxmemory (0: no limit); the ingress refuses new deliveries above "
             "UPHOOKS_REDIS_MEMORY_LIMIT_RATIO of it.",
             value=int(memory.get("maxmemory", 0)),
+        )
+        yield GaugeMetricFamily(
+            "uphooks_ledger_open_items",
+            "Pairs not yet settled and deliveries not yet routed, in the ledger's schedule.",
+            value=open_items,
+        )
+        yield GaugeMetricFamily(
+            "uphooks_ledger_oldest_overdue_seconds",
+            "How long the oldest overdue item in the ledger's schedule has waited (0: none); "
+            "it grows when no worker moves due work or recovery cannot keep up.",
+            value=max(0.0, time.time() - oldest[0][1]) if oldest else 0.0,
         )
         yield GaugeMetricFamily(
             "uphooks_workers_alive",
@@ -464,6 +506,7 @@ __all__ = [
     "CONTENT_TYPE_LATEST",
     "IngressMetrics",
     "PipelineCollector",
+    "connection_closed",
     "duplicate",
     "endpoint",
     "enqueue_failed",

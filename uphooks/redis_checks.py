@@ -266,7 +266,7 @@ def _memory(config: Mapping[str, str], info: Mapping[str, Any]) -> list[Finding]
 def _visibility(offset: float | None, settings: Settings) -> list[Finding]:
     """The visibility timeout must outlast the longest hold of a message plus the clock skew."""
     vt = settings.visibility_timeout_seconds
-    hold = settings.retry_hop_seconds + settings.task_time_limit_seconds
+    hold = settings.task_time_limit_seconds  # no message waits in a worker any more
     margin = vt - hold  # Settings made sure it is positive
     findings: list[Finding] = []
     if margin < TIGHT_MARGIN_SECONDS:
@@ -274,8 +274,7 @@ def _visibility(offset: float | None, settings: Settings) -> list[Finding]:
             Finding(
                 "visibility_timeout",
                 f"{vt}s",
-                f"only {margin}s beyond the longest hold of a message (a retry hop of "
-                f"{settings.retry_hop_seconds}s plus the hard time limit of "
+                f"only {margin}s beyond the longest hold of a message (the hard time limit of "
                 f"{settings.task_time_limit_seconds}s): a worker stalled longer, or hosts whose "
                 "clocks differ more, hand a message to a second worker. Raise "
                 "UPHOOKS_VISIBILITY_TIMEOUT_SECONDS or lower the others.",

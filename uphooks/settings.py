@@ -6,9 +6,12 @@ Nothing else in the project reads ``os.environ``. Values come from ``UPHOOKS_*``
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_network
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     AliasChoices,
@@ -73,20 +76,23 @@ class Settings(BaseSettings):
     worker_concurrency: int | None = None
     # A message whose worker died this many times is split up, then dead-lettered (poison).
     poison_max_deliveries: int = 3
-    # Retries of a failing handler: exponential backoff with full jitter.
+    # Retries of a failing handler: exponential backoff with full jitter. A retry waits in Redis
+    # (the ledger's schedule, workers/schedule.py), so a delay may be hours long.
     retry_max_attempts: int = 12
     retry_base_delay_seconds: float = 10.0
     retry_max_delay_seconds: float = 2 * HOUR
-    # A retry further away than this waits in hops of at most this long (see workers/retrying.py).
-    retry_hop_seconds: int = 900
     # Dead letters are kept this long.
     dlq_retention_seconds: int = 30 * DAY
-    # A delivery (or a retry) whose Celery message was lost on its way from Redis to a worker is
-    # published again once it is this much overdue (workers/reaper.py). Must exceed the time a
-    # healthy message may take to come back: visibility timeout + hard time limit + one sweep.
-    reconcile_after_seconds: int = 2 * HOUR
-    # How often one worker (whichever takes the lock) looks for such deliveries.
-    reconcile_interval_seconds: int = 60
+    # A running handler's lease (workers/leases.py): renewed every third of this while it runs,
+    # so a handler may run as long as it needs; a dead worker's pairs are taken over after it.
+    lease_seconds: float = Field(default=30.0, ge=1.0)
+    # How often every worker moves due work (retries, hand-offs, recoveries) onto its queue.
+    schedule_interval_seconds: float = Field(default=1.0, gt=0)
+    # A delivery or pair whose message was published but not taken by a worker this long after
+    # (lost between Redis and a worker, or waiting in a long queue) is published again; the
+    # wait doubles each time for the same item (up to 16x). A copy is harmless (the ledger
+    # fences it), so this trades recovery time against extra messages under a long backlog.
+    recover_after_seconds: int = Field(default=10 * 60, ge=1)
 
     # --- Logs
     log_level: str = "INFO"
@@ -105,7 +111,8 @@ class Settings(BaseSettings):
     # under metrics_dir (default: the system temp folder) that the owning process removes.
     metrics_enabled: bool = True
     worker_metrics_port: int | None = None
-    worker_metrics_address: str = "0.0.0.0"
+    # Bound to this host only by default: metrics describe queues and handlers (docs/security.md).
+    worker_metrics_address: str = "127.0.0.1"
     metrics_dir: str | None = None
     # "json" (one object per line), "plain", or "auto": plain on a terminal, JSON otherwise.
     log_format: Literal["auto", "json", "plain"] = "auto"
@@ -162,8 +169,36 @@ class Settings(BaseSettings):
     )
     # Webhook requests in progress at once, per process; one more is answered 503 at once.
     max_concurrent_requests: int = Field(default=256, ge=1)
-    # Serve the ingress's OpenAPI description at GET /openapi.json.
+    # Serve the ingress's OpenAPI description at GET /openapi.json (on the admin listener).
     serve_openapi: bool = True
+    # Token mode's tokens, comma-separated; never the signing secrets (UPHOOKS_SECRETS).
+    tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+
+    # --- The edge (receiver/connections.py, throttle.py; docs/security.md, "What the ingress
+    # does alone"). The public listener serves the webhook path and /healthz only; metrics,
+    # OpenAPI and /readyz go on the admin listener (0 turns it off). In Kubernetes bind the pod
+    # IP (0.0.0.0) and let only the kubelet and Prometheus reach that port.
+    admin_host: str = "127.0.0.1"
+    admin_port: int = Field(default=8001, ge=0, le=65535)
+    # A request's head must arrive within this long of the connection opening (or of the
+    # previous answer); its body within this long of the head. Then 408 and the connection ends.
+    head_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    # An open connection with no request in it is closed after this long.
+    keepalive_timeout_seconds: int = Field(default=5, ge=1)
+    # Request line plus headers; more is answered 431 (real deliveries send about 1 KB).
+    max_head_bytes: int = Field(default=32 * 1024, ge=1024)
+    # Open connections per process, and per source address (an IPv6 /64 counts as one source;
+    # UPHOOKS_TRUSTED_PROXIES are not capped per source). One more is closed at once.
+    max_connections: int = Field(default=2048, ge=1)
+    max_connections_per_source: int = Field(default=64, ge=1)
+    # Refused requests (401/403/413/415, 503 for an unknown secret) each source may cost, per
+    # process: a burst, then this many per second. Past it the source is throttled: its refusals
+    # are answered 429, and bodies above throttled_body_bytes 429 without being read. Valid
+    # deliveries never spend the budget (docs/security.md, "Throttling refused requests").
+    refusal_burst: int = Field(default=20, ge=1)
+    refusal_rate_per_second: float = Field(default=1.0, gt=0)
+    throttled_body_bytes: int = Field(default=64 * 1024, ge=1024)
 
     @field_validator("verify", mode="before")
     @classmethod
@@ -186,7 +221,7 @@ class Settings(BaseSettings):
             raise ValueError("UPHOOKS_VERIFY=none accepts everything: it cannot be combined")
         return list(dict.fromkeys(value))
 
-    @field_validator("secrets", mode="before")
+    @field_validator("secrets", "tokens", mode="before")
     @classmethod
     def _split_secrets(cls, value: object) -> object:
         if isinstance(value, str | SecretStr):
@@ -294,30 +329,36 @@ class Settings(BaseSettings):
                 "UPHOOKS_TASK_SOFT_TIME_LIMIT_SECONDS must be below "
                 "UPHOOKS_TASK_TIME_LIMIT_SECONDS so a handler is told to stop before it is killed"
             )
-        if self.retry_hop_seconds + self.task_time_limit_seconds >= vt:
+        if self.task_time_limit_seconds >= vt:
             raise ValueError(
-                "UPHOOKS_RETRY_HOP_SECONDS + UPHOOKS_TASK_TIME_LIMIT_SECONDS must stay below "
+                "UPHOOKS_TASK_TIME_LIMIT_SECONDS must stay below "
                 f"UPHOOKS_VISIBILITY_TIMEOUT_SECONDS ({vt}): otherwise kombu redelivers a "
-                "waiting or running message to a second worker. Raise the visibility timeout "
-                "or lower the others."
+                "running message to a second worker. Raise the visibility timeout or lower the "
+                "time limit."
             )
         if self.ack_timeout_seconds >= 10:
             raise ValueError(
                 "UPHOOKS_ACK_TIMEOUT_SECONDS must stay below the sender's ~10 s timeout"
             )
-        restored_within = vt + self.task_time_limit_seconds + self.restore_sweep_seconds
-        if self.reconcile_after_seconds <= restored_within:
-            raise ValueError(
-                f"UPHOOKS_RECONCILE_AFTER_SECONDS must exceed {restored_within} (visibility "
-                "timeout + hard time limit + restore sweep): otherwise messages that are only "
-                "waiting to be restored are published a second time"
-            )
         return self
 
-    @property
-    def lease_ttl_ms(self) -> int:
-        """How long a (event, handler) lease lives: a killed holder's lease frees itself."""
-        return (self.task_time_limit_seconds + 30) * 1000
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # The Redis URL may carry a password: repr() and str() show it masked.
+        for name, value in super().__repr_args__():
+            yield name, masked_url(value) if name == "redis_url" else value
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password (and a user name standing alone as one) replaced by ``***``,
+    for anything printed: logs, errors, CLI output, ``repr(settings)``."""
+    url = re.sub(r"([?&])password=[^&#]*", r"\1password=***", url)  # redis-py reads it too
+    parts = urlsplit(url)
+    if parts.password is None and not parts.username:
+        return url
+    user = parts.username if parts.password is not None else None
+    credentials = f"{user}:***" if user else "***"
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{credentials}@{host}"))
 
 
 @lru_cache(maxsize=1)

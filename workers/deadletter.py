@@ -1,15 +1,17 @@
 """Dead letters: (delivery, handler) pairs that will not be retried any more, kept for a human.
 
 An entry holds the delivery record (so it outlives the delivery's own TTL), the handler, the
-number of attempts, the last error with its traceback, and the times. Replay republishes the
-delivery for that handler alone, so handlers that already succeeded are not run again.
+number of attempts, the last error with its traceback, and the times. The settle step writes an
+entry in the same atomic step as the pair's ``dead`` state (workers/settle.lua). Replay
+(workers/ledger.py, ``Ledger.replay``) starts a new generation of that one pair, so handlers that
+already succeeded are not run again.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -19,7 +21,7 @@ import redis
 from uphooks.keys import Keys
 
 #: The handler name of a dead letter whose delivery could not be routed at all; replaying one
-#: runs every handler the delivery has not been handled by yet.
+#: routes the delivery again and runs every handler it has not been handled by yet.
 ROUTING_HANDLER = "uphooks.routing"
 
 
@@ -114,17 +116,6 @@ class DeadLetters:
         pipe.delete(self._keys.dlq_entry(eid))
         pipe.zrem(self._keys.dlq_index, eid)
         pipe.execute()
-
-    def replay(
-        self, dl: DeadLetter, publish: Callable[[list[str], list[str] | None], None], ttl_s: int
-    ) -> None:
-        """Put the delivery back (if its record expired) and republish it for its handler only.
-
-        The entry is removed only after the publish succeeded: a failed replay keeps it.
-        """
-        self._r.set(self._keys.delivery(dl.key), dl.record, nx=True, ex=ttl_s)
-        publish([dl.key], None if dl.handler == ROUTING_HANDLER else [dl.handler])
-        self.remove(dl.entry_id)
 
     def purge(self, flt: Filter | None = None) -> int:
         n = 0

@@ -1,16 +1,18 @@
-"""When a failed handler runs again, and how the waiting is kept safe.
+"""What a failed run comes to: retried later, or dead. Decided here and nowhere else.
 
-The decision: a retry is a *new Celery message* for that handler alone (``only=[handler]``),
-published before the current message is acknowledged, with ``not_before`` = when it is due.
+``RetryPolicy.decide(spec, attempt, error)`` answers :class:`Retry` (with when it is due) or
+:class:`Dead`:
 
-Why not one long ``countdown``: the sender itself retries for ~8.5 h, so our backoff may span
-hours, but on Redis a message with a countdown sits unacknowledged in a worker, and kombu hands
-any message unacknowledged longer than the visibility timeout to a second worker (a duplicate).
-So a delay longer than ``retry_hop_seconds`` (kept below the visibility timeout by Settings) is
-waited out in hops: the message comes due after at most one hop, sees ``not_before`` is still
-ahead, and republishes itself for the next hop. Nothing waits only in a worker's memory: a waiting
-message is always in Redis (queued, or in kombu's unacked set, which is restored if its worker
-dies).
+- :class:`~handlers.errors.PermanentError`: dead at once; retrying cannot help.
+- any other exception: retried with exponential backoff and full jitter, from the handler's
+  ``backoff=(base, max)`` or ``UPHOOKS_RETRY_BASE_DELAY_SECONDS`` /
+  ``UPHOOKS_RETRY_MAX_DELAY_SECONDS``, until its ``max_attempts`` (or
+  ``UPHOOKS_RETRY_MAX_ATTEMPTS``) is used up; then dead.
+- a :class:`~handlers.errors.TransientError` with ``retry_after`` (a ``Retry-After`` header, a
+  Telegram ``retry_after``) is never retried sooner than that.
+
+A retry waits in the ledger's schedule in Redis (workers/schedule.py), not in a worker, so a
+delay may be hours long: no visibility timeout limits it and no worker holds it.
 """
 
 from __future__ import annotations
@@ -18,11 +20,24 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from handlers.errors import PermanentError, TransientError
+from handlers.registry import HandlerSpec
 from uphooks.settings import Settings
+
+
+@dataclass(frozen=True)
+class Retry:
+    due: float  # unix time
+
+
+@dataclass(frozen=True)
+class Dead:
+    reason: str  # "permanent" or "attempts"
 
 
 def backoff_delay(base: float, maximum: float, attempt: int, floor: float | None = None) -> float:
@@ -32,15 +47,32 @@ def backoff_delay(base: float, maximum: float, attempt: int, floor: float | None
     return max(delay, floor or 0.0)
 
 
-def hop(settings: Settings, not_before: float, now: float | None = None) -> float:
-    """The countdown of the next hop towards ``not_before``: never longer than one hop."""
-    remaining = not_before - (now if now is not None else time.time())
-    return max(0.0, min(remaining, float(settings.retry_hop_seconds)))
+class RetryPolicy:
+    def __init__(self, settings: Settings) -> None:
+        self._s = settings
+
+    def max_attempts(self, spec: HandlerSpec) -> int:
+        return spec.max_attempts or self._s.retry_max_attempts
+
+    def decide(
+        self, spec: HandlerSpec, attempt: int, error: BaseException, now: float | None = None
+    ) -> Retry | Dead:
+        if isinstance(error, PermanentError):
+            return Dead("permanent")
+        if attempt >= self.max_attempts(spec):
+            return Dead("attempts")
+        if spec.backoff is None:
+            base, maximum = self._s.retry_base_delay_seconds, self._s.retry_max_delay_seconds
+        else:
+            base, maximum = spec.backoff.base, spec.backoff.max
+        floor = error.retry_after if isinstance(error, TransientError) else None
+        now = time.time() if now is None else now
+        return Retry(now + backoff_delay(base, maximum, attempt, floor))
 
 
-#: Publishing to Redis: retried for a while inside the task, since giving up means the message
-#: goes back to the queue (Reject) and the whole batch is looked at again.
-publish_with_retries: Callable[[Callable[..., Any]], Callable[..., Any]] = retry(
+#: Writes to Redis on the way out of a task: retried for a while inside the task, since giving
+#: up means the message goes back to the queue (Reject) and is looked at again.
+with_redis_retries: Callable[[Callable[..., Any]], Callable[..., Any]] = retry(
     retry=retry_if_exception_type(Exception),
     wait=wait_exponential(multiplier=0.1, max=2),
     stop=stop_after_delay(20),

@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from chaos.report import Row
-from chaos.scenarios import duplicates, kills, memory, poison, redis_faults, retries, steady
+from chaos.scenarios import (
+    duplicates,
+    kills,
+    ledger,
+    memory,
+    poison,
+    redis_faults,
+    retries,
+    steady,
+)
 from chaos.scenarios.base import Ctx
 
 Scenario = Callable[[Ctx], Row]
@@ -31,5 +40,7 @@ SCENARIOS: dict[str, Scenario] = {
     "9b": retries.retry_publish_long_outage,
     "10a": redis_faults.redis_paused,
     "10b": redis_faults.redis_slowed,
+    "11a": ledger.loss_and_kills,
     "11b": memory.redis_near_full,
+    "11c": ledger.three_copies,
 }

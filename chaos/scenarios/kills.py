@@ -10,9 +10,9 @@ from typing import Any
 from chaos.holds import Hold
 from chaos.keeper import Keeper, release_after
 from chaos.load import Background, acked_keys
-from chaos.report import Row, count, drain
+from chaos.report import Row, check_runs, count, drain, quiesce
 from chaos.scenarios.base import Ctx, deliveries, sender, settle_queue, start_stack, timed
-from chaos.stack import Cluster, Proc, parent_of
+from chaos.stack import Cluster, Proc, children_of, parent_of
 
 HOLD = {"mode": "hold"}
 
@@ -50,7 +50,9 @@ def pool_child_killed(ctx: Ctx) -> Row:
             row.recovery_s = drain(
                 cluster, acked_keys(batch), _drain_deadline(cluster), settle=settle_queue(cluster)
             )
+        quiesce(row, cluster)
         count(row, cluster, batch)
+        check_runs(row, cluster, acked_keys(batch), killed=keeper.killed_at)
         row.figures.update(children_killed=len(keeper.killed), holds_released=keeper.released)
         row.check("pool children were killed mid-handler", len(keeper.killed) >= duration / 3)
         row.check("nothing dead-lettered", row.dlq == 0, row.dlq)
@@ -91,6 +93,7 @@ def whole_worker_killed(ctx: Ctx) -> Row:
             frozen.add(a.pid)  # A's holds stay held: A surely has work in hand when it dies
             held = _wait_for_hold_in(keeper, a, 10)
             a.supervised = False  # A stays dead: B must take over
+            pids = children_of(a.pid)
             a.signal_group(signal.SIGKILL)
             t_kill = time.time()
             a.popen.wait()
@@ -98,7 +101,9 @@ def whole_worker_killed(ctx: Ctx) -> Row:
             drain(
                 cluster, acked_keys(batch), _drain_deadline(cluster), settle=settle_queue(cluster)
             )
+            quiesce(row, cluster)
         count(row, cluster, batch)
+        check_runs(row, cluster, acked_keys(batch), killed=dict.fromkeys(pids, t_kill))
         effects = cluster.store.effect_times()
         before = {d.key for d in batch if d.key and d.acked_at and d.acked_at < t_kill}
         stranded = {k for k in before if effects.get(k, t_kill) > t_kill + 2}
@@ -143,6 +148,7 @@ def sigterm_mid_handler(ctx: Ctx, group: bool) -> Row:
             frozen.add(a.pid)
             held = _wait_for_hold_in(keeper, a, 10)
             a.supervised = False
+            pids = children_of(a.pid)
             if group:
                 a.signal_group(signal.SIGTERM)
             else:
@@ -159,7 +165,9 @@ def sigterm_mid_handler(ctx: Ctx, group: bool) -> Row:
             row.recovery_s = drain(
                 cluster, acked_keys(batch), _drain_deadline(cluster), settle=settle_queue(cluster)
             )
+            quiesce(row, cluster)
         count(row, cluster, batch)
+        check_runs(row, cluster, acked_keys(batch), killed=dict.fromkeys(pids, t_term))
         held_runs = cluster.store.runs(held.key) if held else []
         row.figures.update(
             worker_exit_after_s=exit_s,

@@ -5,7 +5,7 @@ then deliveries with ~4 KB bodies arrive at a fixed rate through the real ingres
 (each handler run takes 100 ms, so a backlog builds), the ingress's limit
 (UPHOOKS_REDIS_MEMORY_LIMIT_RATIO, 90%) is crossed within seconds, and the rest of the load is
 answered 503 while the workers drain the backlog. Once the ingress has refused for a while
-(``/readyz`` says ``full``; timed from there, so a slow machine does not change the story) the
+(timed from when Redis passed the limit, so a slow machine does not change the story) the
 filler is deleted, as added memory or an expiring window would free it, and the sender's
 retries are taken.
 
@@ -22,7 +22,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-import httpx
 import orjson
 
 from chaos.load import Background, Delivery, acked_keys, event_body
@@ -72,13 +71,11 @@ def padded(n: int, run: str) -> Delivery:
     return Delivery(ident, orjson.dumps(body))
 
 
-def refusing(url: str) -> bool:
-    """The ingress says it is turning deliveries away for lack of Redis memory."""
-    try:
-        probe = httpx.get(url + "/readyz", timeout=5)
-    except httpx.TransportError:
-        return False
-    return probe.status_code == 503 and probe.json().get("redis") == "full"
+def past_the_limit(cluster: Cluster) -> bool:
+    """Redis is above the ingress's limit: from its next reading on, the ingress refuses."""
+    ratio = cluster.settings.redis_memory_limit_ratio
+    with cluster.client() as r:
+        return int(r.info("memory")["used_memory"]) >= ratio * MAXMEMORY
 
 
 def backlog(cluster: Cluster) -> int:
@@ -116,7 +113,7 @@ def redis_near_full(ctx: Ctx) -> Row:
             t_load = time.time()
             load = Background(patient, "at_rate", batch, float(rate)).start()
             deadline = time.time() + duration + 120
-            while not refusing(url) and time.time() < deadline:
+            while not past_the_limit(cluster) and time.time() < deadline:
                 time.sleep(0.2)
             row.figures["backlog_when_full"] = backlog(cluster)
             with cluster.client() as r:

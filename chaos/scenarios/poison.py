@@ -6,7 +6,7 @@ import itertools
 import time
 
 from chaos.load import Background, acked_keys
-from chaos.report import Row, count, drain
+from chaos.report import Row, check_runs, count, drain, quiesce
 from chaos.scenarios.base import Ctx, deliveries, sender, settle_queue, start_stack, timed
 
 
@@ -22,8 +22,10 @@ def poison(ctx: Ctx) -> Row:
         batch = deliveries(n, "s6", lambda i: {"mode": "poison"} if i in poisoned else None)
         batch = Background(sender(url), "at_rate", batch, rate).start().join(duration + 120)
         drain(cluster, acked_keys(batch), 90, settle=settle_queue(cluster))
+        quiesce(row, cluster)
         count(row, cluster, batch)
         poison_keys = {batch[i].key for i in poisoned if batch[i].key}
+        check_runs(row, cluster, acked_keys(batch) - poison_keys)
         runs = {k: len(cluster.store.runs(k)) for k in poison_keys}
         dead = cluster.dead_lettered()
         # The others kept flowing: the longest pause between two effects while poison was live.

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from chaos.load import Attempt, Background, Delivery, ack_rate, acked_keys, percentile
 from chaos.proxy import BRPOP, Proxy
-from chaos.report import Row, count, drain
+from chaos.report import Row, check_runs, count, drain, quiesce
 from chaos.scenarios.base import Ctx, deliveries, sender, settle_queue, start_stack, timed
 from chaos.stack import Cluster
 
@@ -80,7 +80,9 @@ def redis_killed(ctx: Ctx, fsync: str, sid: str) -> Row:
             return t_down, t_up
 
         batch, probe, t_down, t_up = _fault_during_load(ctx, cluster, url, sid, kill_and_restart)
+        quiesce(row, cluster)
         count(row, cluster, [*burst, *batch, *probe])
+        check_runs(row, cluster, acked_keys([*burst, *batch, *probe]))
         _window_checks(row, [*batch, *probe], t_down, t_up)
         effects = cluster.store.effect_times()
         acked_before = [d.key for d in batch if d.key and d.acked_at and d.acked_at < t_down]
@@ -149,7 +151,9 @@ def redis_paused(ctx: Ctx) -> Row:
             return t_stop, time.time()
 
         batch, probe, t_stop, t_cont = _fault_during_load(ctx, cluster, url, "s10a", pause)
+        quiesce(row, cluster)
         count(row, cluster, [*batch, *probe])
+        check_runs(row, cluster, acked_keys([*batch, *probe]))
         _window_checks(row, [*batch, *probe], t_stop, t_cont)
         limit = cluster.settings.ack_timeout_seconds + 1
         _answered_in_time(row, probe, batch, limit, t_stop)
@@ -175,7 +179,9 @@ def redis_slowed(ctx: Ctx) -> Row:
                 return t_slow, time.time()
 
             batch, probe, t_slow, t_fast = _fault_during_load(ctx, cluster, url, "s10b", slow_down)
+            quiesce(row, cluster)
             count(row, cluster, [*batch, *probe])
+            check_runs(row, cluster, acked_keys([*batch, *probe]))
             _window_checks(row, [*batch, *probe], t_slow, t_fast)
             limit = cluster.settings.ack_timeout_seconds + 1
             _answered_in_time(row, probe, batch, limit, t_slow)
@@ -216,11 +222,15 @@ def _lost_after_brpop(
             batch = sender(url).at_rate(deliveries(1, f"s{sid}", lambda i: chaos), 1.0)
             tripped = proxy.tripped.wait(30)
             s = cluster.settings
-            # Past the visibility timeout (a restored message would be back by then) and long
-            # enough for the reaper proposed in docs/reliability.md to publish it again.
-            deadline = max(s.visibility_timeout_seconds + s.restore_sweep_seconds, 28) + 2 * nth
+            # The lost message's item in the ledger's schedule comes due after
+            # recover_after_seconds and the scheduler publishes it again; past the visibility
+            # timeout too (a restored message would be back by then).
+            deadline = max(s.visibility_timeout_seconds, 2 * s.recover_after_seconds) + 20
             drain(cluster, acked_keys(batch), deadline, settle=settle_queue(cluster))
+            quiesce(row, cluster)
             count(row, cluster, batch)
+            expected = 1 + int(str((chaos or {}).get("k", 0)))
+            check_runs(row, cluster, acked_keys(batch), expected=lambda key: expected)
             effect_at = cluster.store.effect_times().get(batch[0].key or "")
             if effect_at is not None and proxy.tripped_at is not None:
                 row.recovery_s = round(effect_at - proxy.tripped_at, 1)
@@ -228,7 +238,7 @@ def _lost_after_brpop(
             runs = cluster.store.runs(batch[0].key) if batch[0].key else []
             row.figures["runs"] = [f"{r.attempt}:{r.outcome}" for r in runs]
             row.evidence += [
-                line for p in cluster.procs for line in p.log_lines("publishing it again")
+                line for p in cluster.procs for line in p.log_lines("published again")
             ][:2]
         finally:
             proxy.stop()
@@ -240,17 +250,16 @@ def connection_lost_after_brpop(ctx: Ctx) -> Row:
 
 
 def retry_lost_after_brpop(ctx: Ctx) -> Row:
-    """The same for a retry. Due in 5 s, it waits a 3 s hop in one worker, which then publishes
-    it again for the rest; the other worker, idle and holding nothing, takes that message (its
-    Celery headers say ``'attempt': 2`` in plain text) and its connection is cut. Had the cut
-    hit a worker still holding the message that published it, kombu would restore that one
-    and hide the loss."""
+    """The same for a retry: the first attempt fails (retry after 2 s), the scheduler publishes
+    the pair message (its body names ``pairs``) when it is due, and the BRPOP reply carrying it
+    is cut. The pair stays ``queued`` in the ledger's schedule and is published again after
+    ``recover_after_seconds``."""
     return _lost_after_brpop(
         ctx,
         "8d",
         "connection lost as BRPOP hands a worker a retry",
-        {"mode": "fail", "k": 1, "retry_after": 5},
-        b"'attempt': 2",
-        nth=2,
+        {"mode": "fail", "k": 1, "retry_after": 2},
+        b"pairs",
+        nth=1,
         workers=2,
     )

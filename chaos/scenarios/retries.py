@@ -1,17 +1,30 @@
-"""5: transient failures and retries; 9: Redis gone exactly when a retry is published."""
+"""5: transient failures and retries; 9: Redis gone exactly when a retry is recorded.
+
+A retry is no longer a message a worker publishes: the run's outcome goes into the ledger
+(settle.lua, one EVALSHA) and the scheduler publishes the pair message when it is due. So the
+faults are placed on the settle call, found by its script's SHA1 in the command bytes."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import time
 from collections import Counter
+from importlib.resources import files
 
 from chaos.load import Background, Delivery, acked_keys
-from chaos.proxy import LPUSH, Proxy
-from chaos.report import Row, count, drain
+from chaos.proxy import Proxy
+from chaos.report import Row, check_runs, count, drain, quiesce
 from chaos.scenarios.base import Ctx, deliveries, sender, settle_queue, start_stack, timed
 from chaos.stack import Cluster
+
+#: The settle script's EVALSHA as redis-py sends it: how the proxy spots a run's outcome.
+SETTLE = (
+    hashlib.sha1(files("workers").joinpath("settle.lua").read_text(encoding="utf-8").encode())
+    .hexdigest()
+    .encode()
+)
 
 
 def _task_deliveries(cluster: Cluster) -> list[int]:
@@ -30,7 +43,9 @@ def transient_failures(ctx: Ctx) -> Row:
         batch = deliveries(n, "s5a", lambda i: {"mode": "fail", "k": k})
         batch = Background(sender(url), "at_rate", batch, 10.0).start().join(120)
         row.recovery_s = drain(cluster, acked_keys(batch), 60, settle=settle_queue(cluster))
+        quiesce(row, cluster)
         count(row, cluster, batch)
+        check_runs(row, cluster, acked_keys(batch), expected=lambda key: k + 1)
         shapes: Counter[str] = Counter()
         for key in acked_keys(batch):
             runs = cluster.store.runs(key)
@@ -42,9 +57,10 @@ def transient_failures(ctx: Ctx) -> Row:
 
 
 def kill_between_publish_and_ack(ctx: Ctx) -> Row:
-    """The child that published a retry is SIGKILLed the moment Redis confirmed the publish,
-    before the original message was acknowledged: both messages are delivered, 1 effect."""
-    row = Row("5b", "kill between retry publish and original's ack")
+    """The child that recorded a retry is SIGKILLed the moment Redis confirmed the settle,
+    before the original message was acknowledged: the original comes back (a copy, a no-op by
+    fencing) and the retry runs once: runs 1:fail 2:effect, 1 effect."""
+    row = Row("5b", "kill between retry settle and original's ack")
     start = time.time()
     with ctx.cluster("s5b-publish-kill") as cluster:
         assert cluster.redis_server is not None
@@ -54,17 +70,21 @@ def kill_between_publish_and_ack(ctx: Ctx) -> Row:
             [event] = deliveries(1, "s5b", lambda i: {"mode": "fail", "k": 1})
             killed: list[int] = []
 
-            def kill_the_publisher() -> None:
+            def kill_the_settler() -> None:
                 runs = [r for r in cluster.store.runs() if r.outcome == "fail"]
                 if runs:
                     os.kill(runs[-1].pid, signal.SIGKILL)
                     killed.append(runs[-1].pid)
 
-            proxy.arm(LPUSH, action="after_reply", on_trip=kill_the_publisher)
+            # On the settle's result (an array), not on a -NOSCRIPT error: redis-py then sends
+            # the script itself on the same connection, and that reply is the one Redis did.
+            proxy.arm(SETTLE, action="after_reply", on_trip=kill_the_settler, reply_prefix=b"*")
             sender(url).at_rate([event], 1.0)
             tripped = proxy.tripped.wait(30)
             row.recovery_s = drain(cluster, acked_keys([event]), 60, settle=settle_queue(cluster))
+            quiesce(row, cluster)
             count(row, cluster, [event])
+            check_runs(row, cluster, acked_keys([event]), expected=lambda key: 2)
             runs = cluster.store.runs(event.key) if event.key else []
             messages = _task_deliveries(cluster)
             row.figures.update(
@@ -72,10 +92,15 @@ def kill_between_publish_and_ack(ctx: Ctx) -> Row:
                 runs=[f"{r.attempt}:{r.outcome}" for r in runs],
                 task_deliveries=messages,
             )
-            row.check("the retry's publish tripped the kill", tripped and bool(killed))
+            row.check("the retry's settle tripped the kill", tripped and bool(killed))
             row.check(
-                "both messages delivered (original twice), 1 effect",
-                messages == [1, 2] and [r.outcome for r in runs].count("effect") == 1,
+                "the retry ran as attempt 2 (the settle was recorded before the kill)",
+                [f"{r.attempt}:{r.outcome}" for r in runs] == ["1:fail", "2:effect"],
+                [f"{r.attempt}:{r.outcome}" for r in runs],
+            )
+            row.check(
+                "the original message was delivered again (a no-op), 1 effect",
+                max(messages, default=0) >= 2 and [r.outcome for r in runs].count("effect") == 1,
                 messages,
             )
             row.evidence += [
@@ -87,16 +112,16 @@ def kill_between_publish_and_ack(ctx: Ctx) -> Row:
 
 
 def redis_gone_at_retry_publish(ctx: Ctx, outage_s: float, sid: str) -> Row:
-    """Workers reach Redis through a proxy; the LPUSH of a handler's retry cuts Redis off."""
-    row = Row(sid, f"Redis gone {outage_s:.0f}s when a retry is published")
+    """Workers reach Redis through a proxy; the settle call recording a handler's retry cuts
+    Redis off (the call never reaches Redis; the worker retries it, or the lease lapses)."""
+    row = Row(sid, f"Redis gone {outage_s:.0f}s when a retry is recorded")
     start = time.time()
-    # Time limits above the dispatcher's 20 s of publish retries, so the limits do not cut them
-    # short (as production's defaults do not); hop + hard limit < visibility timeout still holds.
+    # Time limits above the dispatcher's 20 s of Redis retries around the settle, so the limits
+    # do not cut them short (as production's defaults do not).
     timings = {
         "task_soft_time_limit_seconds": 24,
         "task_time_limit_seconds": 26,
         "visibility_timeout_seconds": 30,
-        "reconcile_after_seconds": 60,
     }
     with ctx.cluster(f"s{sid}-retry-publish-outage", overrides=timings) as cluster:
         assert cluster.redis_server is not None
@@ -107,7 +132,7 @@ def redis_gone_at_retry_publish(ctx: Ctx, outage_s: float, sid: str) -> Row:
             sender(url).at_rate(warm, 50.0)
             drain(cluster, acked_keys(warm), 30)
             [event] = deliveries(1, f"s{sid}", lambda i: {"mode": "fail", "k": 1})
-            proxy.arm(LPUSH, action="outage", outage_s=outage_s)
+            proxy.arm(SETTLE, action="outage", outage_s=outage_s)
             sender(url).at_rate([event], 1.0)
             tripped = proxy.tripped.wait(30)
             t_back = time.time() + outage_s
@@ -115,7 +140,14 @@ def redis_gone_at_retry_publish(ctx: Ctx, outage_s: float, sid: str) -> Row:
             s = cluster.settings
             deadline = outage_s + s.visibility_timeout_seconds + s.restore_sweep_seconds + 40
             drain(cluster, acked_keys(everything), deadline, settle=settle_queue(cluster))
+            quiesce(row, cluster)
             count(row, cluster, everything)
+            check_runs(
+                row,
+                cluster,
+                acked_keys(everything),
+                expected=lambda key: 2 if key == event.key else 1,
+            )
             runs = cluster.store.runs(event.key) if event.key else []
             effect_at = cluster.store.effect_times().get(event.key or "")
             row.recovery_s = None if effect_at is None else round(effect_at - t_back, 1)
@@ -123,7 +155,7 @@ def redis_gone_at_retry_publish(ctx: Ctx, outage_s: float, sid: str) -> Row:
                 runs=[f"{r.attempt}:{r.outcome}" for r in runs],
                 task_deliveries=_task_deliveries(cluster),
             )
-            row.check("the retry's publish tripped the outage", tripped)
+            row.check("the retry's settle tripped the outage", tripped)
             row.check(
                 "the event was not dropped: it failed once, then took effect once",
                 [r.outcome for r in runs].count("effect") == 1,

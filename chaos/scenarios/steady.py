@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from chaos.load import Background, ack_rate, acked_keys, percentile
-from chaos.report import Row, count, drain
+from chaos.report import Row, check_runs, count, drain, quiesce
 from chaos.scenarios.base import Ctx, deliveries, sender, start_stack, timed
 
 
@@ -18,6 +18,8 @@ def maximum(ctx: Ctx) -> Row:
         url, _ = start_stack(cluster)
         load = Background(sender(url), "closed_loop", "max", 32, duration).start()
         sent = load.join(duration + 60)
+        if not any(d.attempts for d in sent):
+            raise RuntimeError("the load client sent nothing (machine overloaded?); use --rate")
         t0 = min(d.attempts[0].start for d in sent if d.attempts)
         t_sent = max(d.acked_at or t0 for d in sent)
         drain(cluster, acked_keys(sent), 120)
@@ -48,7 +50,9 @@ def steady(ctx: Ctx) -> Row:
         batch = load.join(duration + 120)
         t_sent = max((d.acked_at for d in batch if d.acked_at), default=time.time())
         drain(cluster, acked_keys(batch), 60)
+        quiesce(row, cluster)
         count(row, cluster, batch)
+        check_runs(row, cluster, acked_keys(batch))
         effects = cluster.store.effect_times()
         last = max(effects.values(), default=t_sent)
         row.recovery_s = round(max(0.0, last - t_sent), 1)

@@ -1,0 +1,115 @@
+"""Leases that hold on any pool: who holds a pair, and keeping that true while it runs.
+
+A run holds its pair's lease (``lease:<key>:<handler>``, ``UPHOOKS_LEASE_SECONDS``). While the
+handler runs, a thread of the process renews every lease the process holds every third of that
+time, so a handler may run as long as it needs to on any pool (prefork, solo, threads; Celery's
+time limits, where the pool enforces them, still apply), and the lease of a process that died
+runs out within one lease time: the scheduler then sees a ``running`` pair without a lease and
+publishes it again (workers/schedule.py).
+
+What a lease cannot promise: a process frozen longer than the lease (SIGSTOP, a VM paused, a
+handler holding the GIL in C code for that long) loses it, and another worker may start the
+same pair. When the first run comes back, renewal and settling find the lease gone, say so in
+the log, and its outcome is not recorded (settle.lua). Keep the lease well above such pauses.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterable
+
+from workers.ledger import Ledger
+
+log = logging.getLogger("uphooks.worker")
+
+_HOST = socket.gethostname()
+
+
+def holder_token(task_id: str) -> str:
+    """Who holds a lease: host and pid (to spot a dead holder here), and a unique token."""
+    return f"{_HOST}|{os.getpid()}|{task_id}|{uuid.uuid4().hex[:12]}"
+
+
+def holder_is_dead_here(holder: str) -> bool:
+    """True when the holder ran on this host and its process is gone (e.g. a SIGKILLed child)."""
+    host, _, rest = holder.partition("|")
+    pid_text = rest.partition("|")[0]
+    if host != _HOST or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class LeaseKeeper:
+    """Renews the leases this process holds, on a thread of its own, until they are released."""
+
+    def __init__(self, ledger: Ledger, lease_seconds: float) -> None:
+        self._ledger = ledger
+        self._every = lease_seconds / 3
+        self._held: dict[str, set[tuple[str, str]]] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def hold(self, holder: str, pairs: Iterable[tuple[str, str]]) -> None:
+        with self._lock:
+            self._held.setdefault(holder, set()).update(pairs)
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(
+                    target=self._run, name="uphooks-leases", daemon=True
+                )
+                self._thread.start()
+
+    def release(self, holder: str, pairs: Iterable[tuple[str, str]] | None = None) -> None:
+        with self._lock:
+            if pairs is None:
+                self._held.pop(holder, None)
+                return
+            held = self._held.get(holder)
+            if held is not None:
+                held.difference_update(pairs)
+                if not held:
+                    del self._held[holder]
+
+    def _holds(self, holder: str, pair: tuple[str, str]) -> bool:
+        with self._lock:
+            return pair in self._held.get(holder, ())
+
+    def renew_now(self) -> int:
+        """Renew every lease held; returns how many were not ours any more."""
+        with self._lock:
+            snapshot = {holder: sorted(pairs) for holder, pairs in self._held.items()}
+        lost = 0
+        for holder, pairs in snapshot.items():
+            for pair, ok in zip(pairs, self._ledger.renew(pairs, holder), strict=True):
+                if not ok and self._holds(holder, pair):  # else it was settled meanwhile
+                    lost += 1
+                    log.error(
+                        "[%s %s] lease lost while the handler runs (was this process paused "
+                        "longer than UPHOOKS_LEASE_SECONDS?); another worker may run it too, "
+                        "and this run's outcome will not be recorded",
+                        *pair,
+                    )
+                    self.release(holder, [pair])
+        return lost
+
+    def _run(self) -> None:
+        while not self._wake.wait(self._every):
+            try:
+                self.renew_now()
+            except Exception as exc:  # Redis away: the next round tries again
+                log.warning("lease renewal failed (will keep trying): %r", exc)
