@@ -56,6 +56,8 @@ def family(key: str, keys: Keys) -> str:
     """The key family a Redis key belongs to (the names of uphooks/keys.py, kombu's, ours)."""
     if key == keys.events_index:
         return "events index (zset)"
+    if key == keys.due:
+        return "ledger schedule (zset due)"
     if key == QUEUE:
         return "queued Celery messages (list)"
     if key.startswith("unacked") or key.startswith("_kombu"):

@@ -29,10 +29,10 @@ import redis.asyncio as aioredis
 log = logging.getLogger("uphooks.receiver")
 
 #: Bytes Redis spends on a queued delivery beyond its record: its key, the main and expires
-#: table entries, the events index member, its share of a Celery message. `make bench-memory`
-#: measured 1,823 bytes per queued event with 806-byte records at 1.6 events per message;
-#: at one event per message (a message is ~920 bytes) that is ~1,300 beyond the record.
-PER_DELIVERY_OVERHEAD = 1300
+#: table entries, the events index and ledger schedule members, its share of a Celery message.
+#: `make bench-memory` measured 1,986 bytes per queued event with 806-byte records at 1.6
+#: events per message; at one event per message (~925 bytes) that is ~1,500 beyond the record.
+PER_DELIVERY_OVERHEAD = 1500
 
 
 class Headroom:
