@@ -18,7 +18,8 @@ class Context:
 
     ``log`` is a logger whose lines carry the delivery key and the handler name. ``body`` is the
     request body exactly as the sender posted it (for forwarding or checksums); ``headers`` are
-    the headers the ingress kept.
+    the headers the ingress kept. ``source`` is ``"webhook"``, or ``"reconciled"`` for an
+    event Upload-Post never sent that reconciliation read from its API (docs/reconciliation.md).
     """
 
     idempotency_key: str
@@ -32,6 +33,7 @@ class Context:
         default_factory=lambda: logging.LoggerAdapter(logging.getLogger("uphooks.handler"), {})
     )
     body: str = ""
+    source: str = "webhook"
 
 
 class _KeyedAdapter(logging.LoggerAdapter[logging.Logger]):

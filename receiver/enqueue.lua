@@ -7,7 +7,13 @@
 -- ARGV[7] the records' lengths, comma-separated  ARGV[8] the records, concatenated
 -- ARGV[9] the recovery delay (s): a delivery no worker has routed by then is published again
 -- (two arguments for the whole batch instead of two per delivery: the client packs far less).
--- Returns one flag per delivery: 1 kept and enqueued, 0 already known (duplicate).
+-- ARGV[10] the fact key prefix  ARGV[11] the fact specs' lengths  ARGV[12] the specs, concatenated
+-- (uphooks/facts.py, docs/reconciliation.md): per delivery "" (no facts) or a mode, "w" (a
+-- webhook) or "r" (reconciled), two digits n, then 32-character fact hashes: n to look at, the
+-- rest to write. A webhook is a duplicate when a fact it looks at belongs to a reconciled
+-- delivery; a reconciled one when the fact belongs to anyone.
+-- Returns one flag per delivery: 1 kept and enqueued, 0 already known (duplicate), 2 its fact
+-- is already known under another delivery (a duplicate too).
 -- Each new delivery also goes into the ledger's schedule as "<key>|": the worker that routes it
 -- takes it out; if the message is lost on its way to a worker, the scheduler publishes it again.
 local ttl, now = tonumber(ARGV[1]), ARGV[2]
@@ -15,14 +21,47 @@ local cut = tonumber(ARGV[6]) + 1
 local records = ARGV[8]
 local fresh, flags = {}, {}
 local recover_at = tonumber(now) + tonumber(ARGV[9])
+local specs, fact_prefix = {}, ARGV[10]
+if ARGV[11] then
+  local at = 1
+  for len in string.gmatch(ARGV[11] .. ',', '(%d*),') do
+    local n = tonumber(len) or 0
+    specs[#specs + 1] = string.sub(ARGV[12], at, at + n - 1)
+    at = at + n
+  end
+end
+local function known(spec, key)
+  -- Whether a fact this delivery looks at is held by another delivery it must yield to.
+  if spec == nil or spec == '' then return false end
+  local mode, looks = string.sub(spec, 1, 1), tonumber(string.sub(spec, 2, 3))
+  for j = 0, looks - 1 do
+    local owner = redis.call('GET', fact_prefix .. string.sub(spec, 4 + 32 * j, 35 + 32 * j))
+    if owner and string.sub(owner, 3) ~= key and (mode == 'r' or string.sub(owner, 1, 1) == 'r') then
+      return true
+    end
+  end
+  return false
+end
+local function claim(spec, key)
+  if spec == nil or spec == '' then return end
+  local mode, looks = string.sub(spec, 1, 1), tonumber(string.sub(spec, 2, 3))
+  for j = looks, (string.len(spec) - 3) / 32 - 1 do
+    local name = fact_prefix .. string.sub(spec, 4 + 32 * j, 35 + 32 * j)
+    redis.call('SET', name, mode .. ':' .. key, 'NX', 'EX', ttl)
+  end
+end
 local i, pos = 4, 1
 for len in string.gmatch(ARGV[7], '%d+') do
   local stop = pos + tonumber(len)
-  if redis.call('SET', KEYS[i], string.sub(records, pos, stop - 1), 'NX', 'EX', ttl) then
-    local key = string.sub(KEYS[i], cut)
+  local key = string.sub(KEYS[i], cut)
+  local spec = specs[i - 3]
+  if known(spec, key) then
+    flags[#flags + 1] = 2
+  elseif redis.call('SET', KEYS[i], string.sub(records, pos, stop - 1), 'NX', 'EX', ttl) then
     fresh[#fresh + 1] = key
     redis.call('ZADD', KEYS[2], now, key)
     redis.call('ZADD', KEYS[3], recover_at, key .. '|')
+    claim(spec, key)
     flags[#flags + 1] = 1
   else
     flags[#flags + 1] = 0

@@ -31,6 +31,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError, ResponseError
 
+from uphooks.facts import fact_prefix
 from uphooks.keys import Keys
 from uphooks.settings import Settings
 from uphooks.taskmessage import EMBED_JSON, Envelope
@@ -45,6 +46,7 @@ _SHA = hashlib.sha1(_LUA.encode(), usedforsecurity=False).hexdigest()  # Redis's
 class _Pending:
     key: str
     record: bytes
+    facts: bytes  # uphooks/facts.py spec(): what the delivery reports, b"" for nothing
     future: asyncio.Future[bool]
     deadline: float
 
@@ -67,6 +69,7 @@ class Enqueuer:
         keys = Keys(settings.key_prefix)
         self._fixed_keys = [settings.queue, keys.events_index, keys.due]
         self._record_prefix = keys.delivery("")
+        self._fact_prefix = fact_prefix(settings.key_prefix)
         self._timeout = settings.ack_timeout_seconds
         self._pending: list[_Pending] = []
         self._inflight: list[_Pending] = []
@@ -94,16 +97,18 @@ class Enqueuer:
             self._timer = None
         await self._close()
 
-    async def submit(self, key: str, record: bytes) -> bool:
+    async def submit(self, key: str, record: bytes, facts: bytes = b"") -> bool:
         """Keep one delivery. True if it is new, False if it was already known (duplicate).
 
-        ``record`` is the stored delivery (JSON bytes). Raises :class:`TimeoutError` when Redis
+        ``record`` is the stored delivery (JSON bytes). ``facts`` (uphooks/facts.py ``spec``)
+        names the fact it reports: a delivery whose fact was already reconciled (or, for a
+        reconciled one, already known) is a duplicate too. Raises :class:`TimeoutError` when Redis
         did not confirm within ``ack_timeout_seconds``, and whatever Redis raised otherwise; the
         caller turns either into a status the sender retries.
         """
         loop = self._loop or asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
-        self._pending.append(_Pending(key, record, future, loop.time() + self._timeout))
+        self._pending.append(_Pending(key, record, facts, future, loop.time() + self._timeout))
         self._wakeup.set()
         if self._timer is None:
             self._timer = loop.call_later(self._tick, self._expire)
@@ -162,7 +167,7 @@ class Enqueuer:
             self._inflight = []
         for p, flag in zip(batch, flags, strict=True):
             if not p.future.done():
-                p.future.set_result(bool(flag))
+                p.future.set_result(flag == 1)
 
     async def _call(self, batch: list[_Pending]) -> list[int]:
         prefix = self._record_prefix
@@ -180,6 +185,9 @@ class Enqueuer:
             ",".join([str(len(r)) for r in records]),
             b"".join(records),
             self._settings.recover_after_seconds,
+            self._fact_prefix,
+            ",".join([str(len(p.facts)) for p in batch]),
+            b"".join([p.facts for p in batch]),
         )
         try:
             return await self._execute(_pack(("EVALSHA", _SHA, *args)))

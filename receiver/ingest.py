@@ -41,7 +41,7 @@ from receiver.limits import (
 from receiver.sources import Address, SourceFilter
 from receiver.throttle import RefusalBudget
 from receiver.verify import Failed, Pending, Reason, Verifier
-from uphooks import logs, metrics
+from uphooks import facts, logs, metrics
 from uphooks.settings import Settings
 
 log = logging.getLogger("uphooks.receiver")
@@ -227,7 +227,7 @@ async def receive(request: Request) -> JSONResponse | None:
         return answers.redis_full()
     try:
         # The Enqueuer gives up after ack_timeout_seconds by itself (one timer for all requests).
-        is_new = await enqueuer.submit(key, record)
+        is_new = await enqueuer.submit(key, record, facts.spec(facts.webhook_facts(payload)))
     except TimeoutError:
         metrics.enqueue_failed("timeout")
         log.warning("redis did not answer in %.1fs; answered 503", settings.ack_timeout_seconds)

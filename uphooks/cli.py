@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from uphooks.cli_reconcile import register as register_reconcile
 from uphooks.settings import get_settings
 
 FIXTURE_HINT = "tests/fixtures/upload_completed.json"
@@ -427,6 +428,7 @@ def events_ls(
         click.echo(
             f"{fmt_time(row['received_at'])}  {row['status']:<8}  {row['event']}  "
             f"{row['platform'] or '-'}  {row['profile'] or '-'}  {row['key']}"
+            + ("  [reconciled]" if row.get("source") == "reconciled" else "")
         )
         for h in row["handlers"]:
             click.echo(f"    {_outcome_text(h)}")
@@ -466,6 +468,7 @@ def events_show(key: str, as_json: bool) -> None:
     click.echo(f"event:    {data['event']}")
     click.echo(f"received: {fmt_time(data['received_at'])}")
     click.echo(f"status:   {data['status']}")
+    click.echo(f"source:   {data['source']}")
     click.echo("handlers:" + ("" if data["handlers"] else " none yet"))
     for h in data["handlers"]:
         click.echo(f"    {_outcome_text(h)}")
@@ -896,6 +899,8 @@ def status_command(as_json: bool) -> None:
     if seen.alive == 0:
         sys.exit(1)
 
+
+register_reconcile(main)  # reconcile, watch, drift (uphooks/cli_reconcile.py)
 
 if __name__ == "__main__":
     main()

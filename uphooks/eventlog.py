@@ -67,6 +67,7 @@ class Delivery:
     headers: dict[str, str] = field(default_factory=dict)
     routed: str | None = None  # handlers it was routed to ("0": none), "unroutable", None: not yet
     body: Any = None  # the parsed body (a dict), or the raw text when it is not JSON
+    source: str = "webhook"  # or "reconciled": read back from Upload-Post's API
 
     @property
     def status(self) -> str:
@@ -88,6 +89,7 @@ class Delivery:
             "platform": self.platform,
             "profile": self.profile,
             "status": self.status,
+            "source": self.source,
             "handlers": [o.as_dict() for o in self.outcomes],
         }
 
@@ -174,6 +176,7 @@ def parse(raw_record: bytes, handled: dict[bytes, bytes], key: str | None = None
         routed=_text(handled[b"~"]) if b"~" in handled else None,
         headers=dict(record.get("headers") or {}),
         body=body,
+        source=str(record.get("source") or "webhook"),
     )
 
 

@@ -122,6 +122,18 @@ class _Metrics:
             ["kind"],
             registry=registry,
         )
+        self.reconciled = Counter(
+            "uphooks_reconciled",
+            "Deliveries injected by reconciliation (no webhook told us), by event name.",
+            ["event"],
+            registry=registry,
+        )
+        self.reconcile_passes = Counter(
+            "uphooks_reconcile_passes",
+            "Reconciliation passes: complete, or cut_short (request budget or API failure).",
+            ["outcome"],
+            registry=registry,
+        )
         self.handler_seconds = Histogram(
             "uphooks_handler_duration_seconds",
             "Time one handler call took, whatever its outcome.",
@@ -271,6 +283,17 @@ def enqueue_failed(reason: str) -> None:
 def connection_closed(reason: str) -> None:
     """The ingress ended a connection itself (receiver/connections.py says why)."""
     metrics().connections_closed.labels(reason).inc()
+
+
+@_never_raises
+def reconciled(event: str, count: int = 1) -> None:
+    """Deliveries injected by reconciliation (uphooks/reconcile.py)."""
+    metrics().reconciled.labels(event).inc(count)
+
+
+@_never_raises
+def reconcile_pass(outcome: str) -> None:
+    metrics().reconcile_passes.labels(outcome).inc()
 
 
 # -- workers --------------------------------------------------------------------------------

@@ -298,6 +298,43 @@ class Settings(BaseSettings):
     sql_url: str = "sqlite:///var/uphooks.sqlite3"
     sql_queue: str | None = None
 
+    # --- Reconciliation (uphooks/reconcile.py; docs/reconciliation.md): results Upload-Post's
+    # API knows and no webhook told us about are injected, marked "reconciled". The periodic
+    # job runs in the workers, one pass at a time across all of them, every interval.
+    reconcile_enabled: bool = False
+    reconcile_interval_seconds: float = Field(default=15 * 60, ge=10)
+    # A result younger than this is left to its webhook (the sender retries for ~8.5 h, but
+    # most deliveries arrive within seconds); older and unaccounted for, it is injected.
+    reconcile_grace_seconds: float = Field(default=30 * 60, ge=0)
+    # Each pass reads back to the last checkpoint minus this overlap; the first pass this far.
+    reconcile_overlap_seconds: float = Field(default=60 * 60, ge=0)
+    reconcile_first_lookback_seconds: float = Field(default=DAY, gt=0)
+    # Requests to Upload-Post's API one pass (or one watch) may make at most.
+    reconcile_request_budget: int = Field(default=50, ge=1)
+    # Built-in upload_post_retry handler (handlers/upload_post_retry.py): a failed upload whose
+    # error matches one of these patterns (regular expressions, case-insensitive; separated
+    # by ";;") is retried through the API, at most upload_post_retry_max times per upload.
+    upload_post_retry_enabled: bool = False
+    upload_post_retry_patterns: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [
+            r"time(d)?[ -]?out",
+            r"temporar",
+            r"rate.?limit|too many requests",
+            r"try again",
+            r"\b50[0234]\b|internal (server )?error|service unavailable|bad gateway",
+            r"network|connection (reset|refused|error)",
+        ]
+    )
+    upload_post_retry_max: int = Field(default=2, ge=1)
+    upload_post_retry_queue: str | None = None
+
+    @field_validator("upload_post_retry_patterns", mode="before")
+    @classmethod
+    def _split_patterns(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(";;") if part.strip()]
+        return value
+
     @field_validator(
         "telegram_events", "telegram_platforms", "forward_urls", "forward_events", mode="before"
     )

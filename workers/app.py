@@ -9,6 +9,7 @@ from __future__ import annotations
 from celery import Celery
 
 from uphooks.settings import Settings, get_settings
+from workers.transport import broker_settings
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -43,10 +44,8 @@ def create_celery(settings: Settings) -> Celery:
         worker_send_task_events=False,
         task_send_sent_event=False,
     )
-    if settings.redis_url.startswith("redis://"):
-        # Our subclass of kombu's transport (workers/transport.py); other schemes (rediss://,
-        # sentinel://) keep kombu's own, which knows their URL options.
-        app.conf.broker_transport = "workers.transport:Transport"
+    # Our subclass of kombu's transport for redis:// and rediss:// (workers/transport.py).
+    app.conf.update(broker_settings(settings.redis_url))
     app.conf.imports = ["workers.tasks"]
     return app
 

@@ -457,6 +457,7 @@ class Dispatcher:
             headers=record.get("headers") or {},
             log=bound_logger(key, name),
             body=record.get("body") or "",
+            source=record.get("source") or "webhook",
         )
         with metrics.handler_call(name) as timer:
             if job.spec.time_limit is None:

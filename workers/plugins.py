@@ -37,6 +37,11 @@ BUILTINS: dict[str, tuple[str, Callable[[Settings], bool], str]] = {
     "telegram": ("handlers.telegram", lambda s: s.telegram_enabled, "UPHOOKS_TELEGRAM_ENABLED"),
     "forward": ("handlers.forward", lambda s: s.forward_enabled, "UPHOOKS_FORWARD_ENABLED"),
     "sql": ("handlers.sql", lambda s: s.sql_enabled, "UPHOOKS_SQL_ENABLED"),
+    "upload_post_retry": (
+        "handlers.upload_post_retry",
+        lambda s: s.upload_post_retry_enabled,
+        "UPHOOKS_UPLOAD_POST_RETRY_ENABLED",
+    ),
 }
 
 

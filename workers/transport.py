@@ -11,16 +11,43 @@ Redis and any worker restores them after the visibility timeout; a message that 
 again after it was handled is a no-op (done markers). So on a channel whose connection is gone,
 this transport skips the restore and the acknowledgement, and the worker carries on with its new
 connection instead of exiting.
+
+:func:`broker_settings` puts it under ``redis://`` and ``rediss://`` (TLS) broker URLs alike.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from kombu.transport import redis as kombu_redis
 
 log = logging.getLogger("uphooks.worker")
+
+TRANSPORT = f"{__name__}:Transport"
+
+
+def broker_settings(url: str) -> dict[str, Any]:
+    """Celery settings that run a ``redis://`` or ``rediss://`` broker on this transport.
+
+    Other schemes (``sentinel://``, ``socket://``) keep kombu's own transport. For ``rediss://``
+    kombu passes the URL's ``ssl_*`` options (``ssl_cert_reqs``, ``ssl_ca_certs``,
+    ``ssl_certfile``, ``ssl_keyfile``, ``ssl_check_hostname``) to redis-py, whatever the
+    transport. Its default for a URL without them is tied to the scheme's name, which naming a
+    transport replaces: the connection would not use TLS at all. So that case gets redis-py's
+    own default, as the ingress and the CLI do: TLS, the server checked against the system's CAs.
+    """
+    scheme = url.partition("://")[0].lower()
+    if scheme == "redis":
+        return {"broker_transport": TRANSPORT}
+    if scheme != "rediss":
+        return {}
+    options = {name for name, _ in parse_qsl(urlsplit(url).query) if name.startswith("ssl_")}
+    if options:
+        return {"broker_transport": TRANSPORT}
+    return {"broker_transport": TRANSPORT, "broker_use_ssl": {"ssl_cert_reqs": ssl.CERT_REQUIRED}}
 
 
 class QoS(kombu_redis.QoS):
