@@ -70,6 +70,7 @@ def family(key: str, keys: Keys) -> str:
             "redelivered": "message delivery counters (string, TTL 2x visibility)",
             "lease": "leases (string)",
             "dlq": "dead letters",
+            "fact": "fact index (string, docs/reconciliation.md)",
         }.get(found.group(1), f"{keys.prefix}:{found.group(1)}*")
     return "other"
 

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 from receiver.verify import Failed, Reason
 
 RETRY_AFTER_SECONDS = 5
-# A nearly full Redis empties as fast as the workers drain the backlog: minutes, not seconds.
+# A nearly full Redis gets room back as records expire or memory is added: minutes, not seconds.
 REDIS_FULL_RETRY_AFTER_SECONDS = 30
 # Failures that may pass later without the sender changing anything: a secret rotated before our
 # configuration knew it, our clock behind the sender's. Everything else can never pass.
@@ -91,7 +91,7 @@ def overloaded(limit: int) -> JSONResponse:
 
 def redis_full() -> JSONResponse:
     """Redis is above UPHOOKS_REDIS_MEMORY_LIMIT_RATIO of its maxmemory (receiver/headroom.py):
-    nothing was kept. 503, never a 4xx: it can be kept once the workers drained the backlog."""
+    nothing was kept. 503, never a 4xx: it can be kept once Redis has room again."""
     return unavailable(
         "the queue is nearly full; retry later", retry_after=REDIS_FULL_RETRY_AFTER_SECONDS
     )

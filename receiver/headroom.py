@@ -1,13 +1,14 @@
 """Room in Redis for one more delivery: the ingress says 503 before Redis refuses a write.
 
 A Redis with ``maxmemory`` and ``noeviction`` refuses every write once ``used_memory`` passes
-``maxmemory``, the workers' writes included (their claim script, kombu's record of the message
-it just popped, the done markers), so a Redis filled to the brim cannot drain the backlog that
-filled it. The ingress therefore stops taking new deliveries earlier, at
-``UPHOOKS_REDIS_MEMORY_LIMIT_RATIO`` (0.9) of ``maxmemory``, and leaves the rest to the workers.
-The sender retries a 503 for ~8.5 h (../shared/delivery-facts.md); nothing is stored meanwhile.
+``maxmemory``, the workers' writes included (seen: the dispatcher's first write, kombu's
+acknowledgement, a MULTI refused whole, which stops the worker), so a Redis filled to the brim
+cannot drain the backlog that filled it. The ingress therefore stops taking new deliveries
+earlier, at ``UPHOOKS_REDIS_MEMORY_LIMIT_RATIO`` (0.9) of ``maxmemory``, and leaves the rest to
+the workers. The sender retries a 503 for ~8.5 h (../shared/delivery-facts.md); nothing is
+stored meanwhile.
 
-``INFO memory`` is not asked per request: :meth:`Headroom.run` reads it every
+``INFO memory`` is not asked per request: a task started by :meth:`Headroom.start` reads it every
 ``UPHOOKS_REDIS_MEMORY_POLL_SECONDS``. Between two readings this process adds what each
 delivery it lets through will cost (its record plus :data:`PER_DELIVERY_OVERHEAD`) to the last
 reading, so a burst cannot run past the limit unseen; only what *other* ingress processes let
@@ -29,10 +30,11 @@ import redis.asyncio as aioredis
 log = logging.getLogger("uphooks.receiver")
 
 #: Bytes Redis spends on a queued delivery beyond its record: its key, the main and expires
-#: table entries, the events index and ledger schedule members, its share of a Celery message.
-#: `make bench-memory` measured 1,986 bytes per queued event with 806-byte records at 1.6
-#: events per message; at one event per message (~925 bytes) that is ~1,500 beyond the record.
-PER_DELIVERY_OVERHEAD = 1500
+#: table entries, the events index and ledger schedule members, its fact keys
+#: (uphooks/facts.py), its share of a Celery message. `make bench-memory` measured 2,414 bytes
+#: per queued event with 806-byte records at 1.4 events per message; at one event per message
+#: (~920 bytes) that is ~1,900 beyond the record.
+PER_DELIVERY_OVERHEAD = 1900
 
 
 class Headroom:
