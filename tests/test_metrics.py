@@ -48,6 +48,10 @@ def bodies(n: int) -> list[simulate.Prepared]:
 def test_a_prefork_worker_reports_every_childs_handler_runs(stack: Stack) -> None:
     ingress = stack.ingress(UPHOOKS_VERIFY="none")
     port = free_port()
+    # One request at a time: one Celery message each. Queued before the worker starts, so both
+    # pool processes get some (posted while it runs, a fast child may take them all).
+    for item in bodies(6):
+        assert ingress.post(item.body, item.headers).status_code == 202
     stack.worker(
         PLUGIN,
         "-c",
@@ -56,9 +60,6 @@ def test_a_prefork_worker_reports_every_childs_handler_runs(stack: Stack) -> Non
         UPHOOKS_WORKER_METRICS_ADDRESS="127.0.0.1",
         UPHOOKS_BUILTIN_LOG_HANDLER="false",
     )
-    # One request at a time: one Celery message each, spread over both pool processes.
-    for item in bodies(6):
-        assert ingress.post(item.body, item.headers).status_code == 202
     effects = f"{stack.prefix}:test:effects"
     wait_for(lambda: stack.client().llen(effects) == 6, timeout=30, what="6 handler runs")
     pids = {e.decode().split("|")[1] for e in stack.client().lrange(effects, 0, -1)}

@@ -174,8 +174,8 @@ def test_handler_with_its_own_queue_runs_only_on_its_workers_and_retries_there(
     # A worker for that queue alone (`-Q` given to `uphooks worker` overrides UPHOOKS_QUEUE).
     slow_role = dict(TEST_WORKER_ROLE="slow", **plain)
     worker = stack.worker("tests.plugins.queued", "-Q", slow_queue, **slow_role)
-    banner = worker.log.read_text(errors="replace")
-    assert f".> {slow_queue} " in banner and f".> {stack.queue} " not in banner
+    started = worker.log.read_text(errors="replace")  # the heartbeat's line names the queues
+    assert f"; queues {slow_queue};" in started and f"queues {stack.queue};" not in started
     slow = f"{key}:test.slow"
     wait_for(lambda: effects(stack)[f"test.slow|{slow}#attempt=2@slow"] == 1, timeout=30)
     assert effects(stack) == Counter(

@@ -33,7 +33,7 @@ from uphooks.keys import Keys
 
 SECRET = "whsec_test-secret-0123456789abcdef"
 
-# Field names per event, from ../shared/upload-post-webhooks.md.
+# Field names per event, from the provider's page (docs/provider-facts.md).
 UPLOAD_FIELDS = {
     "event",
     "job_id",

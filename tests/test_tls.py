@@ -235,6 +235,10 @@ def test_worker_outlives_the_tls_redis_restarting_while_a_handler_runs(
         UPHOOKS_VISIBILITY_TIMEOUT_SECONDS="12",
         UPHOOKS_TASK_TIME_LIMIT_SECONDS="6",
         UPHOOKS_TASK_SOFT_TIME_LIMIT_SECONDS="5",
+        # A lease long beside the outage, as in production (30 s against a restart of seconds):
+        # the process fences itself only after 2/3 of a lease without a renewal reaching Redis
+        # (workers/leases.py), which a 2 s restart must not trigger.
+        UPHOOKS_LEASE_SECONDS="12",
     )
     ingress = stack.ingress()
     worker = stack.worker("tests.plugins.sleeping", "-c", "2")

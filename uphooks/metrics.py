@@ -429,6 +429,15 @@ class PipelineCollector(Collector):
                 "Seconds since the freshest worker heartbeat.",
                 value=seen.last_seen_seconds_ago,
             )
+        handler_sets = GaugeMetricFamily(
+            "uphooks_worker_handler_sets",
+            "Different handler sets loaded by the live workers of each queue; above 1, events "
+            "taken by a worker that lacks a handler are done without it (uphooks status).",
+            labels=["queue"],
+        )
+        for queue, n in seen.handler_sets().items():
+            handler_sets.add_metric([queue], n)
+        yield handler_sets
 
 
 class _Forward(Collector):

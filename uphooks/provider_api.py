@@ -1,6 +1,6 @@
 """Upload-Post's notification settings, through its API: the data behind ``uphooks upload-post``.
 
-The docs page (``../shared/upload-post-webhooks.md``, "Configuration via API") documents one
+The provider's docs page (``docs/provider-facts.md``, "Configuration via API") documents one
 call: ``POST /api/uploadposts/users/notifications`` with ``Authorization: Apikey <key>`` and a
 JSON body of ``channels``, ``webhook_url``, ``telegram_chat_id`` and ``webhook_events``; the
 answer is ``{"success": true, "notifications": {...}}``. Two more things are used here, and say

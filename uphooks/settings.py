@@ -23,6 +23,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from uphooks.sentinel import SentinelTarget, sentinel_target
+
 HOUR = 3600
 DAY = 24 * HOUR
 
@@ -44,6 +46,17 @@ class Settings(BaseSettings):
     )
     key_prefix: str = "uphooks"
     queue: str = "uphooks"
+    # Redis Sentinel (uphooks/sentinel.py, docs/scaling.md): the sentinels as host:port,
+    # comma-separated, and the master's name; or a sentinel:// URL above. The master's password:
+    # in the URL or here; the sentinels' own password, if they have one, apart.
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    redis_master_name: str | None = None
+    redis_password: SecretStr | None = None
+    redis_sentinel_password: SecretStr | None = None
+    # Acknowledged means replicated, when > 0: the ingress answers 2xx only once this many
+    # replicas have the delivery (WAIT, or WAITAOF where Redis has it), else 503 within
+    # ack_timeout_seconds (receiver/replicas.py).
+    ack_replicas: int = Field(default=0, ge=0)
 
     # --- Ingress
     webhook_path: str = "/webhooks/upload-post"
@@ -379,6 +392,32 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _split_sentinels(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _sentinel_is_complete(self) -> Settings:
+        self.sentinel()  # raises ValueError with what to set
+        return self
+
+    def sentinel(self) -> SentinelTarget | None:
+        """The Sentinel set-up to follow, or None for a plain redis:// or rediss:// URL."""
+        return sentinel_target(
+            self.redis_url,
+            self.redis_sentinels,
+            self.redis_master_name,
+            self.redis_password.get_secret_value() if self.redis_password else None,
+            (
+                self.redis_sentinel_password.get_secret_value()
+                if self.redis_sentinel_password
+                else None
+            ),
+        )
+
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # The Redis URL may carry a password: repr() and str() show it masked.
         for name, value in super().__repr_args__():
@@ -388,7 +427,9 @@ class Settings(BaseSettings):
 def masked_url(url: str) -> str:
     """``url`` with its password (and a user name standing alone as one) replaced by ``***``,
     for anything printed: logs, errors, CLI output, ``repr(settings)``."""
-    url = re.sub(r"([?&])password=[^&#]*", r"\1password=***", url)  # redis-py reads it too
+    if ";" in url:  # sentinel://a;sentinel://b: each part may carry the password
+        return ";".join(masked_url(part) for part in url.split(";"))
+    url = re.sub(r"([?&])(\w*password)=[^&#]*", r"\1\2=***", url)  # redis-py reads it too
     parts = urlsplit(url)
     if parts.password is None and not parts.username:
         return url

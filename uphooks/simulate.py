@@ -1,6 +1,6 @@
 """Deliveries as Upload-Post sends them, for ``uphooks send``: the local "send test event".
 
-Bodies use the documented fields of each event (``../shared/upload-post-webhooks.md``) with
+Bodies use the documented fields of each event (``docs/provider-facts.md``) with
 fresh identifiers per delivery; other event names get a minimal body, since the sender has
 newer events than its docs page. Headers are the sender's (``delivery-facts.md``):
 ``X-Upload-Post-Event``, ``X-Upload-Post-Delivery`` (unique per delivery, kept on a resend),

@@ -13,7 +13,9 @@ from workers.transport import broker_settings
 
 
 def create_celery(settings: Settings) -> Celery:
-    app = Celery("uphooks", broker=settings.redis_url, set_as_current=True)
+    target = settings.sentinel()
+    broker = target.broker_url() if target is not None else settings.redis_url
+    app = Celery("uphooks", broker=broker, set_as_current=True)
     app.conf.update(
         task_default_queue=settings.queue,
         task_serializer="json",
@@ -44,8 +46,17 @@ def create_celery(settings: Settings) -> Celery:
         worker_send_task_events=False,
         task_send_sent_event=False,
     )
-    # Our subclass of kombu's transport for redis:// and rediss:// (workers/transport.py).
-    app.conf.update(broker_settings(settings.redis_url))
+    if target is not None:
+        # kombu's Sentinel transport asks the sentinels for the master on every connection, so
+        # a worker follows a failover without a restart; ours adds the fix of transport.py.
+        app.conf.broker_transport = "workers.sentinel_transport:SentinelTransport"
+        app.conf.broker_transport_options.update(
+            master_name=target.master_name,
+            sentinel_kwargs={"password": target.sentinel_password, "socket_timeout": 1.0},
+        )
+    else:
+        # Our subclass of kombu's transport for redis:// and rediss:// (workers/transport.py).
+        app.conf.update(broker_settings(settings.redis_url))
     app.conf.imports = ["workers.tasks"]
     return app
 

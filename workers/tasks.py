@@ -33,12 +33,16 @@ def loaded_handlers() -> Loaded:
 
 
 @signals.setup_logging.connect  # type: ignore[untyped-decorator]
+@signals.celeryd_init.connect  # type: ignore[untyped-decorator]
 def _set_up_logging(**_: Any) -> None:
-    """JSON or plain lines (UPHOOKS_LOG_FORMAT) instead of Celery's own set-up."""
-    logs.configure(get_settings(), "worker")
+    """JSON or plain lines (UPHOOKS_LOG_FORMAT) instead of Celery's own set-up. Also on
+    ``celeryd_init``: Celery sends ``setup_logging`` only after ``worker_init``, whose lines
+    (the handlers loaded, Redis checks) would otherwise go out unformatted or not at all."""
+    logs.configure(get_settings(), "worker", capture_warnings=True)
 
 
-heartbeat.install(get_settings())
+# Each beat carries this worker's handlers, so workers on one queue that differ are told.
+heartbeat.install(get_settings(), lambda: (spec.name for spec in loaded_handlers().router))
 
 
 @signals.worker_init.connect  # type: ignore[untyped-decorator]

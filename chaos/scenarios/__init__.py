@@ -7,6 +7,8 @@ from collections.abc import Callable
 from chaos.report import Row
 from chaos.scenarios import (
     duplicates,
+    failover,
+    hosts,
     kills,
     ledger,
     memory,
@@ -43,4 +45,8 @@ SCENARIOS: dict[str, Scenario] = {
     "11a": ledger.loss_and_kills,
     "11b": memory.redis_near_full,
     "11c": ledger.three_copies,
+    "17a": failover.failover_ack_replicas,
+    "17a0": failover.failover_no_ack_replicas,
+    "17a2": failover.failover_ack_two_replicas,
+    "17b": hosts.host_cut_mid_handler,
 }

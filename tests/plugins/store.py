@@ -6,6 +6,7 @@ import os
 
 import redis
 
+from uphooks.redis import sync_client
 from uphooks.settings import get_settings
 
 _client: tuple[int, redis.Redis] | None = None
@@ -14,7 +15,7 @@ _client: tuple[int, redis.Redis] | None = None
 def client() -> redis.Redis:
     global _client
     if _client is None or _client[0] != os.getpid():
-        _client = (os.getpid(), redis.Redis.from_url(get_settings().redis_url))
+        _client = (os.getpid(), sync_client(get_settings()))
     return _client[1]
 
 
