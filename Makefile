@@ -74,6 +74,13 @@ bench: $(STAMP)
 bench-soak: $(STAMP)
 	$(BIN)/python -m bench.run --only none --worker-cases none --soak 60 $(BENCH_ARGS)
 
+## Redis bytes per event, queued and retained, by key family (docs/deploy.md, "Sizing Redis").
+## A private Redis, the real ingress and a worker; 10,000 events, a few minutes.
+## e.g. BENCH_ARGS='--events 2000 --no-log-handler'
+.PHONY: bench-memory
+bench-memory: $(STAMP)
+	$(BIN)/python -m bench.memory $(BENCH_ARGS)
+
 ## The ledger's scheduler pass beside a bare move of the same items, with 1,000,000 deliveries
 ## retained (docs/performance.md); about 2 minutes and ~1.5 GB of memory for the private Redis.
 .PHONY: bench-recovery

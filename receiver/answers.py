@@ -5,8 +5,9 @@ final (../shared/delivery-facts.md). So:
 
 - 2xx only once the delivery is in Redis;
 - 4xx only for requests that can never become valid, whoever retries them;
-- 503 (retried) for anything we cannot keep *yet*: Redis down or slow, overloaded, and a
-  signature that may be made with a secret we do not know yet (docs/security.md, "Rotation");
+- 503 (retried) for anything we cannot keep *yet*: Redis down, slow or nearly full, overloaded,
+  and a signature that may be made with a secret we do not know yet (docs/security.md,
+  "Rotation");
 - 429 (retried) for a source past its refusal budget (receiver/throttle.py).
 """
 
@@ -17,6 +18,8 @@ from starlette.responses import JSONResponse
 from receiver.verify import Failed, Reason
 
 RETRY_AFTER_SECONDS = 5
+# A nearly full Redis gets room back as records expire or memory is added: minutes, not seconds.
+REDIS_FULL_RETRY_AFTER_SECONDS = 30
 # Failures that may pass later without the sender changing anything: a secret rotated before our
 # configuration knew it, our clock behind the sender's. Everything else can never pass.
 _MAY_PASS_LATER = frozenset({Reason.MISMATCH, Reason.EARLY})
@@ -86,11 +89,19 @@ def overloaded(limit: int) -> JSONResponse:
     return unavailable(f"more than {limit} deliveries in progress; retry later")
 
 
-def unavailable(detail: str) -> JSONResponse:
+def redis_full() -> JSONResponse:
+    """Redis is above UPHOOKS_REDIS_MEMORY_LIMIT_RATIO of its maxmemory (receiver/headroom.py):
+    nothing was kept. 503, never a 4xx: it can be kept once Redis has room again."""
+    return unavailable(
+        "the queue is nearly full; retry later", retry_after=REDIS_FULL_RETRY_AFTER_SECONDS
+    )
+
+
+def unavailable(detail: str, retry_after: int = RETRY_AFTER_SECONDS) -> JSONResponse:
     response = JSONResponse(
         {"status": "unavailable", "error": "unavailable", "detail": detail}, 503
     )
-    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    response.headers["Retry-After"] = str(retry_after)
     return response
 
 
@@ -104,11 +115,21 @@ def alive() -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-def ready(workers: dict[str, object] | None = None) -> JSONResponse:
+def ready(
+    workers: dict[str, object] | None = None, memory: dict[str, object] | None = None
+) -> JSONResponse:
     body: dict[str, object] = {"status": "ready", "redis": "ok"}
     if workers is not None:
         body["workers"] = workers
+    if memory is not None:
+        body["memory"] = memory
     return JSONResponse(body)
+
+
+def full(workers: dict[str, object], memory: dict[str, object]) -> JSONResponse:
+    """Redis answers but is nearly full: a delivery sent now would be answered 503."""
+    body = {"status": "unavailable", "redis": "full", "workers": workers, "memory": memory}
+    return JSONResponse(body, 503)
 
 
 def no_worker(workers: dict[str, object]) -> JSONResponse:

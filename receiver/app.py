@@ -13,6 +13,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from receiver.enqueue import Enqueuer
+from receiver.headroom import Headroom
 from receiver.health import healthz, readyz
 from receiver.ingest import Endpoint
 from receiver.limits import ConcurrencyLimit, LogThrottle
@@ -79,6 +80,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             log.log(finding.level, "%s", finding)
         enqueuer = Enqueuer(client, settings)
         await enqueuer.start()
+        headroom = Headroom(
+            client, settings.redis_memory_limit_ratio, settings.redis_memory_poll_seconds
+        )
+        await headroom.start()
         # What exists now lives as long as the process: keep it out of every collection, and
         # collect the young generation less often (a request allocates a few dozen objects; a
         # collection with 64 requests in flight shows in the p99; docs/performance.md).
@@ -86,9 +91,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         gc.set_threshold(10_000, 50, 100)
         app.state.redis = client
         app.state.enqueuer = enqueuer
+        app.state.headroom = headroom
         try:
             yield
         finally:
+            await headroom.stop()
             await enqueuer.stop()
             await client.aclose()
             tracing.shutdown()

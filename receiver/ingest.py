@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 
 import orjson
+from redis.exceptions import OutOfMemoryError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
@@ -26,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 from receiver import answers
 from receiver.delivery_key import delivery_key
 from receiver.enqueue import Enqueuer
+from receiver.headroom import Headroom
 from receiver.limits import (
     MAX_JSON_DEPTH,
     BadLength,
@@ -45,9 +47,13 @@ from uphooks.settings import Settings
 
 log = logging.getLogger("uphooks.receiver")
 
-# Headers worth keeping with the delivery (signatures, ids, the sender's event name).
+# Headers kept with the delivery (ctx.headers, `uphooks events show`): the sender's ids,
+# timestamps and signatures, so a handler can hand the raw body to something that verifies it
+# again. Not kept, since every byte is held for the whole de-duplication window: the event
+# header (the record's "event" holds the name), and the content type and user agent, the same
+# on every delivery (bench/memory.py: 115 of the 330 bytes headers took per delivery).
 _KEPT_HEADER_PREFIXES = ("x-upload-post-", "webhook-")
-_KEPT_HEADERS = frozenset({"user-agent", "content-type"})
+_DROPPED_HEADERS = frozenset({"x-upload-post-event"})
 # A signature this old on arrival was not made for this attempt (clock skew is far smaller).
 _LATE_SECONDS = 600
 # Modes whose proof covers the body only: nothing unsigned may add to what the body says.
@@ -201,19 +207,26 @@ async def receive(request: Request) -> JSONResponse | None:
     headers = {
         name: value
         for name, value in request.headers.items()
-        if (name in _KEPT_HEADERS or name.startswith(_KEPT_HEADER_PREFIXES))
+        if name.startswith(_KEPT_HEADER_PREFIXES)
+        and name not in _DROPPED_HEADERS
         and name != token_header
     }
+    # The delivery key is not repeated inside: the record is stored under it (uphooks/keys.py).
     record = orjson.dumps(
         {
-            "key": key,
             "event": event,
-            "received_at": time.time(),
+            "received_at": round(time.time(), 3),
             "headers": headers,
             "body": body.decode("utf-8"),
             **tracing.record_fields(),
         }
     )
+    # A resent delivery we already keep is refused too: telling it apart takes a Redis round
+    # trip per refused request, just when Redis is the scarce part; its next attempt gets 200.
+    headroom: Headroom = request.app.state.headroom
+    if not headroom.admit(len(record)):
+        metrics.refused_redis_full()
+        return answers.redis_full()
     try:
         # The Enqueuer gives up after ack_timeout_seconds by itself (one timer for all requests).
         fact = facts.spec(facts.webhook_facts(payload))
@@ -230,6 +243,21 @@ async def receive(request: Request) -> JSONResponse | None:
         metrics.enqueue_failed("timeout")
         log.warning("redis did not answer in %.1fs; answered 503", settings.ack_timeout_seconds)
         return answers.unavailable("the queue did not answer in time; retry later")
+    except OutOfMemoryError:
+        # Past maxmemory before our reading showed it (another writer, a burst from other
+        # ingress processes): Redis refused the whole script, nothing was kept.
+        headroom.redis_refused()
+        metrics.enqueue_failed("oom")
+        skipped = request.app.state.log_throttle.allow("oom")
+        if skipped is not None:
+            log.warning(
+                "redis refused a delivery for lack of memory (answered 503): its used memory "
+                "passed maxmemory before UPHOOKS_REDIS_MEMORY_LIMIT_RATIO stopped the ingress; "
+                "lower the ratio or the poll interval (docs/operations.md, 'Redis near "
+                "full')%s",
+                f" ({skipped} more like it not logged)" if skipped else "",
+            )
+        return answers.redis_full()
     except Exception as exc:
         metrics.enqueue_failed("error")
         log.warning("enqueue failed, answered 503: %s", exc)

@@ -42,9 +42,8 @@ def record_of(key: str, payload: Mapping[str, Any], source: str) -> tuple[bytes,
     body = orjson.dumps(payload)
     record = orjson.dumps(
         {
-            "key": key,
             "event": payload["event"],
-            "received_at": time.time(),
+            "received_at": round(time.time(), 3),
             "headers": {},
             "body": body.decode(),
             "source": source,

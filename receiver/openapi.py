@@ -97,8 +97,8 @@ def document(settings: Settings) -> dict[str, Any]:
         "413": _error(f"The body is over {settings.max_body_bytes} bytes; final."),
         "415": _error("Not a JSON content type; final."),
         "503": _error(
-            "Not kept yet (queue down, overloaded, or signed with a secret not configured yet); "
-            "the sender retries.",
+            "Not kept yet (queue down or nearly full, overloaded, or signed with a secret not "
+            "configured yet); the sender retries.",
             retry=True,
         ),
     }
@@ -146,7 +146,9 @@ def document(settings: Settings) -> dict[str, Any]:
         paths[settings.webhook_path.rstrip("/") + "/{token}"] = {"post": by_path}
     paths["/healthz"] = {"get": _probe("The process serves requests.", "getHealth", False)}
     paths["/readyz"] = {
-        "get": _probe("Redis answers in time (admin listener only).", "getReadiness", True)
+        "get": _probe(
+            "Redis answers in time and has room (admin listener only).", "getReadiness", True
+        )
     }
     paths["/openapi.json"] = {
         "get": {

@@ -13,7 +13,7 @@ import pytest
 
 from chaos.load import Sender
 from chaos.report import Row, count, details, drain
-from chaos.scenarios import duplicates, kills, retries
+from chaos.scenarios import duplicates, kills, memory, retries
 from chaos.scenarios.base import Ctx, deliveries
 from chaos.stack import SECRET
 
@@ -47,6 +47,15 @@ def test_same_delivery_twenty_times_at_once_takes_effect_once(ctx: Ctx) -> None:
     row = duplicates.same_delivery_concurrently(ctx)
     assert_ok(row)
     assert row.figures["answers"] == {202: row.sent, 200: 19 * row.sent}
+
+
+@pytest.mark.timeout(300)  # ~45 s on a quiet machine, ~80 s on a busy one
+def test_a_redis_driven_to_its_maxmemory_answers_503_first_and_loses_nothing(ctx: Ctx) -> None:
+    row = memory.redis_near_full(ctx)
+    assert_ok(row)
+    assert row.figures["errorstat_oom"] == 0
+    assert row.figures["answers"].get("503", 0) > 0
+    assert row.acked == row.sent == row.processed > 0
 
 
 def test_the_harness_counts_a_planted_loss(ctx: Ctx) -> None:

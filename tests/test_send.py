@@ -223,8 +223,10 @@ def test_the_real_ingress_accepts_signed_deliveries_and_refuses_a_wrong_secret(
     assert len(members) == 5
     record = json.loads(client.get(keys.delivery(members[0].decode())) or b"{}")
     assert record["event"] == "upload_completed"
-    assert record["headers"]["user-agent"] == "Upload-Post-Webhooks/1.0"
+    assert len(record["headers"]["x-upload-post-delivery"]) == 36  # the sender's id, a UUID
     assert record["headers"]["x-upload-post-signature"].startswith("sha256=")
+    # The same on every delivery and held for the whole de-duplication window: not kept.
+    assert not {"user-agent", "content-type"} & set(record["headers"])
 
     resent = cli(
         stack,

@@ -887,6 +887,13 @@ def status_command(as_json: bool) -> None:
         "deliveries_kept": int(client.zcard(keys.events_index)),
         "ledger": asdict(ledger_backlog(client, keys)),
     }
+    memory: dict[str, Any] = client.info("memory")
+    used, limit = int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0))
+    data["redis_memory"] = {
+        "used_bytes": used,
+        "maxmemory_bytes": limit,
+        "ingress_limit_ratio": settings.redis_memory_limit_ratio,
+    }
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:
@@ -915,6 +922,13 @@ def status_command(as_json: bool) -> None:
         click.echo(
             f"ledger: {backlog['open_items']} open, oldest overdue "
             f"{backlog['oldest_overdue_seconds']:.0f}s"
+        )
+        ratio = settings.redis_memory_limit_ratio
+        click.echo(
+            f"redis memory: {used / 2**20:.1f} MiB of maxmemory {limit / 2**20:.0f} MiB "
+            f"({used / limit:.0%}; the ingress answers 503 above {ratio:.0%})"
+            if limit
+            else f"redis memory: {used / 2**20:.1f} MiB, no maxmemory (no limit, no 503)"
         )
     if seen.alive == 0 or seen.mismatches:
         sys.exit(1)

@@ -4,8 +4,8 @@ Read only; nothing here writes. Three kinds of keys, all written by the pipeline
 
 - ``<prefix>:events``: sorted set, member = delivery key, score = receipt time (the ingress's
   enqueue script adds it);
-- ``<prefix>:delivery:<key>``: the stored delivery, JSON ``{key, event, received_at, headers,
-  body}``;
+- ``<prefix>:delivery:<key>``: the stored delivery, JSON ``{event, received_at, headers, body}``
+  (records written before the ingress stopped repeating its key name in it also hold ``key``);
 - ``<prefix>:handled:<key>``: the ledger's hash (workers/ledger.py): ``<handler>`` = ``waiting``
   | ``queued`` | ``running`` | ``retrying`` | ``done`` | ``dead``, ``<handler>@`` = JSON
   ``{attempt, at, next_at, error}``, ``~`` = how many handlers the delivery was routed to;
@@ -154,7 +154,9 @@ def _outcomes(raw: dict[bytes, bytes]) -> tuple[HandlerOutcome, ...]:
     return tuple(rows)
 
 
-def parse(raw_record: bytes, handled: dict[bytes, bytes]) -> Delivery:
+def parse(raw_record: bytes, handled: dict[bytes, bytes], key: str | None = None) -> Delivery:
+    """One delivery from its stored record and handled hash; ``key`` is the delivery key the
+    record is stored under (older records carry it inside as well)."""
     record = orjson.loads(raw_record)
     body_text = record.get("body") or ""
     try:
@@ -165,7 +167,7 @@ def parse(raw_record: bytes, handled: dict[bytes, bytes]) -> Delivery:
     platform = payload.get("platform")
     profile = payload.get("profile_username")
     return Delivery(
-        key=str(record.get("key")),
+        key=str(key or record.get("key")),
         event=str(record.get("event")),
         received_at=float(record.get("received_at") or 0.0),
         platform=platform if isinstance(platform, str) else None,
@@ -188,7 +190,7 @@ class EventLog:
         pipe.get(self._keys.delivery(key))
         pipe.hgetall(self._keys.handled(key))
         raw, handled = pipe.execute()
-        return parse(raw, handled) if raw else None
+        return parse(raw, handled, key) if raw else None
 
     def iter(self, flt: EventFilter | None = None) -> Iterator[Delivery]:
         """Deliveries newest first, within the filter's time range, that match it."""
@@ -213,7 +215,7 @@ class EventLog:
                 raw, handled = replies[2 * i], replies[2 * i + 1]
                 if not raw:
                     continue  # expired; the next enqueue trims the index
-                delivery = parse(raw, handled)
+                delivery = parse(raw, handled, keys[i])
                 if flt.matches(delivery):
                     yield delivery
             if len(members) < _CHUNK:

@@ -86,13 +86,20 @@ class _Metrics:
         )
         self.enqueue_failures = Counter(
             "uphooks_ingress_enqueue_failures",
-            "Deliveries answered 503 because Redis failed (error) or was late (timeout).",
+            "Deliveries answered 503 because Redis failed (error), was late (timeout) or "
+            "refused the write for lack of memory (oom).",
             ["reason"],
             registry=registry,
         )
         self.duplicates = Counter(
             "uphooks_ingress_duplicates",
             "Deliveries already known: answered 200 and not queued again.",
+            registry=registry,
+        )
+        self.redis_full = Counter(
+            "uphooks_ingress_refused_redis_full",
+            "Deliveries answered 503 because Redis's used memory was above "
+            "UPHOOKS_REDIS_MEMORY_LIMIT_RATIO of its maxmemory; nothing was kept.",
             registry=registry,
         )
         self.connections_closed = Counter(
@@ -261,8 +268,14 @@ def duplicate() -> None:
 
 
 @_never_raises
+def refused_redis_full() -> None:
+    """A delivery answered 503 because Redis was nearly full (receiver/headroom.py)."""
+    metrics().redis_full.inc()
+
+
+@_never_raises
 def enqueue_failed(reason: str) -> None:
-    """Redis did not keep a delivery: ``timeout`` or ``error``."""
+    """Redis did not keep a delivery: ``timeout``, ``error`` or ``oom``."""
     metrics().enqueue_failures.labels(reason).inc()
 
 
@@ -358,7 +371,8 @@ class PipelineCollector(Collector):
             pipe.zcard(self._keys.dlq_index)
             pipe.zcard(self._keys.due)
             pipe.zrange(self._keys.due, 0, 0, withscores=True)
-            *depths, unacked, dead, open_items, oldest = pipe.execute()
+            pipe.info("memory")
+            *depths, unacked, dead, open_items, oldest, memory = pipe.execute()
             seen = workers_seen(self._client, self._keys, self._stale)
         except redis.RedisError as exc:
             log.warning("metrics scrape: redis unreachable: %s", exc)
@@ -381,6 +395,17 @@ class PipelineCollector(Collector):
         )
         yield GaugeMetricFamily(
             "uphooks_dead_letters", "Dead letters kept (uphooks dlq ls).", value=dead
+        )
+        yield GaugeMetricFamily(
+            "uphooks_redis_used_memory_bytes",
+            "Redis's used_memory (INFO memory): what maxmemory is compared with.",
+            value=int(memory.get("used_memory", 0)),
+        )
+        yield GaugeMetricFamily(
+            "uphooks_redis_maxmemory_bytes",
+            "Redis's maxmemory (0: no limit); the ingress refuses new deliveries above "
+            "UPHOOKS_REDIS_MEMORY_LIMIT_RATIO of it.",
+            value=int(memory.get("maxmemory", 0)),
         )
         yield GaugeMetricFamily(
             "uphooks_ledger_open_items",
@@ -522,6 +547,7 @@ __all__ = [
     "metrics",
     "prepare_multiprocess",
     "queues_of",
+    "refused_redis_full",
     "registry",
     "serve_worker_metrics",
 ]

@@ -253,8 +253,11 @@ def _memory(config: Mapping[str, str], info: Mapping[str, Any]) -> list[Finding]
             Finding(
                 "maxmemory",
                 str(limit),
-                f"{used / limit:.0%} of it is in use: when it is full, deliveries are answered "
-                "503 until the backlog drains. Add workers, or memory.",
+                f"{used / limit:.0%} of it is in use: above UPHOOKS_REDIS_MEMORY_LIMIT_RATIO of "
+                "it (0.9) the ingress answers new deliveries 503 until records expire or memory "
+                "is added (draining the backlog keeps each record for the de-duplication "
+                "window). Add memory, or shorten UPHOOKS_DEDUP_TTL_SECONDS (docs/deploy.md, "
+                "'Sizing Redis').",
             )
         ]
     return []

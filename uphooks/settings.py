@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     # De-duplication of deliveries. The sender retries for ~8.5 h and keeps its delivery log for
     # 7 days (a manual re-send from its dashboard can come that late), so the default covers both.
     dedup_ttl_seconds: int = 7 * DAY
+    # New deliveries are answered 503 (retried) while Redis's used_memory is above this share of
+    # its maxmemory, so the workers keep the rest: Redis refuses their writes too once it is full
+    # (receiver/headroom.py, docs/operations.md). No check when Redis has no maxmemory.
+    redis_memory_limit_ratio: float = Field(default=0.9, gt=0, le=1)
+    # How often the ingress reads INFO memory for that check (never per request).
+    redis_memory_poll_seconds: float = Field(default=0.5, gt=0, le=10)
 
     # --- Workers
     # Handler modules to import, comma-separated (in addition to the built-in ``log`` handler).
