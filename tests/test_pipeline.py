@@ -187,8 +187,9 @@ def test_pool_child_killed_before_the_effect_the_event_is_processed_once(stack: 
     wait_for(lambda: effects(stack) == Counter({f"test.killable|{key}:test.killable": 1}))
     runs = stack.client().get(f"{stack.prefix}:test:runs:{key}:test.killable")
     assert runs == b"2"  # killed once, run again once
-    handled = stack.client().hget(f"{stack.prefix}:handled:{key}", "test.killable")
-    assert handled == b"done"
+    handled = f"{stack.prefix}:handled:{key}"
+    # The effect shows before the run is settled: wait for the ledger to say done.
+    wait_for(lambda: stack.client().hget(handled, "test.killable") == b"done", what="settled")
 
 
 def test_kill_after_the_effect_reruns_the_handler_and_its_key_keeps_one_effect(
