@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from uphooks.cli_errors import FriendlyGroup
+from uphooks.cli_errors import FriendlyGroup, api_errors
 from uphooks.cli_reconcile import register as register_reconcile
 from uphooks.settings import get_settings
 
@@ -668,21 +668,6 @@ def _this_receiver() -> str | None:
     return settings.public_url + settings.webhook_path
 
 
-def _api_errors(func: Any) -> Any:
-    import functools
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from uphooks.provider_api import ProviderAPIError
-
-        try:
-            return func(*args, **kwargs)
-        except ProviderAPIError as exc:
-            raise click.ClickException(str(exc)) from exc
-
-    return wrapper
-
-
 @main.group("upload-post")
 def upload_post() -> None:
     """Upload-Post's notification settings, through its API (UPHOOKS_UPLOAD_POST_API_KEY).
@@ -694,7 +679,7 @@ def upload_post() -> None:
 
 @upload_post.command("show")
 @click.option("--json", "as_json", is_flag=True, help="the API's settings object as JSON")
-@_api_errors
+@api_errors
 def upload_post_show(as_json: bool) -> None:
     """Show where and what Upload-Post sends (channels, webhook URL, events, Telegram chat).
 
@@ -732,7 +717,7 @@ def upload_post_show(as_json: bool) -> None:
 @click.option("--all-events", is_flag=True, help="receive every event")
 @click.option("--dry-run", is_flag=True, help="print the request body, change nothing")
 @click.option("--json", "as_json", is_flag=True, help="the resulting settings as JSON")
-@_api_errors
+@api_errors
 def upload_post_set(
     url: str | None,
     webhook: bool | None,
@@ -816,7 +801,7 @@ def upload_post_set(
     help="also post a signed sample upload_completed to the configured webhook URL",
 )
 @click.option("--sign-with", "secret", help="[default: the first of UPHOOKS_SECRETS]")
-@_api_errors
+@api_errors
 def upload_post_test(send_sample: bool, secret: str | None) -> None:
     """Check that Upload-Post will deliver here: the key works, the webhook channel is on,
     the URL is this receiver's (UPHOOKS_PUBLIC_URL), events are switched on.

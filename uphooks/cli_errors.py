@@ -72,3 +72,20 @@ class FriendlyGroup(click.Group):
             if line is None:
                 raise
             raise click.ClickException(line) from exc
+
+
+def api_errors(func: Any) -> Any:
+    """A command calling Upload-Post's API: its refusals (a wrong key, an unknown id) are one
+    line, as ProviderAPIError already words them."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from uphooks.provider_api import ProviderAPIError
+
+        try:
+            return func(*args, **kwargs)
+        except ProviderAPIError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from uphooks.cli_errors import api_errors
 from uphooks.settings import get_settings
 
 
@@ -17,21 +18,6 @@ def _api(budget: int | None = None) -> Any:
 
     settings = get_settings()
     return ReadBack.from_settings(settings, budget=budget or settings.reconcile_request_budget)
-
-
-def _errors(func: Any) -> Any:
-    import functools
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from uphooks.provider_api import ProviderAPIError
-
-        try:
-            return func(*args, **kwargs)
-        except ProviderAPIError as exc:
-            raise click.ClickException(str(exc)) from exc
-
-    return wrapper
 
 
 def _reconciler() -> Any:
@@ -50,7 +36,7 @@ def _reconciler() -> Any:
 )
 @click.option("--dry-run", is_flag=True, help="list what would be injected; change nothing")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-@_errors
+@api_errors
 def reconcile_command(since: str | None, dry_run: bool, as_json: bool) -> None:
     """One reconciliation pass: inject the upload results Upload-Post's history knows and no
     webhook told us about, marked "reconciled" (results younger than
@@ -94,7 +80,7 @@ def reconcile_command(since: str | None, dry_run: bool, as_json: bool) -> None:
     is_flag=True,
     help="when finished, inject results no webhook told us about (marked reconciled)",
 )
-@_errors
+@api_errors
 def watch_command(
     request_id: str | None, job_id: str | None, timeout: float, inject_missing: bool
 ) -> None:
@@ -129,7 +115,7 @@ def watch_command(
     is_flag=True,
     help="inject the account event that explains each difference (marked reconciled)",
 )
-@_errors
+@api_errors
 def drift_command(inject_missing: bool) -> None:
     """Compare Upload-Post's profiles and social accounts with what account events told us.
     Exits 1 when they differ (and nothing was injected)."""
