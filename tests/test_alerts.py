@@ -10,7 +10,6 @@ service starts). Where neither can be had the promtool tests skip, saying why.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -20,11 +19,11 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
+from tests.debian import unpack
 
 RULES = ROOT / "deploy" / "prometheus" / "uphooks-alerts.yml"
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "uphooks-alerts.test.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "uphooks-dashboard.json"
-UNPACKED = ROOT / "var" / "prometheus-deb"
 ALERTS = {
     "UphooksDeadLettersGrowing",
     "UphooksOldestPendingOld",
@@ -36,22 +35,7 @@ ALERTS = {
 
 
 def _unpack_debian_promtool() -> Path | str:
-    binary = UNPACKED / "usr" / "bin" / "promtool"
-    if binary.exists():
-        return binary
-    if not (shutil.which("apt-get") and shutil.which("dpkg")):
-        return "no promtool on the PATH and no apt-get/dpkg to fetch Debian's prometheus"
-    UNPACKED.mkdir(parents=True, exist_ok=True)
-    download = ["apt-get", "download", "prometheus"]
-    got = subprocess.run(download, cwd=UNPACKED, capture_output=True, text=True, check=False)
-    if got.returncode != 0 and os.geteuid() == 0:  # stale package lists: refresh, try again
-        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
-        got = subprocess.run(download, cwd=UNPACKED, capture_output=True, text=True, check=False)
-    debs = sorted(UNPACKED.glob("prometheus_*.deb"))
-    if got.returncode != 0 or not debs:
-        return f"`apt-get download prometheus` failed: {got.stderr.strip()[-300:]}"
-    subprocess.run(["dpkg", "-x", str(debs[-1]), str(UNPACKED)], check=True)
-    return binary if binary.exists() else "the prometheus package held no usr/bin/promtool"
+    return unpack("prometheus", "usr/bin/promtool")
 
 
 @pytest.fixture(scope="session")

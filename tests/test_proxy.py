@@ -23,33 +23,17 @@ import httpx
 import pytest
 
 from tests.conftest import PATH, ROOT, Stack, wait_for
+from tests.debian import unpack
 from uphooks import simulate
 from uphooks.embedded import free_port
 
 TEMPLATE = ROOT / "deploy" / "nginx" / "uphooks.conf.template"
-UNPACKED = ROOT / "var" / "nginx-deb"
 SECRET = "whsec_" + base64.b64encode(b"p" * 32).decode()
 OTHER = "whsec_" + base64.b64encode(b"q" * 32).decode()
 
 
 def _unpack_debian_nginx() -> Path | str:
-    """Debian's nginx binary unpacked under var/, or why it could not be."""
-    binary = UNPACKED / "usr" / "sbin" / "nginx"
-    if binary.exists():
-        return binary
-    if not (shutil.which("apt-get") and shutil.which("dpkg")):
-        return "no nginx on the PATH and no apt-get/dpkg to fetch Debian's"
-    UNPACKED.mkdir(parents=True, exist_ok=True)
-    download = ["apt-get", "download", "nginx"]
-    got = subprocess.run(download, cwd=UNPACKED, capture_output=True, text=True, check=False)
-    if got.returncode != 0 and os.geteuid() == 0:  # stale package lists: refresh, try again
-        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
-        got = subprocess.run(download, cwd=UNPACKED, capture_output=True, text=True, check=False)
-    debs = sorted(UNPACKED.glob("nginx_*.deb"))
-    if got.returncode != 0 or not debs:
-        return f"`apt-get download nginx` failed: {got.stderr.strip()[-300:]}"
-    subprocess.run(["dpkg", "-x", str(debs[-1]), str(UNPACKED)], check=True)
-    return binary if binary.exists() else "the nginx package held no usr/sbin/nginx"
+    return unpack("nginx", "usr/sbin/nginx")
 
 
 @pytest.fixture(scope="session")
