@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from console.cli import console as console_command
 from uphooks.cli_errors import FriendlyGroup, api_errors
 from uphooks.cli_reconcile import register as register_reconcile
 from uphooks.settings import get_settings
@@ -920,6 +921,7 @@ def status_command(as_json: bool) -> None:
 
 
 register_reconcile(main)  # reconcile, watch, drift (uphooks/cli_reconcile.py)
+main.add_command(console_command)  # the operator console (console/cli.py)
 
 if __name__ == "__main__":
     main()
