@@ -42,6 +42,33 @@ local function known(spec, key)
   end
   return false
 end
+-- Console indexes (docs/design.md section 10): ARGV[13] the index prefix "<prefix>:ix:",
+-- ARGV[14] the terms' lengths, ARGV[15] the terms, concatenated (uphooks/indexes.py): per
+-- delivery, index names after the prefix or, "@" first, lookup names after "<prefix>:ix:find:",
+-- separated by "\31". Every new delivery is also "pending" (the ledger moves it on).
+local ixp, terms, touched = ARGV[13], {}, {['st:pending'] = true}
+if ixp then
+  local at = 1
+  for len in string.gmatch(ARGV[14] .. ',', '(%d*),') do
+    local n = tonumber(len) or 0
+    terms[#terms + 1] = string.sub(ARGV[15], at, at + n - 1)
+    at = at + n
+  end
+end
+local function index(term, key)
+  if not ixp then return end
+  redis.call('ZADD', ixp .. 'st:pending', now, key)
+  for item in string.gmatch(term or '', '[^\31]+') do
+    if string.sub(item, 1, 1) == '@' then
+      local name = ixp .. 'find:' .. string.sub(item, 2)
+      redis.call('ZADD', name, now, key)
+      redis.call('EXPIRE', name, ttl)
+    else
+      redis.call('ZADD', ixp .. item, now, key)
+      touched[item] = true
+    end
+  end
+end
 local function claim(spec, key)
   if spec == nil or spec == '' then return end
   local mode, looks = string.sub(spec, 1, 1), tonumber(string.sub(spec, 2, 3))
@@ -62,6 +89,7 @@ for len in string.gmatch(ARGV[7], '%d+') do
     redis.call('ZADD', KEYS[2], now, key)
     redis.call('ZADD', KEYS[3], recover_at, key .. '|')
     claim(spec, key)
+    index(terms[i - 3], key)
     flags[#flags + 1] = 1
   else
     flags[#flags + 1] = 0
@@ -72,5 +100,9 @@ if #fresh > 0 then
   local body = '[[' .. cjson.encode(fresh) .. '],{},' .. ARGV[5] .. ']'
   redis.call('LPUSH', KEYS[1], ARGV[3] .. cjson.encode(body) .. ARGV[4])
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (tonumber(now) - ttl))
+  if ixp then
+    -- The pruner's registry: each index by (at most) its oldest entry's time.
+    for name in pairs(touched) do redis.call('ZADD', string.sub(ixp, 1, -2), 'LT', now, ixp .. name) end
+  end
 end
 return flags

@@ -42,7 +42,7 @@ from receiver.replicas import NotReplicated
 from receiver.sources import Address, SourceFilter
 from receiver.throttle import RefusalBudget
 from receiver.verify import Failed, Pending, Reason, Verifier
-from uphooks import facts, logs, metrics, tracing
+from uphooks import facts, indexes, logs, metrics, tracing
 from uphooks.settings import Settings
 
 log = logging.getLogger("uphooks.receiver")
@@ -230,11 +230,12 @@ async def receive(request: Request) -> JSONResponse | None:
     try:
         # The Enqueuer gives up after ack_timeout_seconds by itself (one timer for all requests).
         fact = facts.spec(facts.webhook_facts(payload))
+        terms = indexes.receipt_terms(event, payload)
         if tracing.ON:
             with tracing.span("uphooks.enqueue", {"uphooks.delivery_key": key}):
-                is_new = await enqueuer.submit(key, record, fact)
+                is_new = await enqueuer.submit(key, record, fact, terms)
         else:
-            is_new = await enqueuer.submit(key, record, fact)
+            is_new = await enqueuer.submit(key, record, fact, terms)
     except NotReplicated as exc:
         metrics.enqueue_failed("replicas")
         log.warning("answered 503: %s", exc)

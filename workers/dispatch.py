@@ -41,6 +41,7 @@ from uphooks.events import BaseEvent, EventValidationError, parse_event
 from uphooks.settings import Settings
 from uphooks.taskmessage import PairRef
 from workers.deadletter import ROUTING_HANDLER, DeadLetter
+from workers.indexes import INDEX_SYNC
 from workers.leases import LeaseKeeper, holder_is_dead_here, holder_token
 from workers.ledger import Claim, Ledger, Route, Settlement, order_member, order_set
 from workers.retrying import Dead, RetryPolicy, with_redis_retries
@@ -51,6 +52,8 @@ log = logging.getLogger("uphooks.worker")
 
 #: Settle finished pairs at least this often within one message (seconds).
 SETTLE_EVERY = 0.05
+#: The tail of a traceback kept in a pair's outcome details (its attempt history).
+TRACEBACK_KEPT = 8000
 
 #: publish(keys): a route message on UPHOOKS_QUEUE (used to split a poison message).
 Publish = Callable[[list[str]], None]
@@ -137,11 +140,16 @@ class _Outcome:
     traceback: str = ""
     due: float = 0.0
     trace: str = ""  # the first attempt's span, kept so later attempts link to it
+    duration: float | None = None  # how long the handler ran (s), for the attempt history
 
     def settlement(self, now: float) -> Settlement:
-        details: dict[str, Any] = {"attempt": self.attempt, "at": now}
+        details: dict[str, Any] = {"attempt": self.attempt, "at": now, "outcome": self.kind}
+        if self.duration is not None:
+            details["duration"] = round(self.duration, 6)
         if self.error:
             details["error"] = self.error
+        if self.traceback:
+            details["traceback"] = self.traceback[-TRACEBACK_KEPT:]
         if self.trace:
             details["trace"] = self.trace
         extra: bytes | str | float = ""
@@ -374,18 +382,22 @@ class Dispatcher:
         try:
             last = time.monotonic()
             for index, job in enumerate(jobs):
+                began = time.monotonic()
                 try:
                     self._run(job)
                 except self._soft_limit_exc as exc:
-                    outcomes.append(self._failed(job, exc))
+                    outcomes.append(self._failed(job, exc, time.monotonic() - began))
                     outcomes += [
                         _Outcome(rest.ref, "release", rest.attempt) for rest in jobs[index + 1 :]
                     ]
                     break
                 except Exception as exc:
-                    outcomes.append(self._failed(job, exc))
+                    outcomes.append(self._failed(job, exc, time.monotonic() - began))
                 else:
-                    outcomes.append(_Outcome(job.ref, "done", job.attempt, job.delivery))
+                    took = time.monotonic() - began
+                    outcomes.append(
+                        _Outcome(job.ref, "done", job.attempt, job.delivery, duration=took)
+                    )
                 if time.monotonic() - last >= SETTLE_EVERY and index + 1 < len(jobs):
                     self._finish(outcomes, holder)
                     outcomes = []
@@ -395,11 +407,17 @@ class Dispatcher:
             self._leases.release(holder)
 
     # -- 4. decide and settle -------------------------------------------------------------
-    def _failed(self, job: _Job, exc: BaseException) -> _Outcome:
+    def _failed(self, job: _Job, exc: BaseException, took: float) -> _Outcome:
         decision = self._policy.decide(job.spec, job.attempt, exc)
         if isinstance(decision, Dead):
             return _Outcome(
-                job.ref, "dead", job.attempt, job.delivery, repr(exc), traceback.format_exc()
+                job.ref,
+                "dead",
+                job.attempt,
+                job.delivery,
+                repr(exc),
+                traceback.format_exc(),
+                duration=took,
             )
         log.warning(
             "[%s %s] attempt %d failed, retrying in %.0fs: %r",
@@ -415,8 +433,10 @@ class Dispatcher:
             job.attempt,
             job.delivery,
             repr(exc),
+            traceback.format_exc(),
             due=decision.due,
             trace=job.first_trace,
+            duration=took,
         )
 
     def _finish(self, outcomes: list[_Outcome], holder: str) -> None:
@@ -484,6 +504,7 @@ class Dispatcher:
         pipe.hset(self._keys.handled(key), "~", "unroutable")
         pipe.expire(self._keys.handled(key), self._s.dedup_ttl_seconds)
         pipe.zrem(self._keys.due, f"{key}|")
+        pipe.eval(INDEX_SYNC, 0, self._keys.prefix, key)  # the console shows it dead
         pipe.set(
             self._keys.dlq_entry(eid), orjson.dumps(asdict(dl)), ex=self._s.dlq_retention_seconds
         )

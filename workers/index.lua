@@ -1,0 +1,96 @@
+-- The console's indexes, kept with the ledger (docs/design.md section 10); included by every
+-- script that changes a pair's state, each calling one of these once per pair it changed.
+-- Indexes are sorted sets of delivery keys scored by receipt time (the "events" score):
+--   <prefix>:ix:st:<state>            the delivery's aggregate state
+--   <prefix>:ix:hs:<handler>|<state>  one handler's pair state
+-- States: pending, running, retrying, done, dead. A pair queued or waiting for its next attempt
+-- (token attempt > 1) is "retrying"; the first attempt not yet running is "pending". The
+-- aggregate is the worst: dead > retrying > running > pending > done; a delivery not yet routed
+-- is pending (the ingress indexed it so), one that cannot be routed is dead.
+-- The hash keeps what was indexed ("~s": the aggregate, "~><handler>": a pair's), so a call
+-- touches only what changed. Each index is registered in "<prefix>:ix" by its oldest entry's
+-- time, for the pruner (workers/index_prune.lua).
+-- A pair's attempt history ("<prefix>:attempts:<key>|<handler>", JSON details oldest first,
+-- the last IX_ATTEMPTS kept) is written when a pair has more than its one successful attempt.
+
+local IX_ATTEMPTS = 20
+local IX_SUFFIXES = {['@'] = 1, ['#'] = 1, ['!'] = 1, ['%'] = 1, ['^'] = 1, ['&'] = 1, ['='] = 1}
+local IX_RANK = {done = 1, pending = 2, running = 3, retrying = 4, dead = 5}
+
+local function ix_pair_state(state, token)
+  if state == 'queued' or state == 'waiting' then
+    if token and (tonumber(string.match(token, '%.(%d+)$')) or 1) > 1 then return 'retrying' end
+    return 'pending'
+  end
+  return state
+end
+
+local function ix_move(prefix, key, at, field, old, new, index, hk)
+  if old == new then return end
+  local ixp = prefix .. ':ix:'
+  if old then redis.call('ZREM', ixp .. index .. old, key) end
+  redis.call('ZADD', ixp .. index .. new, at, key)
+  redis.call('ZADD', prefix .. ':ix', 'LT', at, ixp .. index .. new)
+  redis.call('HSET', hk, field, new)
+end
+
+-- Bring one delivery's state indexes in line with its ledger hash.
+local function ix_sync(prefix, key)
+  local at = redis.call('ZSCORE', prefix .. ':events', key)
+  if not at then return end -- past its retention: the pruner drops what is left
+  local hk = prefix .. ':handled:' .. key
+  local flat = redis.call('HGETALL', hk)
+  local f = {}
+  for i = 1, #flat, 2 do f[flat[i]] = flat[i + 1] end
+  local worst = 'done'
+  if f['~'] == 'unroutable' then
+    worst = 'dead'
+  elseif not f['~'] then
+    worst = 'pending'
+  end
+  for name, value in pairs(f) do
+    if string.sub(name, 1, 1) ~= '~' and not IX_SUFFIXES[string.sub(name, -1)] then
+      local s = ix_pair_state(value, f[name .. '#'])
+      if IX_RANK[s] then
+        if IX_RANK[s] > IX_RANK[worst] then worst = s end
+        ix_move(prefix, key, at, '~>' .. name, f['~>' .. name], s, 'hs:' .. name .. '|', hk)
+      end
+    end
+  end
+  ix_move(prefix, key, at, '~s', f['~s'] or 'pending', worst, 'st:', hk)
+end
+
+local function ix_history(prefix, key, h, entry, ttl)
+  local name = prefix .. ':attempts:' .. key .. '|' .. h
+  redis.call('RPUSH', name, entry)
+  redis.call('LTRIM', name, -IX_ATTEMPTS, -1)
+  redis.call('EXPIRE', name, ttl)
+end
+
+-- A pair was claimed (claim.lua, take_over.lua); ``before`` is its state before: "running"
+-- means the run that held it was lost (its process died), which the history records.
+local function ix_claimed(prefix, key, h, before, now)
+  if before == 'running' then
+    local hk = prefix .. ':handled:' .. key
+    local token, ttl = redis.call('HGET', hk, h .. '#') or '', redis.call('TTL', hk)
+    local entry = cjson.encode({
+      attempt = tonumber(string.match(token, '%.(%d+)$')), at = now, outcome = 'lost',
+      error = 'the run was lost: its worker process died or stopped renewing its lease',
+    })
+    if ttl > 0 then ix_history(prefix, key, h, entry, ttl) end
+  end
+  ix_sync(prefix, key)
+end
+
+-- A run's outcome was recorded (settle.lua). A first attempt that succeeded needs no history
+-- (its "<handler>@" details are the whole story), unless an earlier generation left one.
+local function ix_settled(prefix, key, h, kind, details, ttl)
+  if kind ~= 'release' then
+    local name = prefix .. ':attempts:' .. key .. '|' .. h
+    local first = string.match(details, '"attempt":1[,}]')
+    if kind ~= 'done' or not first or redis.call('EXISTS', name) == 1 then
+      ix_history(prefix, key, h, details, ttl)
+    end
+  end
+  ix_sync(prefix, key)
+end
