@@ -117,7 +117,7 @@ def build_console(settings: Settings) -> Console:
     credentials = require_configured(settings)
     client = sync_client(settings)
     keys = Keys(settings.key_prefix)
-    store = ConsoleStore(client, keys)
+    store = ConsoleStore(client, keys, settings.dedup_ttl_seconds)
     templates = Jinja2Templates(directory=str(files("console").joinpath("templates")))
     install_filters(templates.env)
     return Console(

@@ -12,7 +12,6 @@ no longer dead, so a second pass over the filter skips it (``Ledger.replay`` is 
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import secrets
 import threading
@@ -174,14 +173,14 @@ class Jobs:
             time.sleep(self._s.console_bulk_pause_seconds)
         return "cancelled" if self._r.hget(key, "cancel") == b"1" else "done"
 
-    def replay_items(self, items: list[str], handler_glob: str | None = None) -> tuple[int, int]:
+    def replay_items(self, items: list[str], handler: str | None = None) -> tuple[int, int]:
         """Replay dead pairs: entry ids (``key|handler``) or delivery keys (each dead handler
         of it). Returns (replayed, skipped: done or under way meanwhile, or nothing dead)."""
         if self._ledger is None:
             self._ledger = Ledger(self._r, self._s)
         replayed = skipped = 0
         for item in items:
-            pairs = self.pairs_of(item, handler_glob)
+            pairs = self.pairs_of(item, handler)
             if not pairs:
                 skipped += 1
             for dkey, handler in pairs:
@@ -190,7 +189,7 @@ class Jobs:
                 skipped += result != "replayed"
         return replayed, skipped
 
-    def pairs_of(self, item: str, handler_glob: str | None = None) -> list[tuple[str, str]]:
+    def pairs_of(self, item: str, handler: str | None = None) -> list[tuple[str, str]]:
         """The dead pairs an item of ``ConsoleStore.iter_keys`` names: an entry id
         (``key|handler``) or a delivery key (each of its dead handlers)."""
         if "|" in item:
@@ -198,8 +197,8 @@ class Jobs:
             pairs = [(key, handler)]
         else:
             pairs = self.dead_pairs(item)
-        if handler_glob:
-            pairs = [p for p in pairs if fnmatch.fnmatchcase(p[1], handler_glob)]
+        if handler:  # the filters name one handler: only its pairs
+            pairs = [p for p in pairs if p[1] == handler]
         return pairs
 
     def dead_pairs(self, key: str) -> list[tuple[str, str]]:

@@ -109,7 +109,8 @@ class Credentials:
     def still_valid(self, who: Identity) -> bool:
         """A session ends when its user or token was removed from the settings or changed role."""
         if who.via == "password":
-            return self._users.get(who.name, ("", ""))[0] == who.role
+            found = self._users.get(who.name)
+            return found is not None and found[0] == who.role
         return any(name == who.name and role == who.role for name, role, _ in self._tokens)
 
 

@@ -41,7 +41,7 @@ def _estimate(con: Console, request: Request, session: Session) -> Response:
         session,
         "estimate.html",
         f=chosen,
-        estimate=con.store.estimate(chosen.query),
+        estimate=con.store.estimate_detail(chosen.query),
         chunk=con.settings.console_bulk_chunk,
     )
 
