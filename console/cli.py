@@ -13,8 +13,14 @@ import click
 @click.group(invoke_without_command=True)
 @click.option("--host", help="[default: UPHOOKS_CONSOLE_HOST, 127.0.0.1]")
 @click.option("--port", type=int, help="[default: UPHOOKS_CONSOLE_PORT, 8002]")
+@click.option(
+    "--optional",
+    is_flag=True,
+    help="with no user or token set, say so and wait instead of failing (for a Procfile run "
+    "as a whole, like `uphooks dev`, where one process ending stops the others)",
+)
 @click.pass_context
-def console(ctx: click.Context, host: str | None, port: int | None) -> None:
+def console(ctx: click.Context, host: str | None, port: int | None, optional: bool) -> None:
     """Run the operator console (a web app on its own port): events, dead letters, replay.
 
     Off until UPHOOKS_CONSOLE_USERS or UPHOOKS_CONSOLE_TOKENS is set (docs/console.md).
@@ -32,7 +38,11 @@ def console(ctx: click.Context, host: str | None, port: int | None) -> None:
     try:
         app = create_app(settings)
     except ConfigurationError as exc:
-        raise click.ClickException(str(exc)) from exc
+        if not optional:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"console off: {exc}", err=True)
+        _wait_for_a_stop_signal()
+        return
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -50,6 +60,15 @@ def console(ctx: click.Context, host: str | None, port: int | None) -> None:
     server.run()
     if not server.started:
         sys.exit(3)
+
+
+def _wait_for_a_stop_signal() -> None:
+    import contextlib
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    with contextlib.suppress(KeyboardInterrupt):
+        signal.pause()
 
 
 @console.command("hash-password")

@@ -222,3 +222,23 @@ def test_signing_out_ends_the_session_and_needs_the_csrf_token(redis_url: str, p
             client.post("/logout", data={"csrf": token}, follow_redirects=False).status_code == 303
         )
         assert client.get("/events", follow_redirects=False).status_code == 303
+
+
+def test_the_procfile_console_waits_quietly_when_it_is_not_configured(redis_url: str) -> None:
+    """`uphooks dev` runs the whole Procfile, and one process ending would stop the others."""
+    stack = Stack(redis_url, ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uphooks.cli", "console", "--optional"],
+        env=stack.env(),
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=3)
+    finally:
+        proc.terminate()
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert "console off:" in err and "UPHOOKS_CONSOLE_USERS" in err
