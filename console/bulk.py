@@ -32,6 +32,7 @@ log = logging.getLogger("uphooks.console.bulk")
 KEEP_JOBS = 50
 LOCK_SECONDS = 30
 FINAL = ("done", "cancelled", "failed")
+_NOT_NAMES = tuple(c.encode() for c in "@#!%^&=")  # suffixes of a pair's other fields
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,12 @@ class Jobs:
 
     def dead_pairs(self, key: str) -> list[tuple[str, str]]:
         states: dict[bytes, bytes] = self._r.hgetall(self._keys.handled(key))  # type: ignore[assignment]
-        pairs = [(key, h.decode()) for h, s in states.items() if s == b"dead"]
+        # Only handler names: not the ledger's and the indexes' own fields (``~...``, suffixes).
+        pairs = [
+            (key, name.decode())
+            for name, state in states.items()
+            if state == b"dead" and not name.startswith(b"~") and name[-1:] not in _NOT_NAMES
+        ]
         routing = entry_id(key, "uphooks.routing")
         if self._r.exists(self._keys.dlq_entry(routing)):
             pairs.append((key, "uphooks.routing"))

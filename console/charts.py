@@ -20,7 +20,10 @@ def _fmt(value: float) -> str:
 
 
 def line_chart(title: str, lines: list[Line], unit: str = "", span: float = 3600.0) -> Markup:
+    """``span`` seconds back from now at most; less when the samples began later."""
     now = time.time()
+    first = min((t for line in lines for t, _ in line.points), default=now - span)
+    span = min(span, max(120.0, now - first))
     start = now - span
     top = max([v for line in lines for _, v in line.points] + [0.0])
     top = top * 1.1 if top > 0 else 1.0
@@ -40,7 +43,7 @@ def line_chart(title: str, lines: list[Line], unit: str = "", span: float = 3600
         f'<line x1="{PAD_L}" y1="{PAD_T}" x2="{PAD_L}" y2="{PAD_T + plot_h}" stroke="#9ca3af"/>',
         f'<text x="{PAD_L - 4}" y="{PAD_T + 10}" text-anchor="end">{_fmt(top)}{unit}</text>',
         f'<text x="{PAD_L - 4}" y="{PAD_T + plot_h}" text-anchor="end">0</text>',
-        f'<text x="{PAD_L}" y="{H - 4}">-60 min</text>',
+        f'<text x="{PAD_L}" y="{H - 4}">-{span / 60:.0f} min</text>',
         f'<text x="{W - 8}" y="{H - 4}" text-anchor="end">now</text>',
     ]
     for i, line in enumerate(lines):
