@@ -222,7 +222,15 @@ def _json(raw: object) -> dict[str, Any]:
 
 
 class ConsoleStore:
-    def __init__(self, client: redis.Redis, keys: Keys, retention_s: float | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        retention_s: float | None = None,
+        scan_bound: int = SCAN_BOUND,
+    ) -> None:
+        """``retention_s``: UPHOOKS_DEDUP_TTL_SECONDS (read from the settings when None);
+        ``scan_bound``: index entries one list call looks at, at most."""
         if retention_s is None:
             from uphooks.settings import get_settings
 
@@ -230,11 +238,12 @@ class ConsoleStore:
         self._r = client
         self._keys = keys
         self._pager = Pager(client, keys, retention_s)
+        self._bound = scan_bound
 
     # -- lists -----------------------------------------------------------------------------
     def list_events(self, q: EventQuery) -> Page:
         """Deliveries that match, newest first; ``next_cursor`` continues (None: the end)."""
-        walk = self._pager.walk(_filters(q), q.cursor, q.limit)
+        walk = self._pager.walk(_filters(q), q.cursor, q.limit, bound=self._bound)
         rows = [self._row(item) for item in walk.found]
         return Page(rows, walk.next_cursor, walk.scanned)
 
@@ -277,7 +286,7 @@ class ConsoleStore:
         delivery arriving meanwhile is not included (the walk starts below the newest)."""
         f, cursor = _filters(q), q.cursor
         while True:
-            walk = self._pager.walk(f, cursor, batch, mode="keys", bound=max(batch, SCAN_BOUND))
+            walk = self._pager.walk(f, cursor, batch, mode="keys", bound=max(batch, self._bound))
             keys = [_text(k) for k in walk.found]
             if keys:
                 yield keys

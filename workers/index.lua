@@ -25,13 +25,23 @@ local function ix_pair_state(state, token)
   return state
 end
 
-local function ix_move(prefix, key, at, field, old, new, index, hk)
+-- What this script call registered already (index name -> lowest time), to register each
+-- index once per call rather than once per entry.
+local IX_REGISTERED = {}
+
+local function ix_move(prefix, key, at, field, old, new, index, changed)
   if old == new then return end
   local ixp = prefix .. ':ix:'
   if old then redis.call('ZREM', ixp .. index .. old, key) end
-  redis.call('ZADD', ixp .. index .. new, at, key)
-  redis.call('ZADD', prefix .. ':ix', 'LT', at, ixp .. index .. new)
-  redis.call('HSET', hk, field, new)
+  local name = ixp .. index .. new
+  redis.call('ZADD', name, at, key)
+  local seen = IX_REGISTERED[name]
+  if not seen or tonumber(at) < seen then
+    redis.call('ZADD', prefix .. ':ix', 'LT', at, name)
+    IX_REGISTERED[name] = tonumber(at)
+  end
+  changed[#changed + 1] = field
+  changed[#changed + 1] = new
 end
 
 -- Bring one delivery's state indexes in line with its ledger hash.
@@ -42,7 +52,7 @@ local function ix_sync(prefix, key)
   local flat = redis.call('HGETALL', hk)
   local f = {}
   for i = 1, #flat, 2 do f[flat[i]] = flat[i + 1] end
-  local worst = 'done'
+  local worst, changed = 'done', {}
   if f['~'] == 'unroutable' then
     worst = 'dead'
   elseif not f['~'] then
@@ -53,11 +63,12 @@ local function ix_sync(prefix, key)
       local s = ix_pair_state(value, f[name .. '#'])
       if IX_RANK[s] then
         if IX_RANK[s] > IX_RANK[worst] then worst = s end
-        ix_move(prefix, key, at, '~>' .. name, f['~>' .. name], s, 'hs:' .. name .. '|', hk)
+        ix_move(prefix, key, at, '~>' .. name, f['~>' .. name], s, 'hs:' .. name .. '|', changed)
       end
     end
   end
-  ix_move(prefix, key, at, '~s', f['~s'] or 'pending', worst, 'st:', hk)
+  ix_move(prefix, key, at, '~s', f['~s'] or 'pending', worst, 'st:', changed)
+  if #changed > 0 then redis.call('HSET', hk, unpack(changed)) end
 end
 
 local function ix_history(prefix, key, h, entry, ttl)
