@@ -6,8 +6,11 @@
 -- walk's order (score descending, then key descending, as ZREVRANGEBYSCORE orders)
 -- ARGV[6] limit  ARGV[7] scan bound  ARGV[8] mode: "rows", "keys" or "count"
 -- ARGV[9] number of filter groups; then per group: n, then n index names. A delivery matches
--- when it is in at least one index of every group (a group is a union: one handler in any
--- state). The group with the fewest entries in the score range is walked (ZCOUNT).
+-- when it is in at least one index of every group (a group is a union). The group with the
+-- fewest entries in the score range is walked (ZCOUNT). Then: n, and n indexes a delivery must
+-- be in none of ("done" is in no state index: workers/index.lua); then a handler the delivery
+-- must have been routed to ("" for none) and the state its pair must be in ("" for any), read
+-- from the ledger hash.
 -- Returns {found, scanned, next score or false, next key or false, entries of the walked group}
 -- with found: "rows": {key, score, record, hash (flat)} per delivery whose record is still
 -- there; "keys": the keys; "count": {matches}.
@@ -21,6 +24,10 @@ for g = 1, tonumber(ARGV[9]) do
   groups[g] = names
   a = a + n + 1
 end
+local absent = {}
+for j = 1, tonumber(ARGV[a]) do absent[j] = ARGV[a + j] end
+a = a + #absent + 1
+local handler, pair_state = ARGV[a], ARGV[a + 1]
 if cs ~= '' then hi = cs end
 local function number(text)
   if text == '+inf' or text == 'inf' then return math.huge end
@@ -74,7 +81,21 @@ local function take()
   if from then from.pos = from.pos + 1 end
   return e
 end
+local function pair_is(key)
+  local got = redis.call('HMGET', prefix .. ':handled:' .. key, handler, handler .. '#')
+  local state = got[1]
+  if not state then return false end
+  if pair_state == '' then return true end
+  if state == 'queued' or state == 'waiting' then
+    state = (tonumber(string.match(got[2] or '', '%.(%d+)$')) or 1) > 1 and 'retrying' or 'pending'
+  end
+  return state == pair_state
+end
 local function matches(key)
+  for _, name in ipairs(absent) do
+    if redis.call('ZSCORE', name, key) then return false end
+  end
+  if handler ~= '' and not pair_is(key) then return false end
   for g, names in ipairs(groups) do
     if g ~= best then
       local found = false

@@ -1,9 +1,11 @@
 """How a filter becomes a walk over the console's indexes (console/page.lua), never a SCAN.
 
-Each filter names one index, or a union of them (a handler in any state); the page script counts
-every candidate in the time range (ZCOUNT), walks the smallest newest first and checks the others
-by ZSCORE, at most :data:`SCAN_BOUND` candidates per call. The cursor is the last (score, key)
-walked, so the next page starts right after it whatever arrived meanwhile.
+Each filter names one index (a state, an event name, a platform, a profile, a handler's pairs in
+one state); the page script counts every candidate in the time range (ZCOUNT), walks the
+smallest newest first and checks the others by ZSCORE, at most :data:`SCAN_BOUND` candidates per
+call. What has no index is checked per candidate: "done" (in no other state index) and a
+handler's pair in any state or done (its field in the ledger hash). The cursor is the last
+(score, key) walked, so the next page starts right after it whatever arrived meanwhile.
 """
 
 from __future__ import annotations
@@ -58,21 +60,41 @@ class Filters:
     until: float | None = None
 
 
-def groups(keys: Keys, f: Filters) -> list[list[str]]:
-    """The index groups a delivery must be in (one index of each)."""
-    out: list[list[str]] = []
+@dataclass(frozen=True)
+class Plan:
+    """What page.lua checks: a delivery is in one index of every group, in none of ``absent``,
+    and (when ``handler``) routed to that handler, its pair in ``pair_state`` ("" for any)."""
+
+    groups: list[list[str]]
+    absent: list[str]
+    handler: str = ""
+    pair_state: str = ""
+
+    @property
+    def exact_count(self) -> bool:
+        """Whether the walked index's count alone is the answer (one group, nothing else)."""
+        return len(self.groups) == 1 and not self.absent and not self.handler
+
+
+def plan(keys: Keys, f: Filters) -> Plan:
     if f.state is not None and f.state not in STATES:
         raise ValueError(f"state must be one of {', '.join(STATES)}, not {f.state!r}")
-    if f.handler:
-        h = term_value(f.handler)
-        states = (f.state,) if f.state else STATES
-        out.append([keys.index_pair(h, s) for s in states])
+    out: list[list[str]] = []
+    absent: list[str] = []
+    handler = pair_state = ""
+    if f.handler and f.state and f.state != "done":
+        out.append([keys.index_pair(term_value(f.handler), f.state)])
+    elif f.handler:
+        # No index holds done pairs (workers/index.lua): the ledger hash says.
+        handler, pair_state = f.handler, f.state or ""
+    elif f.state == "done":
+        absent = [keys.index_state(s) for s in STATES if s != "done"]
     elif f.state:
         out.append([keys.index_state(f.state)])
     for kind, value in (("ev", f.event), ("pf", f.platform), ("pr", f.profile)):
         if value:
             out.append([keys.index(kind, term_value(value))])
-    return out or [[keys.events_index]]
+    return Plan(out or [[keys.events_index]], absent, handler, pair_state)
 
 
 @dataclass(frozen=True)
@@ -113,10 +135,11 @@ class Pager:
             bound,
             mode,
         ]
-        chosen = groups(self._keys, f)
-        args.append(len(chosen))
-        for names in chosen:
+        chosen = plan(self._keys, f)
+        args.append(len(chosen.groups))
+        for names in chosen.groups:
             args += [len(names), *names]
+        args += [len(chosen.absent), *chosen.absent, chosen.handler, chosen.pair_state]
         found, scanned, next_score, next_key, total = self._script(args=args)
         nxt = None
         if next_score is not None:

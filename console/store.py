@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import redis
 
-from console.query import SCAN_BOUND, STATES, Filters, Pager, groups
+from console.query import SCAN_BOUND, STATES, Filters, Pager, plan
 from uphooks import indexes
 from uphooks.indexes import term_value
 from uphooks.keys import Keys
@@ -222,7 +222,15 @@ def _json(raw: object) -> dict[str, Any]:
 
 
 class ConsoleStore:
-    def __init__(self, client: redis.Redis, keys: Keys, retention_s: float | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        retention_s: float | None = None,
+        scan_bound: int = SCAN_BOUND,
+    ) -> None:
+        """``retention_s``: UPHOOKS_DEDUP_TTL_SECONDS (read from the settings when None);
+        ``scan_bound``: index entries one list call looks at, at most."""
         if retention_s is None:
             from uphooks.settings import get_settings
 
@@ -230,11 +238,12 @@ class ConsoleStore:
         self._r = client
         self._keys = keys
         self._pager = Pager(client, keys, retention_s)
+        self._bound = scan_bound
 
     # -- lists -----------------------------------------------------------------------------
     def list_events(self, q: EventQuery) -> Page:
         """Deliveries that match, newest first; ``next_cursor`` continues (None: the end)."""
-        walk = self._pager.walk(_filters(q), q.cursor, q.limit)
+        walk = self._pager.walk(_filters(q), q.cursor, q.limit, bound=self._bound)
         rows = [self._row(item) for item in walk.found]
         return Page(rows, walk.next_cursor, walk.scanned)
 
@@ -250,12 +259,17 @@ class ConsoleStore:
         return self.list_events(replace(q, state="dead"))
 
     def counts(self) -> dict[str, int]:
-        """Deliveries retained per state (exact: one ZCOUNT each)."""
+        """Deliveries retained per state (one ZCOUNT each; done is the rest of ``events``)."""
         floor = repr(self._pager.floor(None))
         pipe = self._r.pipeline(transaction=False)
-        for s in STATES:
+        pipe.zcount(self._keys.events_index, floor, "+inf")
+        others = [s for s in STATES if s != "done"]
+        for s in others:
             pipe.zcount(self._keys.index_state(s), floor, "+inf")
-        return {s: int(n) for s, n in zip(STATES, pipe.execute(), strict=True)}
+        total, *counted = (int(n) for n in pipe.execute())
+        out = dict(zip(others, counted, strict=True))
+        out["done"] = max(0, total - sum(counted))
+        return {s: out[s] for s in STATES}
 
     def estimate(self, q: EventQuery) -> int:
         """How many deliveries match: exact for one filter (or none), else extrapolated from
@@ -265,7 +279,7 @@ class ConsoleStore:
     def estimate_detail(self, q: EventQuery) -> Estimate:
         f = _filters(q)
         walk = self._pager.walk(f, None, 1, mode="count", bound=ESTIMATE_BOUND)
-        if len(groups(self._keys, f)) == 1:
+        if plan(self._keys, f).exact_count:
             return Estimate(walk.candidates, True)
         matched = int(_text(walk.found[0])) if walk.found else 0
         if walk.next_cursor is None or walk.scanned == 0:
@@ -277,7 +291,7 @@ class ConsoleStore:
         delivery arriving meanwhile is not included (the walk starts below the newest)."""
         f, cursor = _filters(q), q.cursor
         while True:
-            walk = self._pager.walk(f, cursor, batch, mode="keys", bound=max(batch, SCAN_BOUND))
+            walk = self._pager.walk(f, cursor, batch, mode="keys", bound=max(batch, self._bound))
             keys = [_text(k) for k in walk.found]
             if keys:
                 yield keys

@@ -7,9 +7,13 @@
 -- (token attempt > 1) is "retrying"; the first attempt not yet running is "pending". The
 -- aggregate is the worst: dead > retrying > running > pending > done; a delivery not yet routed
 -- is pending (the ingress indexed it so), one that cannot be routed is dead.
--- The hash keeps what was indexed ("~s": the aggregate, "~><handler>": a pair's), so a call
--- touches only what changed. Each index is registered in "<prefix>:ix" by its oldest entry's
--- time, for the pruner (workers/index_prune.lua).
+-- "done" has no index: it is what nine in ten deliveries end as, and an index for it would cost
+-- more memory than all the others together; a done delivery is one in "events" and in none of
+-- the other state indexes (console/page.lua checks it so).
+-- The hash keeps what was indexed while it is not done ("~s": the aggregate, "~><handler>": a
+-- pair's), so a call touches only what changed and a finished delivery keeps nothing extra.
+-- Each index is registered in "<prefix>:ix" by its oldest entry's time, for the pruner
+-- (workers/index_prune.lua).
 -- A pair's attempt history ("<prefix>:attempts:<key>|<handler>", JSON details oldest first,
 -- the last IX_ATTEMPTS kept) is written when a pair has more than its one successful attempt.
 
@@ -25,13 +29,27 @@ local function ix_pair_state(state, token)
   return state
 end
 
-local function ix_move(prefix, key, at, field, old, new, index, hk)
+-- What this script call registered already (index name -> lowest time), to register each
+-- index once per call rather than once per entry.
+local IX_REGISTERED = {}
+
+local function ix_move(prefix, key, at, field, old, new, index, changed, gone)
   if old == new then return end
   local ixp = prefix .. ':ix:'
-  if old then redis.call('ZREM', ixp .. index .. old, key) end
-  redis.call('ZADD', ixp .. index .. new, at, key)
-  redis.call('ZADD', prefix .. ':ix', 'LT', at, ixp .. index .. new)
-  redis.call('HSET', hk, field, new)
+  if old ~= 'done' then redis.call('ZREM', ixp .. index .. old, key) end
+  if new == 'done' then
+    gone[#gone + 1] = field
+    return
+  end
+  local name = ixp .. index .. new
+  redis.call('ZADD', name, at, key)
+  local seen = IX_REGISTERED[name]
+  if not seen or tonumber(at) < seen then
+    redis.call('ZADD', prefix .. ':ix', 'LT', at, name)
+    IX_REGISTERED[name] = tonumber(at)
+  end
+  changed[#changed + 1] = field
+  changed[#changed + 1] = new
 end
 
 -- Bring one delivery's state indexes in line with its ledger hash.
@@ -42,7 +60,7 @@ local function ix_sync(prefix, key)
   local flat = redis.call('HGETALL', hk)
   local f = {}
   for i = 1, #flat, 2 do f[flat[i]] = flat[i + 1] end
-  local worst = 'done'
+  local worst, changed, gone = 'done', {}, {}
   if f['~'] == 'unroutable' then
     worst = 'dead'
   elseif not f['~'] then
@@ -53,11 +71,21 @@ local function ix_sync(prefix, key)
       local s = ix_pair_state(value, f[name .. '#'])
       if IX_RANK[s] then
         if IX_RANK[s] > IX_RANK[worst] then worst = s end
-        ix_move(prefix, key, at, '~>' .. name, f['~>' .. name], s, 'hs:' .. name .. '|', hk)
+        local old = f['~>' .. name] or 'done'
+        ix_move(prefix, key, at, '~>' .. name, old, s, 'hs:' .. name .. '|', changed, gone)
       end
     end
   end
-  ix_move(prefix, key, at, '~s', f['~s'] or 'pending', worst, 'st:', hk)
+  local old = f['~s']
+  if not old then
+    -- Not synced yet (the ingress's "pending" is indexed) or done (nothing is): either way
+    -- nothing but "pending" can hold it, and removing a member that is not there is harmless.
+    redis.call('ZREM', prefix .. ':ix:st:pending', key)
+    old = 'done'
+  end
+  ix_move(prefix, key, at, '~s', old, worst, 'st:', changed, gone)
+  if #changed > 0 then redis.call('HSET', hk, unpack(changed)) end
+  if #gone > 0 then redis.call('HDEL', hk, unpack(gone)) end
 end
 
 local function ix_history(prefix, key, h, entry, ttl)
