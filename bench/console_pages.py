@@ -1,4 +1,4 @@
-"""``make bench-console-pages``: the console's pages over HTTP with 1,000,000 retained deliveries.
+"""``python -m bench.console_pages``: the console's pages over HTTP with 1,000,000 retained deliveries.
 
 bench/console.py times the store's queries; this times what a browser waits for: a real
 ``uphooks console`` process (uvicorn, sign-in session, Jinja2 rendering) answering GET requests

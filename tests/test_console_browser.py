@@ -144,6 +144,18 @@ def test_filters_narrow_the_list(world: World) -> None:
     assert on_tiktok not in page.content()
 
 
+def test_markup_in_a_delivery_is_shown_as_text_never_run(world: World) -> None:
+    page = world.signed_in()
+    page.on("dialog", lambda dialog: pytest.fail(f"a script ran: {dialog.message}"))
+    key = world.post(profile_username='<b id="xss">x</b><img src=x onerror=alert(1)>')
+    page.locator(f'#events tr[data-key="{key}"]').wait_for()  # through the live rows too
+    page.goto(f"{world.console.url}/events/{key}")
+    assert "<img src=x onerror=alert(1)>" in page.locator("#body").inner_text()
+    assert page.locator("#xss").count() == 0
+    page.goto(f"{world.console.url}/events")
+    assert page.locator("#xss").count() == 0
+
+
 def test_a_failing_handlers_traceback_is_visible_and_e_mail_addresses_are_masked(
     world: World,
 ) -> None:

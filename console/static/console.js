@@ -11,6 +11,10 @@ function liveEvents() {
     try {
       const url = table.dataset.live + (table.dataset.live.includes("?") ? "&" : "?") + "after=" + after;
       const res = await fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } });
+      if (res.redirected) {  // the session ended: the sign-in page, not rows
+        if (state) state.textContent = "live updates stopped: sign in again";
+        return;
+      }
       if (res.status === 200) {
         after = res.headers.get("X-Newest") || after;
         const holder = document.createElement("tbody");
