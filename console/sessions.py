@@ -5,8 +5,9 @@ of the id>`` (the id itself is never stored, so a read of Redis cannot be replay
 with the identity and the session's CSRF token. Cookies are HttpOnly, SameSite=Strict, and
 Secure with the ``__Host-`` prefix unless UPHOOKS_CONSOLE_SECURE_COOKIES is off.
 
-Failed sign-ins are counted per user name and per source address over 15 minutes; past
-UPHOOKS_CONSOLE_LOGIN_ATTEMPTS the sign-in is refused before any password is checked.
+Failed sign-ins are counted per user name and per source address over 15 minutes (token
+sign-ins per source only); past UPHOOKS_CONSOLE_LOGIN_ATTEMPTS the sign-in is refused before
+any password is checked.
 """
 
 from __future__ import annotations
@@ -86,15 +87,18 @@ class Sessions:
         )
 
     # -- guessing ---------------------------------------------------------------------------
-    def _fail_keys(self, name: str, source: str) -> list[str]:
-        digest = hashlib.sha256(name.encode()).hexdigest()[:32]
-        return [f"{self._prefix}:failed:user:{digest}", f"{self._prefix}:failed:ip:{source}"]
+    def _fail_keys(self, name: str | None, source: str) -> list[str]:
+        keys = [f"{self._prefix}:failed:ip:{source}"]
+        if name is not None:  # a user name; tokens have none, so they count per source only
+            digest = hashlib.sha256(name.encode()).hexdigest()[:32]
+            keys.append(f"{self._prefix}:failed:user:{digest}")
+        return keys
 
-    def locked_out(self, name: str, source: str) -> bool:
+    def locked_out(self, name: str | None, source: str) -> bool:
         counts = self._r.mget(self._fail_keys(name, source))
         return any(int(c or 0) >= self._attempts for c in counts)
 
-    def failed(self, name: str, source: str) -> None:
+    def failed(self, name: str | None, source: str) -> None:
         pipe = self._r.pipeline(transaction=False)
         for key in self._fail_keys(name, source):
             pipe.incr(key)

@@ -30,20 +30,20 @@ async def login(request: Request) -> Response:
 def _login(con: Console, request: Request, form: FormData) -> Response:
     source = con.source(request)
     token = str(form.get("token") or "")
-    name = str(form.get("name") or "")[:100] if not token else "(token)"
+    name = None if token else str(form.get("name") or "")[:100]
+    shown = name if name is not None else "(token)"
     if con.sessions.locked_out(name, source):
-        con.audit.record(name, "-", source, "sign-in", "refused", why="too many failures")
+        con.audit.record(shown, "-", source, "sign-in", "refused", why="too many failures")
         return con.render(
             request, None, "login.html", 429, error="Too many failed sign-ins: wait 15 minutes."
         )
-    who = (
-        con.credentials.check_token(token[:500])
-        if token
-        else con.credentials.check_password(name, str(form.get("password") or "")[:500])
-    )
+    if name is None:
+        who = con.credentials.check_token(token[:500])
+    else:
+        who = con.credentials.check_password(name, str(form.get("password") or "")[:500])
     if who is None:
         con.sessions.failed(name, source)
-        con.audit.record(name, "-", source, "sign-in", "refused", why="wrong credentials")
+        con.audit.record(shown, "-", source, "sign-in", "refused", why="wrong credentials")
         return con.render(request, None, "login.html", 401, error="Wrong name, password or token.")
     response = RedirectResponse(con.url(request, "/events"), status_code=303)
     con.sessions.start(who, response)

@@ -242,3 +242,17 @@ def test_the_procfile_console_waits_quietly_when_it_is_not_configured(redis_url:
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0
     assert "console off:" in err and "UPHOOKS_CONSOLE_USERS" in err
+
+
+def test_wrong_tokens_lock_out_their_source_not_every_token(redis_url: str, prefix: str) -> None:
+    with console(settings(redis_url, prefix)) as client:
+        for _ in range(3):
+            assert client.post("/login", data={"token": "x" * 40}).status_code == 401
+        assert client.post("/login", data={"token": TOKEN}).status_code == 429
+        # X-Forwarded-For from a peer that is not a trusted proxy changes nothing.
+        client.headers["X-Forwarded-For"] = "198.51.100.7"
+        assert client.post("/login", data={"token": TOKEN}).status_code == 429
+    # Token failures have no user name to count against: only the source is counted, so
+    # nobody can lock every token out from elsewhere.
+    counted = Stack(redis_url, ROOT).client().keys(f"{prefix}:console:failed:*")
+    assert [k.decode().split(":failed:")[1].split(":")[0] for k in counted] == ["ip"]  # type: ignore[union-attr]
