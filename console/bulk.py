@@ -3,7 +3,7 @@ console process in the background, in bounded chunks.
 
 ``<prefix>:console:job:<id>`` (a hash) holds the filters, the estimate, the counts so far, the
 state (queued, running, done, cancelled, failed) and ``cancel``; ``<prefix>:console:jobs`` lists
-the newest jobs. Any console process takes a queued job (or a running one whose runner's lock
+the newest jobs, ``<prefix>:console:jobs:active`` the unfinished ones. Any console process takes a queued job (or a running one whose runner's lock
 ran out: its process died) under a lock renewed per chunk, so two never run one job. Between
 chunks it checks ``cancel`` and pauses UPHOOKS_CONSOLE_BULK_PAUSE_SECONDS, so a large replay
 never floods the workers' queue at once. Taking a job over again is safe: a replayed pair is
@@ -65,6 +65,7 @@ class Jobs:
         self._store = store
         self._prefix = f"{settings.key_prefix}:console"
         self._index = f"{self._prefix}:jobs"
+        self._active = f"{self._prefix}:jobs:active"  # queued or running: what runners look at
         keys = Keys(settings.key_prefix)
         self._dead = DeadLetters(client, keys, settings.dlq_retention_seconds)
         self._keys = keys
@@ -94,6 +95,7 @@ class Jobs:
         pipe.expire(self._key(job_id), 7 * 86400)
         pipe.lpush(self._index, job_id)
         pipe.ltrim(self._index, 0, KEEP_JOBS - 1)
+        pipe.sadd(self._active, job_id)
         pipe.execute()
         job = self.get(job_id)
         assert job is not None
@@ -133,10 +135,13 @@ class Jobs:
 
     # -- the runner ---------------------------------------------------------------------------
     def _take(self, holder: str) -> Job | None:
-        for job in self.newest(KEEP_JOBS):
-            if job.state in ("queued", "running") and self._r.set(
-                f"{self._key(job.id)}:lock", holder, nx=True, ex=LOCK_SECONDS
-            ):
+        ids: set[bytes] = self._r.smembers(self._active)  # type: ignore[assignment]
+        for raw in ids:
+            job = self.get(raw.decode())
+            if job is None or job.state in FINAL:
+                self._r.srem(self._active, raw)
+                continue
+            if self._r.set(f"{self._key(job.id)}:lock", holder, nx=True, ex=LOCK_SECONDS):
                 return job
         return None
 
@@ -154,6 +159,7 @@ class Jobs:
             state = "failed"
             self._r.hset(key, "error", f"{type(exc).__name__}: {exc}"[:500])
         self._r.hset(key, mapping={"state": state, "finished_at": time.time()})
+        self._r.srem(self._active, job.id)
         self._r.delete(f"{key}:lock")
         log.info("bulk replay %s by %s: %s", job.id, job.who, state)
         return True
