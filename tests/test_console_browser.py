@@ -126,7 +126,6 @@ def test_a_delivery_sent_to_the_ingress_appears_in_the_list_without_a_reload(wor
     # ...and its state follows along: ledger.broken dead-letters it.
     wait_for(lambda: world.state(key, BROKEN) == "dead", what="the broken handler to give up")
     page.locator(f'#events tr[data-key="{key}"] .badge.dead').first.wait_for(timeout=10_000)
-    world.shot(page, "events")
 
 
 def test_filters_narrow_the_list(world: World) -> None:
@@ -327,7 +326,7 @@ def test_forged_form_posts_are_refused(world: World) -> None:
     assert world.state(key, BROKEN) == "dead"
 
 
-def test_overview_handlers_and_sign_in_pages_render(world: World) -> None:
+def test_overview_handlers_audit_and_sign_in_pages_render(world: World) -> None:
     page = world.signed_in()
     page.goto(f"{world.console.url}/overview")
     assert int(page.locator("#alive").inner_text()) >= 1
@@ -344,6 +343,8 @@ def test_overview_handlers_and_sign_in_pages_render(world: World) -> None:
     world.shot(page, "handlers")
     page.goto(f"{world.console.url}/audit")
     world.shot(page, "audit")
+    page.goto(f"{world.console.url}/events?limit=25")
+    world.shot(page, "events")
     fresh = world.browser.new_page()
     fresh.goto(world.console.url + "/events")
     assert fresh.url.endswith("/login")
