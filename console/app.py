@@ -12,10 +12,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
 
+import redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -33,7 +34,7 @@ from console.templating import install_filters
 from receiver.sources import SourceFilter
 from uphooks.keys import Keys
 from uphooks.redis import sync_client
-from uphooks.settings import Settings, get_settings
+from uphooks.settings import Settings, get_settings, masked_url
 from workers.deadletter import DeadLetters
 
 log = logging.getLogger("uphooks.console")
@@ -75,6 +76,17 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+async def redis_down(request: Request, exc: Exception) -> Response:
+    settings = console_of(request).settings
+    log.warning("console: Redis unreachable: %s", exc)
+    return PlainTextResponse(
+        f"Redis at {masked_url(settings.redis_url)} does not answer ({type(exc).__name__}); "
+        "the pipeline's state cannot be read. Try again shortly.",
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
 
 
 def home(request: Request) -> Response:
@@ -158,6 +170,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=ROUTES,
         middleware=[Middleware(SecurityHeaders, hsts=settings.console_secure_cookies)],
         lifespan=lifespan,
+        exception_handlers={redis.RedisError: redis_down},
     )
     app.state.console = con
     return app

@@ -18,6 +18,7 @@ from starlette.testclient import TestClient
 from console.app import create_app
 from console.credentials import check_password, hash_password
 from tests.conftest import ROOT, Stack
+from uphooks.embedded import free_port
 from uphooks.settings import Settings
 
 TOKEN = "robot-token-" + "0123456789abcdef" * 3
@@ -256,3 +257,14 @@ def test_wrong_tokens_lock_out_their_source_not_every_token(redis_url: str, pref
     # nobody can lock every token out from elsewhere.
     counted = Stack(redis_url, ROOT).client().keys(f"{prefix}:console:failed:*")
     assert [k.decode().split(":failed:")[1].split(":")[0] for k in counted] == ["ip"]  # type: ignore[union-attr]
+
+
+def test_a_redis_that_does_not_answer_is_a_503_that_says_so_without_its_password(
+    prefix: str,
+) -> None:
+    gone = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    with console(settings(gone, prefix)) as client:
+        client.cookies.set("__Host-uphooks-console", "x" * 43)
+        answer = client.get("/events")
+        assert answer.status_code == 503
+        assert "does not answer" in answer.text and "hunter2" not in answer.text
