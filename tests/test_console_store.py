@@ -44,6 +44,10 @@ def store_of(stack: Stack, **kwargs: int) -> ConsoleStore:
     return ConsoleStore(stack.client(), Keys(stack.prefix), 7 * 86400, **kwargs)
 
 
+def text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value or "")
+
+
 def keys_in(store: ConsoleStore, **filters: str) -> list[str]:
     return [row.key for row in store.list_events(EventQuery(limit=200, **filters)).rows]  # type: ignore[arg-type]
 
@@ -119,7 +123,7 @@ def test_deliveries_move_through_the_state_indexes_as_a_real_worker_handles_them
 
     # A replay moves it back through pending/running to done, in the same indexes.
     client.set(f"{stack.prefix}:test:ctl:mended", 1)
-    record = bytes(client.get(f"{stack.prefix}:delivery:{broken}") or b"").decode()
+    record = text(client.get(f"{stack.prefix}:delivery:{broken}"))
     assert Ledger(client, settings_of(stack)).replay(broken, "console.broken", record) == "replayed"
     wait_for(lambda: keys_in(store, state="done") == [held, broken, upload], what="replay done")
     assert keys_in(store, state="dead") == []
@@ -411,7 +415,7 @@ def test_erasing_a_payload_empties_the_dead_letter_copy_too_and_keeps_the_outcom
     enqueue_all(settings, [("gdpr", body)])
     ledger = Ledger(client, settings)
     ledger.admit([("gdpr", [Route("h.a", None, True)])], "w")
-    raw = bytes(client.get(f"{stack.prefix}:delivery:gdpr") or b"").decode()
+    raw = text(client.get(f"{stack.prefix}:delivery:gdpr"))
     letter = orjson.dumps({"key": "gdpr", "handler": "h.a", "record": raw, "error": "boom"})
     details = orjson.dumps({"attempt": 1, "at": time.time(), "outcome": "dead", "error": "boom"})
     assert ledger.settle([Settlement(("gdpr", "h.a", "1.1"), "dead", details, letter)], "w") == [
