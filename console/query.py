@@ -25,6 +25,8 @@ from uphooks.keys import Keys
 #: more comes back short, with a cursor and ``scanned``, and the next call goes on.
 SCAN_BOUND = 10_000
 STATES = ("pending", "running", "retrying", "done", "dead")
+#: The pair states with an index per handler (workers/index.lua).
+PAIR_INDEXED = ("retrying", "dead")
 
 _LUA = files("console").joinpath("page.lua").read_text(encoding="utf-8")
 
@@ -82,11 +84,14 @@ def plan(keys: Keys, f: Filters) -> Plan:
     out: list[list[str]] = []
     absent: list[str] = []
     handler = pair_state = ""
-    if f.handler and f.state and f.state != "done":
+    if f.handler and f.state in PAIR_INDEXED:
         out.append([keys.index_pair(term_value(f.handler), f.state)])
     elif f.handler:
-        # No index holds done pairs (workers/index.lua): the ledger hash says.
+        # Only retrying and dead pairs have an index of their own (workers/index.lua): the
+        # ledger hash says; a pair pending or running makes its delivery not done.
         handler, pair_state = f.handler, f.state or ""
+        if f.state in ("pending", "running"):
+            out.append([keys.index_state(s) for s in STATES if s != "done"])
     elif f.state == "done":
         absent = [keys.index_state(s) for s in STATES if s != "done"]
     elif f.state:

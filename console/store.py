@@ -349,8 +349,9 @@ class ConsoleStore:
             history, dead = got[2 * i], _json(got[2 * i + 1])
             attempts = [_attempt(_json(h)) for h in history]
             last = _json(fields.get(name + "@", "").encode())
-            if not attempts and last:
-                attempts = [_attempt(last)]
+            if last and (not attempts or _attempt(last).at > attempts[-1].at):
+                # A first run that succeeded is only in "<handler>@" (workers/index.lua).
+                attempts.append(_attempt(last))
             if not attempts and dead:
                 attempts = [
                     _attempt(

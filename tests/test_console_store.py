@@ -44,6 +44,10 @@ def store_of(stack: Stack, **kwargs: int) -> ConsoleStore:
     return ConsoleStore(stack.client(), Keys(stack.prefix), 7 * 86400, **kwargs)
 
 
+def text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value or "")
+
+
 def keys_in(store: ConsoleStore, **filters: str) -> list[str]:
     return [row.key for row in store.list_events(EventQuery(limit=200, **filters)).rows]  # type: ignore[arg-type]
 
@@ -119,7 +123,7 @@ def test_deliveries_move_through_the_state_indexes_as_a_real_worker_handles_them
 
     # A replay moves it back through pending/running to done, in the same indexes.
     client.set(f"{stack.prefix}:test:ctl:mended", 1)
-    record = (client.get(f"{stack.prefix}:delivery:{broken}") or b"").decode()
+    record = text(client.get(f"{stack.prefix}:delivery:{broken}"))
     assert Ledger(client, settings_of(stack)).replay(broken, "console.broken", record) == "replayed"
     wait_for(lambda: keys_in(store, state="done") == [held, broken, upload], what="replay done")
     assert keys_in(store, state="dead") == []
@@ -139,6 +143,23 @@ def test_deliveries_move_through_the_state_indexes_as_a_real_worker_handles_them
     assert keys_in(store, handler="console.broken") == [broken]
     assert b"manual_disconnect" not in (client.get(f"{stack.prefix}:delivery:{broken}") or b"")
     assert store.list_events(EventQuery(limit=5)).rows[1].erased
+
+
+def test_a_run_lost_with_its_process_shows_in_the_attempt_history(stack: Stack) -> None:
+    ingress = stack.ingress()
+    stack.worker(FLOW, "-c", "1")
+    response = ingress.post(json.dumps({"event": "console_crash", "platform": "x"}))
+    assert response.status_code == 202, response.text
+    key = str(response.json()["idempotency_key"])
+    store = store_of(stack)
+    wait_for(lambda: keys_in(store, state="done") == [key], timeout=40, what="done after a loss")
+    detail = store.event(key)
+    assert detail is not None
+    [pair] = [h for h in detail.handlers if h.handler == "console.crashy"]
+    outcomes = [a.outcome for a in pair.attempts]
+    assert outcomes == ["lost", "done"], pair.attempts
+    assert pair.attempts[0].error and "lost" in pair.attempts[0].error
+    assert pair.attempts[0].at <= pair.attempts[1].at
 
 
 # -- the query layer, over deliveries driven through the real scripts ------------------------
@@ -287,9 +308,10 @@ def test_every_filter_and_combination_pages_through_exactly_the_matching_deliver
     stack: Stack, filled: tuple[ConsoleStore, Fill, redis.Redis]
 ) -> None:
     store, fill, client = filled
-    scores = sorted(
-        float(s) for _, s in client.zrange(f"{stack.prefix}:events", 0, -1, withscores=True)
+    entries: list[tuple[bytes, float]] = client.zrange(  # type: ignore[assignment]
+        f"{stack.prefix}:events", 0, -1, withscores=True
     )
+    scores = sorted(s for _, s in entries)
     middle = (scores[len(scores) // 4], scores[3 * len(scores) // 4])
     combos = itertools.product(
         (None, *STATES),
@@ -380,6 +402,40 @@ def test_newest_since_returns_only_what_arrived_after(
     )
 
 
+def test_erasing_a_payload_empties_the_dead_letter_copy_too_and_keeps_the_outcome(
+    stack: Stack,
+) -> None:
+    settings = settings_of(stack)
+    client = stack.client()
+    body: dict[str, object] = {
+        "event": "upload_completed",
+        "platform": "x",
+        "user_email": "someone@example.com",
+    }
+    enqueue_all(settings, [("gdpr", body)])
+    ledger = Ledger(client, settings)
+    ledger.admit([("gdpr", [Route("h.a", None, True)])], "w")
+    raw = text(client.get(f"{stack.prefix}:delivery:gdpr"))
+    letter = orjson.dumps({"key": "gdpr", "handler": "h.a", "record": raw, "error": "boom"})
+    details = orjson.dumps({"attempt": 1, "at": time.time(), "outcome": "dead", "error": "boom"})
+    assert ledger.settle([Settlement(("gdpr", "h.a", "1.1"), "dead", details, letter)], "w") == [
+        "ok"
+    ]
+    store = store_of(stack)
+    assert store.erase_payload("gdpr", "bob")
+    assert not store.erase_payload("no-such-delivery", "bob")
+    for name in (f"{stack.prefix}:delivery:gdpr", f"{stack.prefix}:dlq:gdpr|h.a"):
+        assert b"someone@example.com" not in (client.get(name) or b""), name
+        assert 0 < int(client.ttl(name)) <= settings.dlq_retention_seconds
+    detail = store.event("gdpr")
+    assert detail is not None and detail.erased and detail.erased_by == "bob"
+    assert detail.state == "dead" and detail.platforms == ("x",)
+    assert [(h.handler, h.state, [a.error for a in h.attempts]) for h in detail.handlers] == [
+        ("h.a", "dead", ["boom"])
+    ]
+    assert keys_in(store, state="dead", handler="h.a") == ["gdpr"]
+
+
 # -- retention ------------------------------------------------------------------------------
 
 
@@ -409,19 +465,21 @@ def test_expired_deliveries_vanish_from_every_index_once_the_background_pruner_r
         )
         for i in range(100_000)
     ]
-    started = time.time()
     enqueue_all(settings, items)
+    filled = time.time()
     drive(Ledger(client, settings), {k: {"h.a": "done"} for k, _ in items[:5_000]})
     entries = sum(client.zcard(k) for k in index_keys(client, stack.prefix) if b":find:" not in k)
     assert entries > 400_000
     store = ConsoleStore(client, Keys(stack.prefix), ttl)
-    wait_for(lambda: time.time() > started + ttl + 1, timeout=120)
+    wait_for(lambda: time.time() > filled + ttl + 0.5, timeout=30)
     # Past the retention nothing shows, pruned or not.
     assert store.list_events(EventQuery()).rows == []
     assert store.counts() == dict.fromkeys(STATES, 0)
     assert store.lookup("j5") == []
 
-    fresh = [(f"new{i}", {"event": "social_account_connected", "platform": "x"}) for i in range(50)]
+    fresh: list[tuple[str, dict[str, object]]] = [
+        (f"new{i}", {"event": "social_account_connected", "platform": "x"}) for i in range(50)
+    ]
     enqueue_all(settings, fresh)
     pruner = PrunerThread(IndexPruner(client, settings), interval=0.2).start()
     try:

@@ -2,7 +2,9 @@
 -- script that changes a pair's state, each calling one of these once per pair it changed.
 -- Indexes are sorted sets of delivery keys scored by receipt time (the "events" score):
 --   <prefix>:ix:st:<state>            the delivery's aggregate state
---   <prefix>:ix:hs:<handler>|<state>  one handler's pair state
+--   <prefix>:ix:hs:<handler>|<state>  one handler's pairs that are retrying or dead (the states
+--                                     that last and that an operator lists per handler; a pair
+--                                     pending or running is found through st: and the hash)
 -- States: pending, running, retrying, done, dead. A pair queued or waiting for its next attempt
 -- (token attempt > 1) is "retrying"; the first attempt not yet running is "pending". The
 -- aggregate is the worst: dead > retrying > running > pending > done; a delivery not yet routed
@@ -20,6 +22,7 @@
 local IX_ATTEMPTS = 20
 local IX_SUFFIXES = {['@'] = 1, ['#'] = 1, ['!'] = 1, ['%'] = 1, ['^'] = 1, ['&'] = 1, ['='] = 1}
 local IX_RANK = {done = 1, pending = 2, running = 3, retrying = 4, dead = 5}
+local IX_PAIR_INDEXED = {retrying = true, dead = true}
 
 local function ix_pair_state(state, token)
   if state == 'queued' or state == 'waiting' then
@@ -33,34 +36,14 @@ end
 -- index once per call rather than once per entry.
 local IX_REGISTERED = {}
 
-local function ix_move(prefix, key, at, field, old, new, index, changed, gone)
-  if old == new then return end
-  local ixp = prefix .. ':ix:'
-  if old ~= 'done' then redis.call('ZREM', ixp .. index .. old, key) end
-  if new == 'done' then
-    gone[#gone + 1] = field
-    return
-  end
-  local name = ixp .. index .. new
-  redis.call('ZADD', name, at, key)
-  local seen = IX_REGISTERED[name]
-  if not seen or tonumber(at) < seen then
-    redis.call('ZADD', prefix .. ':ix', 'LT', at, name)
-    IX_REGISTERED[name] = tonumber(at)
-  end
-  changed[#changed + 1] = field
-  changed[#changed + 1] = new
-end
-
--- Bring one delivery's state indexes in line with its ledger hash.
+-- Bring one delivery's state indexes in line with its ledger hash. A call that changes
+-- nothing costs one HGETALL; the receipt time (the score) is read only when something is added.
 local function ix_sync(prefix, key)
-  local at = redis.call('ZSCORE', prefix .. ':events', key)
-  if not at then return end -- past its retention: the pruner drops what is left
   local hk = prefix .. ':handled:' .. key
   local flat = redis.call('HGETALL', hk)
   local f = {}
   for i = 1, #flat, 2 do f[flat[i]] = flat[i + 1] end
-  local worst, changed, gone = 'done', {}, {}
+  local worst, moves = 'done', {}
   if f['~'] == 'unroutable' then
     worst = 'dead'
   elseif not f['~'] then
@@ -71,8 +54,8 @@ local function ix_sync(prefix, key)
       local s = ix_pair_state(value, f[name .. '#'])
       if IX_RANK[s] then
         if IX_RANK[s] > IX_RANK[worst] then worst = s end
-        local old = f['~>' .. name] or 'done'
-        ix_move(prefix, key, at, '~>' .. name, old, s, 'hs:' .. name .. '|', changed, gone)
+        local old, new = f['~>' .. name] or 'done', IX_PAIR_INDEXED[s] and s or 'done'
+        if old ~= new then moves[#moves + 1] = {'~>' .. name, old, new, 'hs:' .. name .. '|'} end
       end
     end
   end
@@ -80,10 +63,31 @@ local function ix_sync(prefix, key)
   if not old then
     -- Not synced yet (the ingress's "pending" is indexed) or done (nothing is): either way
     -- nothing but "pending" can hold it, and removing a member that is not there is harmless.
-    redis.call('ZREM', prefix .. ':ix:st:pending', key)
+    if worst ~= 'pending' then redis.call('ZREM', prefix .. ':ix:st:pending', key) end
     old = 'done'
   end
-  ix_move(prefix, key, at, '~s', old, worst, 'st:', changed, gone)
+  if old ~= worst then moves[#moves + 1] = {'~s', old, worst, 'st:'} end
+  if #moves == 0 then return end
+  local ixp, at, changed, gone = prefix .. ':ix:', nil, {}, {}
+  for _, m in ipairs(moves) do
+    local field, from, to, index = m[1], m[2], m[3], m[4]
+    if from ~= 'done' then redis.call('ZREM', ixp .. index .. from, key) end
+    if to == 'done' then
+      gone[#gone + 1] = field
+    else
+      at = at or redis.call('ZSCORE', prefix .. ':events', key)
+      if not at then return end -- past its retention: the pruner drops what is left
+      local name = ixp .. index .. to
+      redis.call('ZADD', name, at, key)
+      local seen = IX_REGISTERED[name]
+      if not seen or tonumber(at) < seen then
+        redis.call('ZADD', prefix .. ':ix', 'LT', at, name)
+        IX_REGISTERED[name] = tonumber(at)
+      end
+      changed[#changed + 1] = field
+      changed[#changed + 1] = to
+    end
+  end
   if #changed > 0 then redis.call('HSET', hk, unpack(changed)) end
   if #gone > 0 then redis.call('HDEL', hk, unpack(gone)) end
 end
@@ -110,15 +114,12 @@ local function ix_claimed(prefix, key, h, before, now)
   ix_sync(prefix, key)
 end
 
--- A run's outcome was recorded (settle.lua). A first attempt that succeeded needs no history
--- (its "<handler>@" details are the whole story), unless an earlier generation left one.
-local function ix_settled(prefix, key, h, kind, details, ttl)
-  if kind ~= 'release' then
-    local name = prefix .. ':attempts:' .. key .. '|' .. h
-    local first = string.match(details, '"attempt":1[,}]')
-    if kind ~= 'done' or not first or redis.call('EXISTS', name) == 1 then
-      ix_history(prefix, key, h, details, ttl)
-    end
+-- A run's outcome was recorded (settle.lua) for the run holding ``token``. The first run of
+-- a pair (token "1.1") that succeeded writes no history: its "<handler>@" details are the whole
+-- story (the console adds them after any lost runs the history holds).
+local function ix_settled(prefix, key, h, token, kind, details, ttl)
+  if kind ~= 'release' and (kind ~= 'done' or token ~= '1.1') then
+    ix_history(prefix, key, h, details, ttl)
   end
   ix_sync(prefix, key)
 end

@@ -51,7 +51,7 @@ for i = 6, #ARGV, 6 do
   end
   if mine then redis.call('DEL', lk) end
   redis.call('EXPIRE', hk, ttl)
-  if r == 'ok' then ix_settled(prefix, key, h, kind, details, ttl) end
+  if r == 'ok' then ix_settled(prefix, key, h, token, kind, details, ttl) end
   out[#out + 1] = r
 end
 return out

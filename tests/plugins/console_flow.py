@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 from handlers import Context, PermanentError, TransientError, on
@@ -35,4 +37,12 @@ def gate(event: BaseEvent, ctx: Context) -> None:
     deadline = time.monotonic() + 30
     while store.flag("hold") and time.monotonic() < deadline:
         time.sleep(0.05)
+    store.record(ctx.handler_name, ctx.idempotency_key)
+
+
+@on("console_crash", name="console.crashy")
+def crashy(event: BaseEvent, ctx: Context) -> None:
+    """Kills its own process on its first run: the run is lost, the next one succeeds."""
+    if store.client().set(store.key(f"crashed:{ctx.delivery_key}"), 1, nx=True):
+        os.kill(os.getpid(), signal.SIGKILL)
     store.record(ctx.handler_name, ctx.idempotency_key)
