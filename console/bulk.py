@@ -2,12 +2,13 @@
 console process in the background, in bounded chunks.
 
 ``<prefix>:console:job:<id>`` (a hash) holds the filters, the estimate, the counts so far, the
-state (queued, running, done, cancelled, failed) and ``cancel``; ``<prefix>:console:jobs`` lists
-the newest jobs, ``<prefix>:console:jobs:active`` the unfinished ones. Any console process takes a queued job (or a running one whose runner's lock
-ran out: its process died) under a lock renewed per chunk, so two never run one job. Between
-chunks it checks ``cancel`` and pauses UPHOOKS_CONSOLE_BULK_PAUSE_SECONDS, so a large replay
-never floods the workers' queue at once. Taking a job over again is safe: a replayed pair is
-no longer dead, so a second pass over the filter skips it (``Ledger.replay`` is one script).
+state (queued, running, done, cancelled, failed) and ``cancel``; ``<prefix>:console:jobs``
+lists the newest jobs, ``<prefix>:console:jobs:active`` the unfinished ones. Any console
+process takes an unfinished job (a queued one, or a running one whose runner's lock ran out:
+its process died) under a lock renewed per chunk, so two never run one job. Between chunks it
+checks ``cancel`` and pauses UPHOOKS_CONSOLE_BULK_PAUSE_SECONDS, so a large replay never
+floods the workers' queue at once. Taking a job over again is safe: a replayed pair is no
+longer dead, so a second pass over the filter skips it (``Ledger.replay`` is one script).
 """
 
 from __future__ import annotations
