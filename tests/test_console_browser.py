@@ -266,6 +266,26 @@ def test_bulk_replay_shows_progress_and_can_be_cancelled(world: World) -> None:
     assert 0 < rerun <= processed
 
 
+def test_purging_a_filtered_set_deletes_exactly_its_dead_letters(world: World) -> None:
+    profile = f"purge{uuid.uuid4().hex[:6]}"
+    doomed = [world.post(profile_username=profile) for _ in range(3)]
+    kept = world.post()
+    every = [*doomed, kept]
+    wait_for(lambda: all(world.state(k, BROKEN) == "dead" for k in every), what="dead letters")
+    page = world.signed_in()
+    page.goto(f"{world.console.url}/dead-letters/estimate?profile={profile}")
+    assert page.locator("#estimate-count").inner_text() == "3"
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#purge")
+    page.wait_for_selector(".flash")
+
+    def letter(key: str) -> bool:
+        return bool(world.r.exists(f"{world.stack.prefix}:dlq:{key}|{BROKEN}"))
+
+    assert [letter(k) for k in every] == [False, False, False, True]
+    assert "purge" in world.r.lindex(f"{world.stack.prefix}:console:audit", 0).decode()  # type: ignore[union-attr]
+
+
 def test_the_read_only_role_has_no_buttons_and_its_direct_post_is_refused(world: World) -> None:
     key = world.post()
     wait_for(lambda: world.state(key, BROKEN) == "dead", what="the broken handler to give up")
