@@ -61,8 +61,18 @@ MIX = (("done", 93), ("pending", 3), ("running", 1), ("retrying", 2), ("dead", 1
 CHUNK = 5000
 
 
+_CUMULATIVE: dict[int, tuple[list[str], list[int]]] = {}
+
+
 def pick(rnd: random.Random, weighted: tuple[tuple[str, int], ...]) -> str:
-    return rnd.choices([v for v, _ in weighted], [w for _, w in weighted])[0]
+    found = _CUMULATIVE.get(id(weighted))
+    if found is None:
+        total, cum = 0, []
+        for _, w in weighted:
+            total += w
+            cum.append(total)
+        found = _CUMULATIVE[id(weighted)] = ([v for v, _ in weighted], cum)
+    return rnd.choices(found[0], cum_weights=found[1])[0]
 
 
 def payload(rnd: random.Random, i: int) -> dict[str, Any]:
@@ -140,12 +150,12 @@ def move(ledger: Ledger, items: list[tuple[str, dict[str, Any]]], rnd: random.Ra
             elif kind == "dead":
                 extra = orjson.dumps({"key": key, "handler": h, "record": "{}"})
             settles.append(Settlement((key, h, "1.1"), kind, orjson.dumps(details), extra))
-    for start in range(0, len(routes), 500):
-        ledger.admit(routes[start : start + 500], "bench")
-    for start in range(0, len(claims), 500):
-        ledger.claim(claims[start : start + 500], "bench")
-    for start in range(0, len(settles), 500):
-        ledger.settle(settles[start : start + 500], "bench")
+    for start in range(0, len(routes), 1000):
+        ledger.admit(routes[start : start + 1000], "bench")
+    for start in range(0, len(claims), 1000):
+        ledger.claim(claims[start : start + 1000], "bench")
+    for start in range(0, len(settles), 1000):
+        ledger.settle(settles[start : start + 1000], "bench")
 
 
 def fill(settings: Settings, client: redis.Redis, n: int, seed: int = 7) -> float:

@@ -21,9 +21,11 @@ import redis
 from uphooks.indexes import term_value
 from uphooks.keys import Keys
 
-#: Candidates one call looks at, at most (a few milliseconds of Redis time); a page that needs
-#: more comes back short, with a cursor and ``scanned``, and the next call goes on.
-SCAN_BOUND = 10_000
+#: Candidates one call looks at, at most (about 15 ms of Redis time at worst, bench/console.py);
+#: a page that needs more comes back short, with a cursor and ``scanned``, and the next call
+#: goes on. Redis runs nothing else meanwhile, so this bounds what a console adds to the
+#: ingress's latency too.
+SCAN_BOUND = 5_000
 STATES = ("pending", "running", "retrying", "done", "dead")
 #: The pair states with an index per handler (workers/index.lua).
 PAIR_INDEXED = ("retrying", "dead")

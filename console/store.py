@@ -33,7 +33,8 @@ __all__ = [
     "Page",
 ]
 
-#: Candidates an estimate walks before it extrapolates (when filters cross two indexes).
+#: Candidates an estimate walks (in calls of SCAN_BOUND) before it extrapolates, when filters
+#: cross indexes.
 ESTIMATE_BOUND = 20_000
 _SUFFIXES = ("@", "#", "!", "%", "^", "&", "=")
 _RANK = {"done": 1, "pending": 2, "running": 3, "retrying": 4, "dead": 5}
@@ -278,13 +279,20 @@ class ConsoleStore:
 
     def estimate_detail(self, q: EventQuery) -> Estimate:
         f = _filters(q)
-        walk = self._pager.walk(f, None, 1, mode="count", bound=ESTIMATE_BOUND)
         if plan(self._keys, f).exact_count:
-            return Estimate(walk.candidates, True)
-        matched = int(_text(walk.found[0])) if walk.found else 0
-        if walk.next_cursor is None or walk.scanned == 0:
-            return Estimate(matched, True)
-        return Estimate(round(matched * walk.candidates / walk.scanned), False)
+            return Estimate(self._pager.walk(f, None, 1, mode="count", bound=0).candidates, True)
+        matched = scanned = candidates = 0
+        cursor: str | None = None
+        # In calls of at most SCAN_BOUND candidates, so Redis is never held for long.
+        while scanned < ESTIMATE_BOUND:
+            walk = self._pager.walk(f, cursor, 1, mode="count", bound=self._bound)
+            matched += int(_text(walk.found[0])) if walk.found else 0
+            scanned += walk.scanned
+            candidates = candidates or walk.candidates
+            cursor = walk.next_cursor
+            if cursor is None:
+                return Estimate(matched, True)
+        return Estimate(round(matched * candidates / scanned), False)
 
     def iter_keys(self, q: EventQuery, batch: int = 500) -> Iterator[list[str]]:
         """Every matching delivery key, newest first, in lists of at most ``batch``; a
