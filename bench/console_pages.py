@@ -1,4 +1,4 @@
-"""``python -m bench.console_pages``: the console's pages over HTTP, 1,000,000 deliveries kept.
+"""``make bench-console-pages``: the console's pages over HTTP, 1,000,000 deliveries kept.
 
 bench/console.py times the store's queries; this times what a browser waits for: a real
 ``uphooks console`` process (uvicorn, sign-in session, Jinja2 rendering) answering GET requests
