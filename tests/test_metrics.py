@@ -22,9 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from receiver.app import Listeners, create_listeners
 from tests.conftest import ROOT, Stack, wait_for
-from uphooks import metrics, simulate
-from uphooks.embedded import free_port
+from uphooks import metrics
 from uphooks.settings import Settings
+from uphooks_cli import simulate
+from uphooks_cli.embedded import free_port
 
 PLUGIN = "tests.plugins.operated"
 PROBE = "test.metered.probe"
