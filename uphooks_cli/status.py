@@ -10,9 +10,9 @@ from typing import Any
 import click
 
 from uphooks.backlog import ledger_backlog
+from uphooks.collector import queues_of
 from uphooks.keys import Keys
 from uphooks.liveness import workers_seen
-from uphooks.metrics import queues_of
 from uphooks.redis import sync_client
 from uphooks.settings import get_settings
 
