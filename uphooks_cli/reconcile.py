@@ -28,7 +28,7 @@ def _api(budget: int | None = None) -> ReadBack:
 
 def _reconciler() -> Reconciler:
     settings = get_settings()
-    return Reconciler(sync_client(settings), settings)
+    return Reconciler(sync_client(settings), settings, inject)
 
 
 @click.command("reconcile")
