@@ -230,7 +230,7 @@ def test_a_settings_mistake_is_one_line_from_every_command(folder: Path, command
     assert lines == [
         "Error: invalid settings: UPHOOKS_ACK_TIMEOUT_SECONDS must stay below the sender's "
         "~10 s timeout (from the environment or .env; every setting is described in "
-        "uphooks/settings.py)"
+        "uphooks/settings*.py)"
     ]
 
 

@@ -1,4 +1,6 @@
-"""Upload-Post's notification settings, through its API: the data behind ``uphooks upload-post``.
+"""Upload-Post's API client for the notification settings (read and changed by ``uphooks
+upload-post``, whose body and lines are uphooks_cli/notifications.py); its error wording and key
+handling are shared by the read-back client (readback.py) that the workers and handlers use.
 
 The provider's docs page (``docs/provider-facts.md``, "Configuration via API") documents one
 call: ``POST /api/uploadposts/users/notifications`` with ``Authorization: Apikey <key>`` and a

@@ -37,7 +37,7 @@ def settings_problem(exc: ValidationError) -> str:
         parts.append(f"{name}: {message}" if name and name not in message else message)
     return (
         f"invalid settings: {'; '.join(parts)} (from the environment or .env; every setting is "
-        "described in uphooks/settings.py)"
+        "described in uphooks/settings*.py)"
     )
 
 
