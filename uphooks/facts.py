@@ -14,7 +14,7 @@ same fact when they share at least one name:
   within about :data:`NEAR_SECONDS`. Every result writes the window its time falls in; only a
   result without post ids (every failure) looks for it, in that window and both neighbours.
 
-Account events (drift, uphooks/drift.py) are ``account|<profile>|<platform>|<status>|<window>``
+Account events (drift, uphooks_cli/drift.py) are ``account|<profile>|<platform>|<status>|<window>``
 with a window of :data:`ACCOUNT_SECONDS`.
 
 The names are hashed into Redis keys (``<prefix>:fact:<sha256 prefix>``) by
