@@ -11,17 +11,17 @@
 - ``token``: one of the secrets in the configured header or as the last path segment.
 - ``none``: everything passes (development only; the app warns at start-up).
 
+The schemes themselves (what is signed, how keys are read, constant-time comparison) are in
+``uphooks/signatures.py``; this module decides which headers are read and what a failure is.
 The check has two steps so that a request is refused on its headers alone, before its body is
 read: :meth:`Verifier.begin` reads the headers, :meth:`Pending.finish` the body. Either gives a
 :class:`Passed` or a :class:`Failed`; ``receiver/answers.py`` turns a failure into a status code
-(``docs/security.md`` says which and why). Comparisons are constant time; HMAC keys are prepared
-once, at start-up, and the headers are read in one pass (this runs on every delivery).
+(``docs/security.md`` says which and why). HMAC keys are prepared once, at start-up, and the
+headers are read in one pass (this runs on every delivery).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
 import hashlib
 import hmac
@@ -33,20 +33,18 @@ from dataclasses import dataclass, field
 
 from starlette.datastructures import Headers
 
+from uphooks import signatures
 from uphooks.errors import ConfigurationError
 from uphooks.settings import Settings
+from uphooks.signatures import Timing
 
 log = logging.getLogger("uphooks.receiver")
 
 MODES = ("upload-post", "standard-webhooks", "token", "none")
 MIN_SECRET_LENGTH = 16
 # Bounds on what a header may hold before it is even looked at.
-_MAX_SIGNATURES = 8
 _MAX_TOKEN_LENGTH = 1024
-_TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
-_UPLOAD_POST_SIGNATURE = re.compile(r"^sha256=([0-9a-fA-F]{64})$")
 _WEBHOOK_ID = re.compile(r"^[\x21-\x7e]{1,256}$")
-_SPLIT = re.compile(r"[\s,]+")
 _DELIVERY_HEADER = b"x-upload-post-delivery"
 # The headers each mode reads, as they appear in the ASGI scope (lower case).
 _UP_SIGNATURE, _UP_TIMESTAMP = b"x-upload-post-signature", b"x-upload-post-timestamp"
@@ -104,19 +102,7 @@ class _Candidate:
     signed_at: int
 
     def matches(self, body: bytes) -> bool:
-        for mac in self.macs:
-            digest = mac.copy()
-            digest.update(self.prefix)
-            digest.update(body)
-            expected = digest.digest()
-            found = False
-            for signature in self.signatures:
-                found |= hmac.compare_digest(expected, signature)
-            # Stopping at the first matching key tells an observer which key matched, never
-            # anything about a key's bytes.
-            if found:
-                return True
-        return False
+        return signatures.matches(self.macs, self.prefix, body, self.signatures)
 
 
 @dataclass(slots=True)
@@ -149,13 +135,13 @@ def _only(found: Found, name: bytes) -> str | None:
 def _check_time(
     mode: str, header: str, raw: str, now: float, tolerance: int, skew: int
 ) -> Failed | None:
-    if not _TIMESTAMP.match(raw):
+    timing, age = signatures.timestamp_age(raw, now, tolerance, skew)
+    if timing is Timing.MALFORMED:
         return Failed(mode, Reason.MALFORMED, f"{header} must be unix seconds")
-    age = now - int(raw)
-    if age > tolerance:
-        return Failed(mode, Reason.EXPIRED, f"{header} is {int(age)} s old (tolerance {tolerance})")
-    if -age > skew:
-        return Failed(mode, Reason.EARLY, f"{header} is {int(-age)} s ahead of our clock")
+    if timing is Timing.EXPIRED:
+        return Failed(mode, Reason.EXPIRED, f"{header} is {age} s old (tolerance {tolerance})")
+    if timing is Timing.EARLY:
+        return Failed(mode, Reason.EARLY, f"{header} is {-age} s ahead of our clock")
     return None
 
 
@@ -181,17 +167,13 @@ class _UploadPost:
         )
         if late is not None:
             return late
-        signatures = []
-        for part in _SPLIT.split(",".join(raw_signature).strip())[:_MAX_SIGNATURES]:
-            shaped = _UPLOAD_POST_SIGNATURE.match(part)
-            if shaped:
-                signatures.append(bytes.fromhex(shaped.group(1)))
-        if not signatures:
+        sent = signatures.upload_post_signatures(raw_signature)
+        if not sent:
             return Failed(
                 self.mode, Reason.MALFORMED, "X-Upload-Post-Signature must be sha256=<64 hex>"
             )
         prefix = timestamp.encode() + b"."
-        return _Candidate(self.mode, self.macs, prefix, signatures, None, int(timestamp))
+        return _Candidate(self.mode, self.macs, prefix, sent, None, int(timestamp))
 
 
 @dataclass(slots=True)
@@ -220,23 +202,13 @@ class _StandardWebhooks:
         )
         if late is not None:
             return late
-        signatures = []
-        for part in raw_signature.split()[:_MAX_SIGNATURES]:
-            version, _, value = part.partition(",")
-            if version != "v1":
-                continue  # other schemes (v1a: asymmetric) are not ours to check
-            try:
-                decoded = base64.b64decode(value, validate=True)
-            except (binascii.Error, ValueError):
-                continue
-            if len(decoded) == hashlib.sha256().digest_size:
-                signatures.append(decoded)
-        if not signatures:
+        sent = signatures.standard_webhooks_signatures(raw_signature)
+        if not sent:
             return Failed(
                 self.mode, Reason.MALFORMED, "webhook-signature has no v1,<base64 HMAC-SHA256>"
             )
         prefix = f"{msg_id}.{timestamp}.".encode()
-        return _Candidate(self.mode, self.macs, prefix, signatures, msg_id, int(timestamp))
+        return _Candidate(self.mode, self.macs, prefix, sent, msg_id, int(timestamp))
 
 
 @dataclass(slots=True)
@@ -307,16 +279,17 @@ class Verifier:
         schemes: list[_Scheme] = []
         tolerance, skew = settings.verify_tolerance_seconds, settings.verify_future_skew_seconds
         if "upload-post" in modes:
-            keys = list(dict.fromkeys(k for s in secrets for k in _upload_post_keys(s)))
-            schemes.append(_UploadPost(_macs(keys), tolerance, skew))
+            unique = dict.fromkeys(k for s in secrets for k in signatures.upload_post_keys(s))
+            schemes.append(_UploadPost(signatures.macs(unique), tolerance, skew))
         if "standard-webhooks" in modes:
-            keys = [k for k in map(_standard_webhooks_key, secrets) if k is not None]
+            # The standard's libraries take the secret with or without its whsec_ prefix; so do we.
+            keys = [k for k in map(signatures.decode_whsec, secrets) if k is not None]
             if not keys:
                 raise ConfigurationError(
                     "UPHOOKS_VERIFY=standard-webhooks needs a secret of the form whsec_<base64> "
                     "in UPHOOKS_SECRETS; none of the configured ones is base64"
                 )
-            schemes.append(_StandardWebhooks(_macs(keys), tolerance, skew))
+            schemes.append(_StandardWebhooks(signatures.macs(keys), tolerance, skew))
         if "token" in modes:
             tokens = _tokens(settings, secrets)
             digests = [hashlib.sha256(t.encode()).digest() for t in tokens]
@@ -406,52 +379,3 @@ def _tokens(settings: Settings, signing_secrets: list[str]) -> list[str]:
                 "Use a random token of its own in UPHOOKS_TOKENS."
             )
     return tokens
-
-
-def _macs(keys: list[bytes]) -> list[hmac.HMAC]:
-    return [hmac.new(key, digestmod=hashlib.sha256) for key in keys]
-
-
-def _decoded_whsec(secret: str) -> bytes | None:
-    raw = secret.removeprefix("whsec_")
-    try:
-        key = base64.b64decode(raw, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return key or None
-
-
-def _upload_post_keys(secret: str) -> list[bytes]:
-    keys = [secret.encode()]
-    if secret.startswith("whsec_"):
-        decoded = _decoded_whsec(secret)
-        if decoded is not None:
-            keys.append(decoded)
-    return keys
-
-
-def _standard_webhooks_key(secret: str) -> bytes | None:
-    # The standard's libraries take the secret with or without its whsec_ prefix; so do we.
-    return _decoded_whsec(secret)
-
-
-def sign_upload_post(secret: str, body: bytes, timestamp: int) -> dict[str, str]:
-    """The headers the sender puts on a delivery (tests, the simulator, docs examples)."""
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return {
-        "X-Upload-Post-Timestamp": str(timestamp),
-        "X-Upload-Post-Signature": "sha256=" + mac.hexdigest(),
-    }
-
-
-def sign_standard_webhooks(secret: str, msg_id: str, body: bytes, timestamp: int) -> dict[str, str]:
-    """Standard Webhooks headers for ``body``; ``secret`` is ``whsec_<base64>``."""
-    key = _decoded_whsec(secret)
-    if key is None:
-        raise ValueError("a Standard Webhooks secret is whsec_<base64>")
-    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256)
-    return {
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": "v1," + base64.b64encode(mac.digest()).decode(),
-    }

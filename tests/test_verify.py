@@ -24,9 +24,8 @@ from receiver.verify import (
     Pending,
     Reason,
     Verifier,
-    sign_standard_webhooks,
-    sign_upload_post,
 )
+from uphooks import signatures
 from uphooks.errors import ConfigurationError
 from uphooks.settings import Settings
 
@@ -78,8 +77,8 @@ def test_upload_post_also_accepts_the_base64_decoded_key_since_the_scheme_is_unc
     assert isinstance(verdict, Passed)
 
 
-def test_sign_upload_post_helper_matches_the_scheme() -> None:
-    headers = Headers(sign_upload_post(SECRET, BODY, NOW))
+def test_the_upload_post_signer_matches_the_scheme() -> None:
+    headers = Headers(signatures.upload_post_headers(SECRET, BODY, NOW))
     assert headers == upload_post_headers(SECRET.encode(), BODY)
 
 
@@ -236,7 +235,9 @@ def test_standard_webhooks_published_test_vector_passes_and_vouches_for_its_id()
         "standard-webhooks", SW_ID, SW_TIMESTAMP
     )
     assert (
-        sign_standard_webhooks(SW_SECRET, SW_ID, SW_BODY, SW_TIMESTAMP)["webhook-signature"]
+        signatures.standard_webhooks_headers(SW_SECRET, SW_ID, SW_BODY, SW_TIMESTAMP)[
+            "webhook-signature"
+        ]
         == SW_SIGNATURE
     )
 

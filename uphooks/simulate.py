@@ -12,8 +12,6 @@ keyed with the secret string as given (``whsec_...`` included).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import random
 import string
 import time
@@ -26,6 +24,8 @@ from typing import Any
 
 import httpx
 import orjson
+
+from uphooks import signatures
 
 USER_AGENT = "Upload-Post-Webhooks/1.0"
 DOCUMENTED_EVENTS = (
@@ -194,8 +194,7 @@ def build_event(
 
 
 def signature(secret: str, timestamp: int | str, body: bytes) -> str:
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
+    return signatures.upload_post_signature(secret, timestamp, body)
 
 
 def headers_for(
