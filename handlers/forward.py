@@ -7,7 +7,7 @@ Each target is a handler of its own, named ``uphooks.forward:<name>`` (the name 
 URL's host and path), so one target being down does not hold back or repeat the others. The body
 is the event exactly as Upload-Post sent it. Headers follow the Standard Webhooks spec:
 
-- ``webhook-id``: ``ctx.idempotency_key``, the same on every retry (receivers de-duplicate on it);
+- ``webhook-id``: ``ctx.pair_key``, the same on every retry (receivers de-duplicate on it);
 - ``webhook-timestamp``: unix seconds of this attempt;
 - ``webhook-signature``: ``v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">``, keyed with the
   base64-decoded part of the secret after ``whsec_``.
@@ -26,6 +26,7 @@ import httpx
 
 from handlers import _http
 from handlers.context import Context
+from handlers.options import Options
 from handlers.registry import HandlerFunc, Router
 from uphooks import signatures
 from uphooks.errors import ConfigurationError
@@ -93,9 +94,7 @@ def forward_to(target: Target, key: bytes, timeout: float) -> HandlerFunc:
         headers = {
             "content-type": "application/json",
             "user-agent": "uphooks-forward/1",
-            **signatures.standard_webhooks_headers(
-                key, ctx.idempotency_key, body, int(time.time())
-            ),
+            **signatures.standard_webhooks_headers(key, ctx.pair_key, body, int(time.time())),
         }
         response = _http.post(what, target.url, timeout, content=body, headers=headers)
         _http.check(what, response)
@@ -123,6 +122,6 @@ def build_router(settings: Settings) -> Router:
         router.on(
             *settings.forward_events,
             name=HANDLER_PREFIX + target.name,
-            queue=settings.forward_queue,
+            options=Options(queue=settings.forward_queue),
         )(forward_to(target, key, settings.forward_timeout_seconds))
     return router

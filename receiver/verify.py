@@ -146,10 +146,34 @@ def _check_time(
 
 
 @dataclass(slots=True)
-class _UploadPost:
+class _Signed:
+    """What the two signing modes share: keys, a fresh timestamp, at least one signature."""
+
     macs: list[hmac.HMAC]
     tolerance: int
     skew: int
+
+    def _candidate(
+        self,
+        mode: str,
+        timestamp: tuple[str, str],  # (header name, value)
+        now: float,
+        sent: list[bytes],
+        shape: str,  # what a well-formed signature header looks like
+        prefix: bytes,
+        delivery_id: str | None = None,
+    ) -> Failed | _Candidate:
+        header, value = timestamp
+        late = _check_time(mode, header, value, now, self.tolerance, self.skew)
+        if late is not None:
+            return late
+        if not sent:
+            return Failed(mode, Reason.MALFORMED, shape)
+        return _Candidate(mode, self.macs, prefix, sent, delivery_id, int(value))
+
+
+@dataclass(slots=True)
+class _UploadPost(_Signed):
     mode: str = "upload-post"
 
     headers: tuple[bytes, ...] = (_UP_SIGNATURE, _UP_TIMESTAMP)
@@ -162,25 +186,18 @@ class _UploadPost:
         if not raw_signature or timestamp is None:
             missing = "Timestamp" if timestamp is None else "Signature"
             return Failed(self.mode, Reason.MALFORMED, f"X-Upload-Post-{missing} is missing")
-        late = _check_time(
-            self.mode, "X-Upload-Post-Timestamp", timestamp, now, self.tolerance, self.skew
+        return self._candidate(
+            self.mode,
+            ("X-Upload-Post-Timestamp", timestamp),
+            now,
+            signatures.upload_post_signatures(raw_signature),
+            "X-Upload-Post-Signature must be sha256=<64 hex>",
+            f"{timestamp}.".encode(),
         )
-        if late is not None:
-            return late
-        sent = signatures.upload_post_signatures(raw_signature)
-        if not sent:
-            return Failed(
-                self.mode, Reason.MALFORMED, "X-Upload-Post-Signature must be sha256=<64 hex>"
-            )
-        prefix = timestamp.encode() + b"."
-        return _Candidate(self.mode, self.macs, prefix, sent, None, int(timestamp))
 
 
 @dataclass(slots=True)
-class _StandardWebhooks:
-    macs: list[hmac.HMAC]
-    tolerance: int
-    skew: int
+class _StandardWebhooks(_Signed):
     mode: str = "standard-webhooks"
 
     headers: tuple[bytes, ...] = (_SW_ID, _SW_TIMESTAMP, _SW_SIGNATURE)
@@ -197,18 +214,15 @@ class _StandardWebhooks:
             )
         if not _WEBHOOK_ID.match(msg_id):
             return Failed(self.mode, Reason.MALFORMED, "webhook-id must be 1-256 visible ASCII")
-        late = _check_time(
-            self.mode, "webhook-timestamp", timestamp, now, self.tolerance, self.skew
+        return self._candidate(
+            self.mode,
+            ("webhook-timestamp", timestamp),
+            now,
+            signatures.standard_webhooks_signatures(raw_signature),
+            "webhook-signature has no v1,<base64 HMAC-SHA256>",
+            f"{msg_id}.{timestamp}.".encode(),
+            msg_id,
         )
-        if late is not None:
-            return late
-        sent = signatures.standard_webhooks_signatures(raw_signature)
-        if not sent:
-            return Failed(
-                self.mode, Reason.MALFORMED, "webhook-signature has no v1,<base64 HMAC-SHA256>"
-            )
-        prefix = f"{msg_id}.{timestamp}.".encode()
-        return _Candidate(self.mode, self.macs, prefix, sent, msg_id, int(timestamp))
 
 
 @dataclass(slots=True)

@@ -26,14 +26,9 @@ import httpx
 import orjson
 
 from uphooks import signatures
+from uphooks.events import DOCUMENTED_EVENTS as DOCUMENTED_EVENTS  # for the CLI
 
 USER_AGENT = "Upload-Post-Webhooks/1.0"
-DOCUMENTED_EVENTS = (
-    "upload_completed",
-    "social_account_connected",
-    "social_account_disconnected",
-    "social_account_reauth_required",
-)
 PLATFORMS = (
     "instagram",
     "youtube",

@@ -50,7 +50,7 @@ def db_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 def ctx_for(handler: str, key: str = "e:abc") -> Context:
     return Context(
-        idempotency_key=f"{key}:{handler}",
+        pair_key=f"{key}:{handler}",
         delivery_key=key,
         handler_name=handler,
         attempt=1,
@@ -77,7 +77,7 @@ def test_router_sends_each_event_to_the_right_handler() -> None:
     assert names_for({**REAUTH, "event": "social_account_connected"}) == []
 
 
-def test_failed_upload_is_kept_once_per_idempotency_key(db_path: Path) -> None:
+def test_failed_upload_is_kept_once_per_pair_key(db_path: Path) -> None:
     event = parse_event(FAILED_UPLOAD)
     handlers.failed_upload(event, ctx_for("example.failed_upload"))
     handlers.failed_upload(event, ctx_for("example.failed_upload"))  # a rerun after a crash
