@@ -4,6 +4,7 @@ match is refused when the handler is registered."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,10 +19,14 @@ class Filter:
     field: str
     #: The type its values must have.
     type: type = str
+    _path: tuple[str, ...] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_path", tuple(self.field.split(".")))  # read on every delivery
 
     def read(self, payload: Mapping[str, Any]) -> object:
         value: object = payload
-        for part in self.field.split("."):
+        for part in self._path:
             if not isinstance(value, Mapping):
                 return None
             value = value.get(part)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from starlette.responses import JSONResponse
 
-from receiver.verify import Failed, Reason
+from receiver.verdicts import Failed, Reason
 
 RETRY_AFTER_SECONDS = 5
 # A nearly full Redis gets room back as records expire or memory is added: minutes, not seconds.

@@ -22,7 +22,6 @@ headers are read in one pass (this runs on every delivery).
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import hmac
 import logging
@@ -33,10 +32,14 @@ from dataclasses import dataclass, field
 
 from starlette.datastructures import Headers
 
+from receiver.verdicts import Failed, Passed, Reason, Verdict
 from uphooks import signatures
 from uphooks.errors import ConfigurationError
 from uphooks.settings import Settings
 from uphooks.signatures import Timing
+
+# The verdict types are re-exported: callers (ingest, tests) take them from here with the verifier.
+__all__ = ["MODES", "Failed", "Passed", "Pending", "Reason", "Verdict", "Verifier"]
 
 log = logging.getLogger("uphooks.receiver")
 
@@ -52,42 +55,6 @@ _SW_ID, _SW_TIMESTAMP, _SW_SIGNATURE = b"webhook-id", b"webhook-timestamp", b"we
 
 # Header name -> every value it was sent with, for the names the configured modes read.
 Found = Mapping[bytes, list[str]]
-
-
-class Reason(enum.IntEnum):
-    """Why a delivery failed, ordered: when every mode fails, the highest one is reported.
-
-    The order puts first what may still become valid (a secret we do not know yet), so that a
-    delivery is never given a final answer because another, unused mode found nothing.
-    """
-
-    MISSING = 1  # none of this mode's headers
-    MALFORMED = 2  # the headers are there but cannot be read
-    EXPIRED = 3  # the timestamp is older than the tolerance
-    BAD_TOKEN = 4  # a token that is none of ours
-    EARLY = 5  # the timestamp is further ahead of our clock than the allowed skew
-    MISMATCH = 6  # well formed and fresh, but signed with none of our secrets
-
-
-@dataclass(frozen=True, slots=True)
-class Passed:
-    mode: str
-    # The delivery id the sender vouches for: signed (Standard Webhooks' ``webhook-id``) or sent
-    # by a caller who knows the secret (``token``, ``none``). None when only the body is signed
-    # (``upload-post``): an unsigned id header could be changed to replay a captured delivery.
-    delivery_id: str | None = None
-    # The signed timestamp (unix s), for modes that sign one.
-    signed_at: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    mode: str
-    reason: Reason
-    detail: str
-
-
-Verdict = Passed | Failed
 
 
 @dataclass(slots=True)
