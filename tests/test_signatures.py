@@ -7,6 +7,7 @@ against it); the upload-post vectors were computed with ``openssl dgst -sha256 -
 from __future__ import annotations
 
 import base64
+import functools
 
 import pytest
 
@@ -53,20 +54,20 @@ def test_standard_webhooks_verifies_the_vector_among_other_versions_and_refuses_
         "Webhook-Signature": f"v1a,AAAA v1,{base64.b64encode(b'x' * 32).decode()} {SW_SIGNATURE}",
     }
     other = "whsec_" + base64.b64encode(b"o" * 32).decode()
-    assert signatures.verify_standard_webhooks(
-        [other, SW_SECRET], headers, SW_BODY, now=SW_TIMESTAMP + 5
+    assert signatures.verify(
+        "standard-webhooks", [other, SW_SECRET], headers, SW_BODY, now=SW_TIMESTAMP + 5
     )
-    assert not signatures.verify_standard_webhooks([other], headers, SW_BODY, now=SW_TIMESTAMP)
-    assert not signatures.verify_standard_webhooks(
-        [SW_SECRET], headers, SW_BODY + b" ", now=SW_TIMESTAMP
+    assert not signatures.verify("standard-webhooks", [other], headers, SW_BODY, now=SW_TIMESTAMP)
+    assert not signatures.verify(
+        "standard-webhooks", [SW_SECRET], headers, SW_BODY + b" ", now=SW_TIMESTAMP
     )
     moved = headers | {"Webhook-Id": "msg_other"}
-    assert not signatures.verify_standard_webhooks([SW_SECRET], moved, SW_BODY, now=SW_TIMESTAMP)
+    assert not signatures.verify("standard-webhooks", [SW_SECRET], moved, SW_BODY, now=SW_TIMESTAMP)
 
 
 def test_a_timestamp_outside_the_tolerance_fails_either_way() -> None:
     headers = signatures.standard_webhooks_headers(SW_SECRET, SW_ID, SW_BODY, SW_TIMESTAMP)
-    check = signatures.verify_standard_webhooks
+    check = functools.partial(signatures.verify, "standard-webhooks")
     assert check([SW_SECRET], headers, SW_BODY, now=SW_TIMESTAMP + 300)
     assert not check([SW_SECRET], headers, SW_BODY, now=SW_TIMESTAMP + 301)
     assert not check([SW_SECRET], headers, SW_BODY, now=SW_TIMESTAMP - 301)
@@ -107,13 +108,13 @@ def test_upload_post_verifies_both_key_readings_since_the_scheme_is_unconfirmed(
             "x-upload-post-timestamp": str(UP_TIMESTAMP),
             "x-upload-post-signature": signature,
         }
-        assert signatures.verify_upload_post([SW_SECRET], headers, UP_BODY, now=UP_TIMESTAMP)
+        assert signatures.verify("upload-post", [SW_SECRET], headers, UP_BODY, now=UP_TIMESTAMP)
     assert signatures.upload_post_keys("plain-token-secret-1234") == [b"plain-token-secret-1234"]
 
 
 def test_upload_post_refuses_a_changed_body_or_timestamp() -> None:
     headers = signatures.upload_post_headers(SW_SECRET, UP_BODY, UP_TIMESTAMP)
-    check = signatures.verify_upload_post
+    check = functools.partial(signatures.verify, "upload-post")
     assert not check([SW_SECRET], headers, UP_BODY[:-1] + b" ", now=UP_TIMESTAMP)
     moved = headers | {"X-Upload-Post-Timestamp": str(UP_TIMESTAMP + 1)}
     assert not check([SW_SECRET], moved, UP_BODY, now=UP_TIMESTAMP)

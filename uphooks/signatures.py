@@ -14,7 +14,7 @@ the pieces below: keys prepared once (:func:`macs`), header values parsed with b
 (:func:`upload_post_signatures`, :func:`standard_webhooks_signatures`), the timestamp judged
 (:func:`timestamp_age`) and the body compared in constant time (:func:`matches`). Senders
 (the simulator, chaos, bench, the forward handler) use the ``*_headers`` functions;
-:func:`verify_upload_post` and :func:`verify_standard_webhooks` check a whole message at once.
+:func:`verify` checks a whole message at once.
 """
 
 from __future__ import annotations
@@ -27,7 +27,10 @@ import hmac
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal
 
+#: The schemes, named as in ``UPHOOKS_VERIFY``.
+Scheme = Literal["upload-post", "standard-webhooks"]
 WHSEC_PREFIX = "whsec_"
 #: The standard's (and our) default: a signed timestamp older or newer than this is refused.
 DEFAULT_TOLERANCE_SECONDS = 300
@@ -193,7 +196,8 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
-def verify_upload_post(
+def verify(
+    scheme: Scheme,
     secrets: Sequence[str],
     headers: Mapping[str, str],
     body: bytes,
@@ -201,35 +205,23 @@ def verify_upload_post(
     now: float | None = None,
     tolerance: int = DEFAULT_TOLERANCE_SECONDS,
 ) -> bool:
-    """Is this an upload-post signed message, fresh, made with one of ``secrets``?"""
-    timestamp = _header(headers, UPLOAD_POST_TIMESTAMP)
-    value = _header(headers, UPLOAD_POST_SIGNATURE)
-    if timestamp is None or value is None:
-        return False
+    """Is this message signed under ``scheme`` with one of ``secrets``, and fresh?"""
+    if scheme == "upload-post":
+        timestamp = _header(headers, UPLOAD_POST_TIMESTAMP)
+        value = _header(headers, UPLOAD_POST_SIGNATURE)
+        if timestamp is None or value is None:
+            return False
+        keys = [k for secret in secrets for k in upload_post_keys(secret)]
+        prefix, sent = f"{timestamp}.".encode(), upload_post_signatures([value])
+    else:
+        msg_id = _header(headers, WEBHOOK_ID)
+        timestamp = _header(headers, WEBHOOK_TIMESTAMP)
+        value = _header(headers, WEBHOOK_SIGNATURE)
+        if msg_id is None or timestamp is None or value is None:
+            return False
+        keys = [k for k in map(decode_whsec, secrets) if k is not None]
+        prefix, sent = f"{msg_id}.{timestamp}.".encode(), standard_webhooks_signatures(value)
     now = time.time() if now is None else now
     if timestamp_age(timestamp, now, tolerance, tolerance)[0] is not Timing.FRESH:
         return False
-    keys = macs(k for s in secrets for k in upload_post_keys(s))
-    return matches(keys, f"{timestamp}.".encode(), body, upload_post_signatures([value]))
-
-
-def verify_standard_webhooks(
-    secrets: Sequence[str],
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    now: float | None = None,
-    tolerance: int = DEFAULT_TOLERANCE_SECONDS,
-) -> bool:
-    """Is this a Standard Webhooks signed message, fresh, made with one of ``secrets``?"""
-    msg_id = _header(headers, WEBHOOK_ID)
-    timestamp = _header(headers, WEBHOOK_TIMESTAMP)
-    value = _header(headers, WEBHOOK_SIGNATURE)
-    if msg_id is None or timestamp is None or value is None:
-        return False
-    now = time.time() if now is None else now
-    if timestamp_age(timestamp, now, tolerance, tolerance)[0] is not Timing.FRESH:
-        return False
-    keys = macs(k for k in map(decode_whsec, secrets) if k is not None)
-    prefix = f"{msg_id}.{timestamp}.".encode()
-    return matches(keys, prefix, body, standard_webhooks_signatures(value))
+    return matches(macs(keys), prefix, body, sent)
