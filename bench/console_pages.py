@@ -28,9 +28,9 @@ import redis
 
 from bench.console import PREFIX, fill, timed
 from console.store import ConsoleStore, EventQuery
-from uphooks.embedded import RedisServer, free_port
 from uphooks.keys import Keys
 from uphooks.settings import Settings
+from uphooks_cli.embedded import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-" + "0123456789abcdef" * 3
@@ -53,7 +53,7 @@ def start_console(redis_url: str, log: Path) -> tuple[subprocess.Popen[bytes], s
     )
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "uphooks.cli", "console", "--port", str(port)],
+            [sys.executable, "-m", "uphooks_cli", "console", "--port", str(port)],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -31,10 +31,11 @@ from console.sessions import Sessions
 from console.state import Console, console_of
 from console.store import ConsoleStore
 from console.templating import install_filters
-from receiver.sources import SourceFilter
+from receiver.allowed_networks import AllowedNetworks
 from uphooks.keys import Keys
 from uphooks.redis import sync_client
-from uphooks.settings import Settings, get_settings, masked_url
+from uphooks.settings import Settings, get_settings
+from uphooks.settings_redis import masked_url
 from workers.deadletter import DeadLetters
 
 log = logging.getLogger("uphooks.console")
@@ -141,7 +142,7 @@ def build_console(settings: Settings) -> Console:
         sessions=Sessions(client, settings),
         audit=Audit(client, settings.key_prefix),
         templates=templates,
-        sources=SourceFilter([], settings.trusted_proxies),
+        sources=AllowedNetworks([], settings.trusted_proxies),
         jobs=Jobs(client, settings, store),
         dead_letters=DeadLetters(client, keys, settings.dlq_retention_seconds),
         series=Series(client, settings),

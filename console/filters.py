@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from urllib.parse import urlencode
 
 from console.store import STATES, EventQuery
-from uphooks.eventlog import parse_time
+from uphooks_cli.eventlog import parse_time
 
 FIELDS = ("state", "event", "platform", "profile", "handler", "since", "until")
 MAX_LIMIT = 200

@@ -24,9 +24,9 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from uphooks.backlog import ledger_backlog
+from uphooks.collector import queues_of
 from uphooks.keys import Keys
 from uphooks.liveness import workers_seen
-from uphooks.metrics import queues_of
 from uphooks.settings import Settings
 
 log = logging.getLogger("uphooks.console.series")

@@ -17,7 +17,7 @@ from console.credentials import Credentials
 from console.series import Series
 from console.sessions import Session, Sessions
 from console.store import ConsoleStore
-from receiver.sources import SourceFilter
+from receiver.allowed_networks import AllowedNetworks
 from uphooks.keys import Keys
 from uphooks.settings import Settings
 from workers.deadletter import DeadLetters
@@ -33,7 +33,7 @@ class Console:
     sessions: Sessions
     audit: Audit
     templates: Jinja2Templates
-    sources: SourceFilter
+    sources: AllowedNetworks
     jobs: Jobs
     dead_letters: DeadLetters
     series: Series

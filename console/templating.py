@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 from jinja2 import Environment
 
-from uphooks.eventlog import fmt_time
+from uphooks_cli.eventlog import fmt_time
 
 
 def ago(ts: float | None) -> str:

@@ -21,7 +21,7 @@ import pytest
 
 from console.credentials import hash_password
 from tests.conftest import ROOT, Stack
-from uphooks.embedded import free_port
+from uphooks_cli.embedded import free_port
 
 PASSWORDS = {"ops": "correct horse battery", "viewer": "viewer horse battery"}
 TOKEN = "t" * 8 + "-console-test-token-0123456789abcdef"
@@ -62,7 +62,7 @@ def start_console(stack: Stack, **env: str) -> Console:
     port = free_port()
     log_name = f"console-{port}.log"
     proc = stack._spawn(
-        [sys.executable, "-m", "uphooks.cli", "console", "--port", str(port)],
+        [sys.executable, "-m", "uphooks_cli", "console", "--port", str(port)],
         log_name,
         stack.env(**(console_env() | env)),
     )

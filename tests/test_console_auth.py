@@ -18,8 +18,8 @@ from starlette.testclient import TestClient
 from console.app import create_app
 from console.credentials import check_password, hash_password
 from tests.conftest import ROOT, Stack
-from uphooks.embedded import free_port
 from uphooks.settings import Settings
+from uphooks_cli.embedded import free_port
 
 TOKEN = "robot-token-" + "0123456789abcdef" * 3
 SECRET = "whsec_dGhpcyBpcyBhIHNpZ25pbmcgc2VjcmV0IQ"
@@ -97,7 +97,7 @@ def test_a_password_is_kept_as_a_salted_scrypt_hash_that_takes_only_that_passwor
 
 def test_hash_password_prints_an_entry_the_settings_accept() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "uphooks.cli", "console", "hash-password", "--name", "ann"],
+        [sys.executable, "-m", "uphooks_cli", "console", "hash-password", "--name", "ann"],
         input="a long password\na long password\n",
         capture_output=True,
         text=True,
@@ -229,7 +229,7 @@ def test_the_procfile_console_waits_quietly_when_it_is_not_configured(redis_url:
     """`uphooks dev` runs the whole Procfile, and one process ending would stop the others."""
     stack = Stack(redis_url, ROOT)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uphooks.cli", "console", "--optional"],
+        [sys.executable, "-m", "uphooks_cli", "console", "--optional"],
         env=stack.env(),
         cwd=ROOT,
         stderr=subprocess.PIPE,

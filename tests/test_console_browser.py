@@ -26,7 +26,7 @@ from tests.console_stack import (
     screenshots_dir,
     start_console,
 )
-from uphooks.embedded import free_port
+from uphooks_cli.embedded import free_port
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 
