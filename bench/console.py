@@ -36,9 +36,9 @@ import redis.asyncio as aioredis
 from console.store import ConsoleStore, EventQuery
 from receiver.enqueue import Enqueuer
 from uphooks import indexes
-from uphooks.embedded import RedisServer
 from uphooks.keys import Keys
 from uphooks.settings import Settings
+from uphooks_cli.embedded import RedisServer
 from workers.ledger import Ledger, Route, Settlement, script_source
 
 PREFIX = "bc"
