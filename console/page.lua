@@ -1,4 +1,4 @@
--- One page of the console's event list (console/query.py; docs/design.md section 10).
+-- One page of the console's event list (console/query.py; docs/design.md section 11).
 -- Walks the most selective index newest first, checks the other filters by ZSCORE, and stops
 -- at the limit or after the scan bound, returning a cursor that continues where it stopped.
 -- ARGV[1] key prefix  ARGV[2] highest score ("+inf" or a number)  ARGV[3] lowest score

@@ -1,6 +1,6 @@
 """The console's data: events by filter, one event with its attempts, counts, bulk selections.
 
-Read from the indexes the pipeline writes where the data is born (docs/design.md section 10):
+Read from the indexes the pipeline writes where the data is born (docs/design.md section 11):
 no SCAN, no walk over every delivery. A list page is one Lua call (console/query.py); one event
 is two pipelined round trips. All of it is read-only but :meth:`ConsoleStore.erase_payload`.
 """

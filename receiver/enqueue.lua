@@ -42,7 +42,7 @@ local function known(spec, key)
   end
   return false
 end
--- Console indexes (docs/design.md section 10): ARGV[13] the index prefix "<prefix>:ix:",
+-- Console indexes (docs/design.md section 11): ARGV[13] the index prefix "<prefix>:ix:",
 -- ARGV[14] the terms' lengths, ARGV[15] the terms, concatenated (uphooks/indexes.py): per
 -- delivery, index names after the prefix or, "@" first, lookup names after "<prefix>:ix:find:",
 -- separated by "\31". Every new delivery is also "pending" (the ledger moves it on).

@@ -1,4 +1,4 @@
-"""What the console indexes a delivery by at receipt (docs/design.md section 10).
+"""What the console indexes a delivery by at receipt (docs/design.md section 11).
 
 The ingress hands these *terms* to ``receiver/enqueue.lua`` with the record, packed like the
 fact specs (one bytes string per delivery), so indexing costs no extra round trip. A term is an

@@ -53,7 +53,7 @@ class Keys:
     def worker_heartbeat(self) -> str:
         return f"{self.prefix}:worker-heartbeat"
 
-    # -- console indexes (docs/design.md section 10) ------------------------------------------
+    # -- console indexes (docs/design.md section 11) ------------------------------------------
     # Sorted sets of delivery keys scored by receipt time, like ``events``; written where the
     # data is born (receiver/enqueue.lua, workers/index.lua) and pruned with the retention.
 

@@ -1,4 +1,4 @@
--- The console's indexes, kept with the ledger (docs/design.md section 10); included by every
+-- The console's indexes, kept with the ledger (docs/design.md section 11); included by every
 -- script that changes a pair's state, each calling one of these once per pair it changed.
 -- Indexes are sorted sets of delivery keys scored by receipt time (the "events" score):
 --   <prefix>:ix:st:<state>            the delivery's aggregate state

@@ -1,4 +1,4 @@
--- Prune the console indexes (docs/design.md section 10): remove entries older than the
+-- Prune the console indexes (docs/design.md section 11): remove entries older than the
 -- retention from every index the registry says has some, at most ARGV[2] entries per call.
 -- KEYS[1] the registry "<prefix>:ix" (index name -> its oldest entry's time, at most)
 -- KEYS[2] the events index (also trimmed by the ingress, but only while deliveries arrive)

@@ -2,7 +2,7 @@
 
 The indexes themselves are written by the scripts where the data is born (receiver/enqueue.lua at
 receipt, workers/index.lua included by every ledger script that changes a pair's state; docs/
-design.md section 10). Entries are scored by receipt time, so an entry past the retention
+design.md section 11). Entries are scored by receipt time, so an entry past the retention
 (``UPHOOKS_DEDUP_TTL_SECONDS``) never shows (readers bound the score), and the pruner here takes
 it out: every worker's main process runs a pass every :data:`PRUNE_INTERVAL` seconds, the first to
 take the lock for that interval; a pass goes on in calls of :data:`PRUNE_BUDGET` entries until
