@@ -61,12 +61,19 @@ class PlainFormatter(logging.Formatter):
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = message_of(record)
+        if hasattr(record, "delivery_key"):  # context passed as extra=: shown as "[key handler]"
+            where = " ".join(
+                str(getattr(record, n)) for n in ("delivery_key", "handler") if hasattr(record, n)
+            )
+            record.message = f"[{where}] {record.message}"
         return super().formatMessage(record)
 
 
 def keyed_fields(record: logging.LogRecord, message: str) -> dict[str, Any]:
     """The delivery key and handler of a line: from ``extra`` first, else its ``[key handler]``."""
     fields = {name: getattr(record, name) for name in _EXTRA_FIELDS if hasattr(record, name)}
+    if "key" not in fields and hasattr(record, "delivery_key"):  # the workers' extra= name
+        fields["key"] = record.delivery_key
     if "key" not in fields:
         found = _KEYED.match(message)
         if found:
