@@ -151,7 +151,8 @@ def test_the_intake_takes_only_route_messages_of_ours_and_stops_at_anything_else
 
     # A pair message, and a route message Celery published (base64 body), stay for Celery.
     r.delete(stack.queue)
-    r.lpush(stack.queue, envelope.prefix + json.dumps(pair_body([("e", "h", "1.1")])) + envelope.suffix())
+    pair_message = json.dumps(pair_body([("e", "h", "1.1")]))
+    r.lpush(stack.queue, envelope.prefix + pair_message + envelope.suffix())
     assert intaker.take("task-2", ["own"], stack.queue, True).keys == ["own"]
     r.delete(stack.queue)
     app.send_task("uphooks.process", args=[["e"]], queue=stack.queue)
