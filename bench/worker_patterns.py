@@ -412,7 +412,7 @@ def print_tables(report: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=4000, help="events per arrival pattern")
+    parser.add_argument("--events", type=int, default=2000, help="events per arrival pattern")
     parser.add_argument("--senders", default="1,4,16,64")
     parser.add_argument("--rates", default="10,100,1000", help="events/s for the latency rows")
     parser.add_argument("--pool", default="--pool prefork -c 2", help="both workers' pool")
