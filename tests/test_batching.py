@@ -67,7 +67,6 @@ def test_a_batch_of_route_messages_is_taken_at_once_and_each_pair_runs_once(stac
     # The first message runs alone (no handler time measured yet); later ones take further
     # messages, as many as fit the handler-time budget (fewer on a busy machine).
     assert batches and max(batches) >= 2, batches
-    assert len(batches) < 29  # fewer calls than messages
     assert stack.client().zcard(Keys(stack.prefix).due) == 0
 
 
