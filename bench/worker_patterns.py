@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -423,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", default="", help="'throughput' or 'latency'")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    # Stopped from outside (a timeout, Ctrl-C): unwind, so every worker and Redis is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args.senders = [int(x) for x in args.senders.split(",") if x]
     args.rates = [int(x) for x in args.rates.split(",") if x]
     RESULTS.mkdir(parents=True, exist_ok=True)
