@@ -128,7 +128,8 @@ def test_the_intake_takes_only_route_messages_of_ours_and_stops_at_anything_else
         r.zadd(keys.due, {f"{name}|": time.time() + 600})
     app = create_celery(settings)
     # The queue, oldest (the end kombu reads) first: two of ours, a foreign task, one of ours.
-    r.lpush(stack.queue, ours("a", "b"), ours("c"))
+    first, second = ours("a", "b"), ours("c")
+    r.lpush(stack.queue, first, second)
     app.send_task("someone.elses", args=[1], queue=stack.queue)
     r.lpush(stack.queue, ours("d"))
     ours_d, foreign = r.lrange(stack.queue, 0, 1)
@@ -138,6 +139,9 @@ def test_the_intake_takes_only_route_messages_of_ours_and_stops_at_anything_else
     got = intaker.take("task-1", ["own"], stack.queue, True)
     assert (got.seen, got.keys, got.taken_messages) == (1, ["own", "a", "b", "c"], 2)
     assert sorted(got.records) == ["a", "b", "c", "own"]
+    # Each taken message is counted as handed to a worker, under its own task id.
+    for message in (first, second):
+        assert r.get(keys.deliveries_of(json.loads(message)["headers"]["id"])) == b"1"
     assert r.lrange(stack.queue, 0, -1) == [ours_d, foreign]
     assert json.loads(foreign)["headers"]["task"] == "someone.elses"
     # A taken delivery comes due within a lease time; the others keep their score.

@@ -16,6 +16,7 @@
 -- A taken message is in no unacknowledged set: each of its deliveries stays in "due" as
 -- "<key>|" until a worker routes it, re-scored to come due within ARGV[5] seconds, so a
 -- worker that dies before routing it loses nothing: the scheduler publishes it again.
+-- Each taken message's own delivery counter is counted too (uphooks/keys.py deliveries_of).
 -- Returns {seen, {taken keys}, {records of the message's keys, then of the taken keys}, taken
 -- messages}, a record false when it is gone.
 local queue, due, prefix = KEYS[1], KEYS[2], ARGV[1]
@@ -26,11 +27,12 @@ redis.call('EXPIRE', ARGV[2], tonumber(ARGV[3]))
 local names = {}
 for i = 10, 9 + tonumber(ARGV[9]) do names[#names + 1] = prefix .. ':delivery:' .. ARGV[i] end
 
--- The keys of a route message of ours, or nil for anything else.
+-- The keys and task id of a route message of ours, or nil for anything else.
 local function route_keys(raw)
   local ok, msg = pcall(cjson.decode, raw)
   if not ok or type(msg) ~= 'table' or type(msg.headers) ~= 'table' then return nil end
   if msg.headers.task ~= task or type(msg.body) ~= 'string' then return nil end
+  if type(msg.headers.id) ~= 'string' then return nil end
   if type(msg.properties) ~= 'table' or msg.properties.body_encoding ~= nil then return nil end
   local okb, body = pcall(cjson.decode, msg.body)
   if not okb or type(body) ~= 'table' or type(body[1]) ~= 'table' then return nil end
@@ -42,7 +44,7 @@ local function route_keys(raw)
     if type(key) ~= 'string' then return nil end
     if redis.call('HEXISTS', prefix .. ':handled:' .. key, '~%') == 1 then return nil end
   end
-  return keys
+  return keys, msg.headers.id
 end
 
 local taken, messages, total = {}, 0, #names
@@ -50,9 +52,13 @@ if seen == 1 then
   while messages < most do
     local raw = redis.call('LINDEX', queue, -1)
     if not raw then break end
-    local keys = route_keys(raw)
+    local keys, id = route_keys(raw)
     if not keys or total + #keys > most_keys then break end
     redis.call('RPOP', queue)
+    -- Handed to a worker, like one Celery hands over: counted under its own task id.
+    local counter = prefix .. ':redelivered:' .. id
+    redis.call('INCR', counter)
+    redis.call('EXPIRE', counter, tonumber(ARGV[3]))
     messages = messages + 1
     total = total + #keys
     for _, key in ipairs(keys) do
