@@ -15,6 +15,7 @@ from uphooks.settings import Settings
 from uphooks.taskmessage import Envelope, pair_body, task_body
 from workers.app import create_celery
 from workers.intake import BatchSize, Intaker
+from workers.ledger import Ledger
 
 BATCHED = "tests.plugins.batched"
 HANDLER = "batch.counted"
@@ -139,9 +140,13 @@ def test_the_intake_takes_only_route_messages_of_ours_and_stops_at_anything_else
     got = intaker.take("task-1", ["own"], stack.queue, True)
     assert (got.seen, got.keys, got.taken_messages) == (1, ["own", "a", "b", "c"], 2)
     assert sorted(got.records) == ["a", "b", "c", "own"]
-    # Each taken message is counted as handed to a worker, under its own task id.
+    # Each taken message is counted as handed to a worker, under its own task id, and each
+    # taken delivery as taken until it is routed.
     for message in (first, second):
         assert r.get(keys.deliveries_of(json.loads(message)["headers"]["id"])) == b"1"
+    assert [r.hget(keys.handled(k), "~t") for k in ("a", "c", "d")] == [b"1", b"1", None]
+    Ledger(r, settings).admit([("a", [])], "holder")
+    assert r.hget(keys.handled("a"), "~t") is None and r.hget(keys.handled("a"), "~") == b"0"
     assert r.lrange(stack.queue, 0, -1) == [ours_d, foreign]
     assert json.loads(foreign)["headers"]["task"] == "someone.elses"
     # A taken delivery comes due within a lease time; the others keep their score.
@@ -162,9 +167,11 @@ def test_the_intake_takes_only_route_messages_of_ours_and_stops_at_anything_else
     r.delete(stack.queue)
     app.send_task("uphooks.process", args=[["e"]], queue=stack.queue)
     assert intaker.take("task-3", ["own"], stack.queue, True).keys == ["own"]
-    # A delivery the scheduler had to publish again runs under its own message's counter.
+    # A delivery taken as often as the poison limit allows and never routed (its worker died
+    # while routing it, each time) runs under a message's own counter, so it can be
+    # dead-lettered: it is not taken again.
     r.delete(stack.queue)
-    r.hset(keys.handled("f"), "~%", 1)
+    r.hset(keys.handled("f"), "~t", settings.poison_max_deliveries)
     r.lpush(stack.queue, ours("f"), ours("e"))
     assert intaker.take("task-4", ["own"], stack.queue, True).keys == ["own"]
     assert r.llen(stack.queue) == 2

@@ -96,6 +96,8 @@ class Intaker:
                 further,  # at most one message per delivery
                 len(keys) + further,
                 PROCESS_TASK,
+                self._s.poison_max_deliveries,
+                self._s.dedup_ttl_seconds,
                 len(keys),
                 *keys,
             ],
