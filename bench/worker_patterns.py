@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -327,6 +327,28 @@ def _latencies(answered: dict[str, float], started: dict[str, float]) -> dict[st
     return out
 
 
+def _at_rates(
+    args: argparse.Namespace,
+    client: redis.Redis,
+    worker: tuple[list[str], dict[str, str]],
+    log_path: Path,
+    send: Callable[[int, int], dict[str, float]],
+) -> dict[int, dict[str, Any]]:
+    """Start a worker, then per rate: send(rate, count) and the latencies of what it sent."""
+    out: dict[int, dict[str, Any]] = {}
+    client.delete(READY_KEY)
+    proc = spawn(*worker, log_path)
+    try:
+        wait_ready(client, proc, log_path)
+        for rate in [args.rates[0], *args.rates]:  # the first pass warms the pool up
+            client.delete(STARTED_KEY)
+            answered = send(rate, int(rate * LATENCY_SECONDS.get(rate, 3.0)))
+            out[rate] = _latencies(answered, _started(client, answered))
+    finally:
+        stop(proc)
+    return out
+
+
 def latency(
     args: argparse.Namespace, client: redis.Redis, url: str, workdir: Path
 ) -> dict[str, Any]:
@@ -334,38 +356,24 @@ def latency(
     clear_worker_state(client, keep=KEEP)
     # Ours: ingress and worker running, deliveries posted at a fixed rate.
     with ingress(url, OUR_QUEUE, workdir) as port:
-        cmd, env = our_worker(url, "bench.stamp_handler", args)
-        log_path = workdir / "worker-latency-ours.log"
-        client.delete(READY_KEY)
-        proc = spawn(cmd, env, log_path)
-        try:
-            wait_ready(client, proc, log_path)
-            for rate in [args.rates[0], *args.rates]:  # the first pass warms the pool up
-                count = int(rate * LATENCY_SECONDS.get(rate, 3.0))
-                path = workdir / f"latency-{rate}.txt"
-                write_requests(path, uuid.uuid4().hex[:8], count, signed=bool(verification_env()))
-                requests = _requests(str(path), f"127.0.0.1:{port}")
-                client.delete(STARTED_KEY)
-                answered = asyncio.run(post_at_rate(port, requests, rate))
-                rows[str(rate)]["ours"] = _latencies(answered, _started(client, answered))
-        finally:
-            stop(proc)
+
+        def post(rate: int, count: int) -> dict[str, float]:
+            path = workdir / f"latency-{rate}.txt"
+            write_requests(path, uuid.uuid4().hex[:8], count, signed=bool(verification_env()))
+            requests = _requests(str(path), f"127.0.0.1:{port}")
+            return asyncio.run(post_at_rate(port, requests, rate))
+
+        worker = our_worker(url, "bench.stamp_handler", args)
+        ours = _at_rates(args, client, worker, workdir / "worker-latency-ours.log", post)
     # Bare Celery: its worker running, stamp.delay() at the same rates.
     os.environ["BENCH_REDIS_URL"] = url
     os.environ["BENCH_QUEUE"] = BARE_QUEUE
-    cmd, env = bare_worker(url, "bench.celery_stamp", args)
-    log_path = workdir / "worker-latency-bare.log"
-    client.delete(READY_KEY)
-    proc = spawn(cmd, env, log_path)
-    try:
-        wait_ready(client, proc, log_path)
-        for rate in [args.rates[0], *args.rates]:
-            count = int(rate * LATENCY_SECONDS.get(rate, 3.0))
-            client.delete(STARTED_KEY)
-            answered = delay_at_rate(count, rate)
-            rows[str(rate)]["bare"] = _latencies(answered, _started(client, answered))
-    finally:
-        stop(proc)
+    worker = bare_worker(url, "bench.celery_stamp", args)
+    bare = _at_rates(
+        args, client, worker, workdir / "worker-latency-bare.log", lambda r, n: delay_at_rate(n, r)
+    )
+    for rate in args.rates:
+        rows[str(rate)].update(ours=ours[rate], bare=bare[rate])
     for row in rows.values():
         ours, bare = row.get("ours", {}), row.get("bare", {})
         if ours.get("p99_ms") and bare.get("p99_ms"):
