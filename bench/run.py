@@ -22,7 +22,6 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-import hmac
 import os
 import platform
 import shutil
@@ -45,8 +44,9 @@ import orjson
 import redis
 
 from bench.probe import READY_KEY, RUNS_KEY
-from uphooks.embedded import RedisServer, find_redis_server, free_port
+from uphooks import signatures
 from uphooks.settings import Settings
+from uphooks_cli.embedded import RedisServer, find_redis_server, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -129,8 +129,7 @@ def verification_env() -> dict[str, str]:
 
 def write_requests(path: Path, tag: str, count: int, signed: bool) -> None:
     """One delivery per line with a fresh job id (so none is a duplicate), signed when asked."""
-    key = SECRET.encode()
-    now = str(int(time.time()))
+    now = int(time.time())
     base = (
         "Content-Type: application/json|User-Agent: Upload-Post-Webhooks/1.0"
         "|X-Upload-Post-Event: upload_completed"
@@ -140,10 +139,8 @@ def write_requests(path: Path, tag: str, count: int, signed: bool) -> None:
             body = make_body(f"{tag[:8]:>8}{i:012d}")
             headers = base
             if signed:
-                digest = hmac.new(key, now.encode() + b"." + body, hashlib.sha256).hexdigest()
-                headers += (
-                    f"|X-Upload-Post-Timestamp: {now}|X-Upload-Post-Signature: sha256={digest}"
-                )
+                signing = signatures.upload_post_headers(SECRET, body, now)
+                headers += "".join(f"|{name}: {value}" for name, value in signing.items())
             out.write(f"{PATH}\t{headers}\t".encode() + body + b"\n")
 
 
@@ -733,7 +730,7 @@ def bench_workers(
     pools = {"prefork -c2": ["--pool", "prefork", "-c", "2"], "solo": ["--pool", "solo"]}
     bare_cmd = [sys.executable, "-m", "celery", "-A", "bench.celery_noop", "worker"]
     bare_cmd += [*WORKER_FLAGS, "--loglevel", "WARNING"]
-    our_cmd = [sys.executable, "-m", "uphooks.cli", "worker", *WORKER_FLAGS]
+    our_cmd = [sys.executable, "-m", "uphooks_cli", "worker", *WORKER_FLAGS]
     our_env = base_env(
         url,
         UPHOOKS_QUEUE=OUR_QUEUE,
@@ -823,7 +820,7 @@ def soak(args: argparse.Namespace, client: redis.Redis, url: str, workdir: Path)
         UPHOOKS_HANDLER_MODULES="bench.noop_handler",
         UPHOOKS_BUILTIN_LOG_HANDLER="false",
     )
-    worker_cmd = [sys.executable, "-m", "uphooks.cli", "worker", *WORKER_FLAGS, "-c", "2"]
+    worker_cmd = [sys.executable, "-m", "uphooks_cli", "worker", *WORKER_FLAGS, "-c", "2"]
     client.delete(READY_KEY)
     client.config_resetstat()  # LPUSH calls (scripts' included) = Celery messages our ingress made
     worker = spawn(worker_cmd, worker_env, workdir / "worker-soak.log")

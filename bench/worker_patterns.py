@@ -65,12 +65,12 @@ from bench.run import (
     write_requests,
 )
 from bench.stamps import STARTED_KEY
-from uphooks.embedded import RedisServer, free_port
+from uphooks_cli.embedded import RedisServer, free_port
 
 OUR_QUEUE = "bench-ours"
 BARE_QUEUE = "bench-noop"
 KEEP = "bench-wp-"  # staged backlogs survive clear_worker_state
-_KEY = re.compile(rb'"idempotency_key":"([^"]+)"')
+_KEY = re.compile(rb'"delivery_key":"([^"]+)"')
 #: Seconds of open-loop sending per latency rate (fewer at low rates would give too few samples).
 LATENCY_SECONDS = {10: 10.0, 100: 4.0, 1000: 3.0}
 
@@ -83,7 +83,7 @@ def ingress(url: str, queue: str, workdir: Path) -> Iterator[int]:
     """``uphooks serve`` as the Procfile runs it, verification on, enqueueing onto ``queue``."""
     port = free_port()
     env = base_env(url, UPHOOKS_QUEUE=queue, **verification_env())
-    cmd = [sys.executable, "-m", "uphooks.cli", "serve", "--host", "127.0.0.1"]
+    cmd = [sys.executable, "-m", "uphooks_cli", "serve", "--host", "127.0.0.1"]
     proc = spawn([*cmd, "--port", str(port)], env, workdir / f"ingress-{port}.log")
     try:
         deadline = time.monotonic() + 30
@@ -106,7 +106,7 @@ def ingress(url: str, queue: str, workdir: Path) -> Iterator[int]:
 def our_worker(
     url: str, handler: str, args: argparse.Namespace
 ) -> tuple[list[str], dict[str, str]]:
-    cmd = [sys.executable, "-m", "uphooks.cli", "worker", *WORKER_FLAGS, *args.pool.split()]
+    cmd = [sys.executable, "-m", "uphooks_cli", "worker", *WORKER_FLAGS, *args.pool.split()]
     env = base_env(
         url,
         UPHOOKS_QUEUE=OUR_QUEUE,

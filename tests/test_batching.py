@@ -33,7 +33,7 @@ def post_uploads(ingress: Ingress, n: int) -> tuple[list[str], list[str]]:
         body["job_id"] = f"batch-{uuid.uuid4().hex}"
         response = ingress.post(json.dumps(body))
         assert response.status_code == 202, response.text
-        keys.append(str(response.json()["idempotency_key"]))
+        keys.append(str(response.json()["delivery_key"]))
         jobs.append(body["job_id"])
     return keys, jobs
 

@@ -34,9 +34,10 @@ import orjson
 import redis
 
 from handlers.registry import HandlerSpec, Router
-from uphooks import metrics, tracing
+from uphooks import tracing
 from uphooks.settings import Settings
 from uphooks.taskmessage import PairRef
+from workers import metrics
 from workers.deadletter import ROUTING_HANDLER, DeadLetter
 from workers.delivery import Delivery
 from workers.intake import Intake, Intaker

@@ -8,8 +8,9 @@ from typing import Any
 
 from handlers.context import Context, bound_logger
 from handlers.registry import HandlerSpec
-from uphooks import metrics, tracing
+from uphooks import tracing
 from uphooks.taskmessage import PairRef
+from workers import metrics
 from workers.delivery import Delivery
 from workers.time_limits import time_limit
 
@@ -37,7 +38,7 @@ def context_of(job: Job) -> Context:
     key, name, _ = job.ref
     record = job.delivery.record
     return Context(
-        idempotency_key=f"{key}:{name}",
+        pair_key=f"{key}:{name}",
         delivery_key=key,
         handler_name=name,
         attempt=job.attempt,

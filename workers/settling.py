@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 
 from handlers.registry import Router
-from uphooks import metrics
 from uphooks.taskmessage import PairRef
+from workers import metrics
 from workers.deadletter import DeadLetter
 from workers.delivery import Delivery
 from workers.leases import LeaseKeeper
