@@ -36,6 +36,7 @@ import redis.asyncio as aioredis
 from console.store import ConsoleStore, EventQuery
 from receiver.enqueue import Enqueuer
 from uphooks import indexes
+from uphooks.indexes import lookup_bucket_seconds
 from uphooks.keys import Keys
 from uphooks.settings import Settings
 from uphooks_cli.embedded import RedisServer
@@ -281,7 +282,8 @@ def script_costs(client: redis.Redis, settings: Settings, rounds: int = 5) -> di
             args: list[Any] = [3600, time.time(), "[", "]", "{}", cut, lengths, b"".join(recs)]
             args += [600, "f:", "", ""]
             if variant == "with indexes":
-                args += [f"{PREFIX}:ix:", ",".join(str(len(t)) for t in terms), b"".join(terms)]
+                lens = ",".join(str(len(t)) for t in terms)
+                args += [f"{PREFIX}:ix:", lens, b"".join(terms), lookup_bucket_seconds(3600)]
             k = [
                 "sc:q",
                 f"{PREFIX}:events",

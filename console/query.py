@@ -118,6 +118,10 @@ class Pager:
         self._retention = retention_s
         self._script = client.register_script(_LUA)
 
+    @property
+    def retention_s(self) -> float:
+        return self._retention
+
     def floor(self, since: float | None) -> float:
         """The lowest receipt time that can still show: nothing older than the retention."""
         oldest = time.time() - self._retention

@@ -17,7 +17,7 @@ import redis
 
 from console.query import SCAN_BOUND, STATES, Filters, Pager, plan
 from uphooks import indexes
-from uphooks.indexes import term_value
+from uphooks.indexes import lookup_bucket_seconds, term_value
 from uphooks.keys import Keys
 from workers.deadletter import ROUTING_HANDLER, entry_id
 
@@ -312,17 +312,22 @@ class ConsoleStore:
         term = term.strip()
         if not term:
             return []
-        floor = repr(self._pager.floor(None))
+        width = lookup_bucket_seconds(self._pager.retention_s)
+        first, last = int(self._pager.floor(None) // width), int(time.time() // width)
         value = term_value(term)
         pipe = self._r.pipeline(transaction=False)
         pipe.exists(self._keys.delivery(term))
-        for kind in ("j", "p"):
-            pipe.zrevrangebyscore(self._keys.lookup(f"{kind}:{value}"), "+inf", floor)
+        for bucket in range(first, last + 1):
+            for kind in ("j", "p"):
+                low = f"[{kind}:{value}|".encode()
+                pipe.zrangebylex(self._keys.lookup_bucket(bucket), low, low + b"\xff")
         exists, *found = pipe.execute()
         keys = [term] if exists else []
-        keys += [_text(k) for names in found for k in names if _text(k) != term]
+        for members in found:
+            # "<term>|<key>": a term never holds "|" (term_value), a key may.
+            keys += [_text(m).partition("|")[2] for m in members]
         keys = list(dict.fromkeys(keys))
-        if len(keys) <= 1:
+        if keys == [term] or not keys:
             return keys
         pipe = self._r.pipeline(transaction=False)
         for key in keys:

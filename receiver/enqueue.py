@@ -33,6 +33,7 @@ from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 
 from receiver.replicas import ReplicaWait
 from uphooks.facts import fact_prefix
+from uphooks.indexes import lookup_bucket_seconds
 from uphooks.keys import Keys
 from uphooks.settings import Settings
 from uphooks.taskmessage import EMBED_JSON, Envelope
@@ -73,6 +74,7 @@ class Enqueuer:
         self._record_prefix = keys.delivery("")
         self._fact_prefix = fact_prefix(settings.key_prefix)
         self._index_prefix = keys.index_prefix
+        self._lookup_width = lookup_bucket_seconds(settings.dedup_ttl_seconds)
         self._timeout = settings.ack_timeout_seconds
         # UPHOOKS_ACK_REPLICAS: a WAIT after each batch, on the same connection (replicas.py).
         self._replicas = ReplicaWait(settings.ack_replicas) if settings.ack_replicas else None
@@ -199,6 +201,7 @@ class Enqueuer:
             self._index_prefix,
             ",".join([str(len(p.terms)) for p in batch]),
             b"".join([p.terms for p in batch]),
+            self._lookup_width,
         )
         try:
             flags = await self._execute(_pack(("EVALSHA", _SHA, *args)))

@@ -162,6 +162,34 @@ def test_a_run_lost_with_its_process_shows_in_the_attempt_history(stack: Stack) 
     assert pair.attempts[0].at <= pair.attempts[1].at
 
 
+def test_a_failing_handler_is_listed_as_retrying_with_its_next_retry_until_it_succeeds(
+    stack: Stack,
+) -> None:
+    client = stack.client()
+    client.set(f"{stack.prefix}:test:ctl:stubborn", 1)
+    ingress = stack.ingress()
+    stack.worker(FLOW, "-c", "1")
+    response = ingress.post(json.dumps({"event": "console_stubborn", "platform": "x"}))
+    key = str(response.json()["idempotency_key"])
+    store = store_of(stack)
+    wait_for(
+        lambda: keys_in(store, state="retrying", handler="console.stubborn") == [key],
+        what="the pair listed as retrying",
+    )
+    wait_for(lambda: keys_in(store, state="retrying") == [key], what="the delivery as retrying")
+    detail = store.event(key)
+    assert detail is not None and detail.state == "retrying"
+    [pair] = [h for h in detail.handlers if h.handler == "console.stubborn"]
+    assert pair.state == "retrying" and pair.attempts
+    assert pair.next_retry_at is not None and pair.next_retry_at > pair.attempts[-1].at
+    assert all(a.outcome == "retry" and "still failing" in (a.error or "") for a in pair.attempts)
+    client.delete(f"{stack.prefix}:test:ctl:stubborn")
+    wait_for(lambda: keys_in(store, state="done") == [key], what="done once it succeeds")
+    assert keys_in(store, state="retrying") == []
+    assert keys_in(store, state="retrying", handler="console.stubborn") == []
+    assert keys_in(store, state="done", handler="console.stubborn") == [key]
+
+
 # -- the query layer, over deliveries driven through the real scripts ------------------------
 
 
@@ -490,6 +518,12 @@ def test_expired_deliveries_vanish_from_every_index_once_the_background_pruner_r
         )
     finally:
         pruner.stop()
+    # Lookup buckets expire by themselves, a retention after their end (a second here).
+    wait_for(
+        lambda: not any(b":find:" in k for k in index_keys(client, stack.prefix)),
+        timeout=15,
+        what="the lookup buckets expired",
+    )
     left = sorted(k.decode() for k in index_keys(client, stack.prefix))
     assert left == sorted(
         [

@@ -3,13 +3,15 @@
 The ingress hands these *terms* to ``receiver/enqueue.lua`` with the record, packed like the
 fact specs (one bytes string per delivery), so indexing costs no extra round trip. A term is an
 index name after ``<prefix>:ix:`` (``ev:<event>``, ``pf:<platform>``, ``pr:<profile>``) or, with
-``@`` first, a lookup name after ``<prefix>:ix:find:`` (``j:<job id>``, ``p:<post id>``); terms
-are separated by ``\\x1f``. The console reads with the same names (:func:`term_value`).
+``@`` first, a lookup term (``j:<job id>``, ``p:<post id>``), kept as ``<term>|<delivery key>``
+in a time bucket (:func:`lookup_bucket_seconds`); terms are separated by ``\\x1f``. The console
+reads with the same names (:func:`term_value`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +20,12 @@ SEPARATOR = "\x1f"
 # A value is used as it is in a key name when it is short and plain; else it is hashed (the
 # console hashes what an operator types the same way, so it still matches).
 _PLAIN = re.compile(r"^[^\x00-\x20\x7f|]{1,100}$")
+
+
+def lookup_bucket_seconds(retention_s: float) -> int:
+    """How much receipt time one lookup bucket (``<prefix>:ix:find:<n>``) covers: a 24th of the
+    retention, so a lookup reads 25 buckets and a bucket outlives its entries by at most that."""
+    return max(1, math.ceil(retention_s / 24))
 
 
 def term_value(value: str) -> str:

@@ -73,10 +73,11 @@ class Keys:
     def index_pair(self, handler: str, state: str) -> str:
         return self.index("hs", f"{handler}|{state}")
 
-    def lookup(self, term: str) -> str:
-        """Deliveries that name a job id (``j:<id>``) or a post id (``p:<id>``); expires by
-        itself one retention after its last write."""
-        return f"{self.prefix}:ix:find:{term}"
+    def lookup_bucket(self, n: int) -> str:
+        """The job and post ids named by deliveries received in one time bucket (uphooks/
+        indexes.py ``lookup_bucket_seconds``): members ``j:<job id>|<key>``, ``p:<post id>|<key>``,
+        all scored 0 (a lookup is a lex range); expires one retention after the bucket's end."""
+        return f"{self.prefix}:ix:find:{n}"
 
     @property
     def index_registry(self) -> str:

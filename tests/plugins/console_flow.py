@@ -46,3 +46,11 @@ def crashy(event: BaseEvent, ctx: Context) -> None:
     if store.client().set(store.key(f"crashed:{ctx.delivery_key}"), 1, nx=True):
         os.kill(os.getpid(), signal.SIGKILL)
     store.record(ctx.handler_name, ctx.pair_key)
+
+
+@on("console_stubborn", name="console.stubborn", max_attempts=50, backoff=(0.5, 0.5))
+def stubborn(event: BaseEvent, ctx: Context) -> None:
+    """Fails while the ``stubborn`` flag is set."""
+    if store.flag("stubborn"):
+        raise TransientError(f"still failing, attempt {ctx.attempt}")
+    store.record(ctx.handler_name, ctx.pair_key)
