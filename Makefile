@@ -95,6 +95,11 @@ bench-recovery: $(STAMP)
 bench-console: $(STAMP)
 	$(BIN)/python -m bench.console $(ARGS)
 
+## The console's pages over HTTP (a real `uphooks console`) with 1,000,000 deliveries (docs/console.md).
+.PHONY: bench-console-pages
+bench-console-pages: $(STAMP)
+	$(BIN)/python -m bench.console_pages $(ARGS)
+
 ## Drain a fixed backlog with 1, 2, 4 worker processes and prefork concurrencies (docs/scaling.md).
 ## A few minutes; a private Redis on a free port; e.g. ARGS='--appendfsync everysec --batch 1,16'.
 .PHONY: scaling

@@ -29,6 +29,7 @@ COMMANDS = {
     "reconcile": "uphooks_cli.reconcile:reconcile_command",
     "watch": "uphooks_cli.reconcile:watch_command",
     "drift": "uphooks_cli.reconcile:drift_command",
+    "console": "console.cli:console",  # the operator console: its own package (docs/console.md)
 }
 
 # Commands that never look for a running `uphooks dev` stack: they start one, or serve.

@@ -17,6 +17,7 @@ for d = 1, tonumber(ARGV[6]) do
   a = a + 2
   local hk = prefix .. ':handled:' .. key
   local flags = {}
+  redis.call('HDEL', hk, '~t')  -- routed now: no longer counted as taken (intake.lua)
   if redis.call('HSETNX', hk, '~', n) == 0 then
     flags[1] = -1
     a = a + 5 * n
