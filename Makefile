@@ -45,8 +45,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Two test processes, each with its own redis-server (most of the suite's time is real processes
+# waiting); one process against a REDIS_URL you give (kombu's unacked hash is per Redis).
+TEST_PROCS ?= $(if $(REDIS_URL),0,2)
 unit: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_PROCS) --dist worksteal
 
 ## `make test` on every Python given, each in its own venv (.venv-3.12, ...), one after another.
 ## e.g. PYTHONS='python3.11 python3.13'. On 3.13+ the embedded Redis is built from source once.
