@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Collection, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
 from handlers.context import Context
+from handlers.rates import Rate, parse_rates
 from uphooks.errors import ConfigurationError
 
 HandlerFunc = Callable[[Any, Context], object]
@@ -84,6 +85,15 @@ class HandlerSpec:
     queue: str | None = None
     time_limit: float | None = None
     ordered_by: str | OrderFunc | None = None
+    #: bucket name -> limit (handlers/rates.py); empty: not limited
+    rate: Mapping[str, Rate] = field(default_factory=dict)
+    #: ``async def`` handlers: calls of this handler at once per worker process (None: any)
+    concurrency: int | None = None
+
+    @property
+    def is_async(self) -> bool:
+        """An ``async def`` handler: run on the worker process's event loop (workers/aio.py)."""
+        return inspect.iscoroutinefunction(self.func)
 
     def wants(self, event_name: str, payload: Mapping[str, Any]) -> bool:
         if ANY_EVENT not in self.events and event_name not in self.events:
@@ -212,6 +222,8 @@ class Router:
         queue: str | None = None,
         time_limit: float | None = None,
         ordered_by: str | OrderFunc | None = None,
+        rate: str | Mapping[str, str] | None = None,
+        concurrency: int | None = None,
         **filters: object,
     ) -> Callable[[F], F]:
         """Register ``fn(event, ctx)`` for the named events (``"*"`` for all of them).
@@ -232,6 +244,11 @@ class Router:
         returns a key (None: that event is not ordered). A failing event holds the ones behind
         it for its key until it is done or dead-lettered; see docs/design.md section 9.
 
+        ``rate`` limits how often the handler runs, across all workers: ``"30/s"`` (see
+        handlers/rates.py) or ``{"bucket": "1/s", ...}`` for buckets shared with other
+        handlers. A run over its limit waits in Redis, without a worker slot or an attempt.
+        ``concurrency`` bounds the calls of an ``async def`` handler at once per process.
+
         The name (default ``module.function``) keys idempotency markers and dead letters:
         renaming a handler makes it a new handler that has seen nothing.
         """
@@ -246,10 +263,11 @@ class Router:
             handler_name = name or f"{func.__module__}.{func.__qualname__}"
             if not handler_name or "|" in handler_name:
                 raise ConfigurationError(f"handler name {handler_name!r} must be non-empty, no '|'")
-            if inspect.iscoroutinefunction(func):
+            if concurrency is not None and (
+                concurrency < 1 or not inspect.iscoroutinefunction(func)
+            ):
                 raise ConfigurationError(
-                    f"handler {handler_name!r} is async; handlers are plain functions "
-                    "(the worker runs them in a process of their own)"
+                    f"handler {handler_name!r}: concurrency= is for async def handlers, 1 or more"
                 )
             self.add(
                 HandlerSpec(
@@ -262,6 +280,8 @@ class Router:
                     queue=queue,
                     time_limit=time_limit,
                     ordered_by=ordered_by,
+                    rate=parse_rates(handler_name, rate),
+                    concurrency=concurrency,
                 )
             )
             return func

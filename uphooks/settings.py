@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     # event that happened earlier but arrives up to this much later still runs first
     # (docs/design.md section 9). Latency of ordered handlers against reordering they absorb.
     order_window_seconds: float = Field(default=2.0, ge=0)
+    # ``async def`` handlers (workers/aio.py): calls in flight at once per worker process, on its
+    # event loop. A message whose async pairs find the process full waits for room (in its slot).
+    async_concurrency: int = Field(default=100, ge=1)
 
     # --- Logs
     log_level: str = "INFO"

@@ -22,6 +22,8 @@ settle never happened is found by its lapsed lease.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 import traceback
@@ -40,12 +42,14 @@ from uphooks import metrics, tracing
 from uphooks.events import BaseEvent, EventValidationError, parse_event
 from uphooks.settings import Settings
 from uphooks.taskmessage import PairRef
+from workers.aio import AsyncPool, Settler
 from workers.deadletter import ROUTING_HANDLER, DeadLetter
 from workers.leases import LeaseKeeper, holder_is_dead_here, holder_token
 from workers.ledger import Claim, Ledger, Route, Settlement, order_member, order_set
+from workers.rate_limits import RateLimits
 from workers.retrying import Dead, RetryPolicy, with_redis_retries
 from workers.schedule import Scheduler
-from workers.time_limits import SoftTimeLimit, time_limit
+from workers.time_limits import HandlerTimeLimit, SoftTimeLimit, time_limit
 
 log = logging.getLogger("uphooks.worker")
 
@@ -150,6 +154,8 @@ class _Outcome:
             extra = self.due
         elif self.kind == "dead":
             extra = orjson.dumps(asdict(self.dead_letter(now)))
+        elif self.kind == "release" and self.due:
+            extra = self.due  # over its rate limit: due when its slot comes
         return Settlement(self.ref, self.kind, orjson.dumps(details), extra)
 
     def dead_letter(self, now: float) -> DeadLetter:
@@ -187,6 +193,9 @@ class Dispatcher:
         self._leases = LeaseKeeper(self.ledger, settings.lease_seconds)
         self._scheduler = Scheduler(client, settings)
         self._settle = with_redis_retries(self.ledger.settle)
+        self._rates = RateLimits(client, settings)
+        self._aio = AsyncPool(settings.async_concurrency)
+        self._settler: Settler[_Outcome] = Settler(self._finish)
         tracing.setup(settings, "worker")
 
     def process(
@@ -370,6 +379,10 @@ class Dispatcher:
         """Run the jobs; settle what is finished at least every ``SETTLE_EVERY`` seconds, so a
         process killed mid-message repeats at most that much work (fast handlers still share
         one settle call per message)."""
+        # -- rate limits and async handlers (workers/rate_limits.py, workers/aio.py) --------
+        jobs = self._hold_back_over_rate(jobs, outcomes)
+        jobs = self._start_async(jobs, holder)
+        # -- the sync handlers, in this slot -------------------------------------------------
         self._leases.hold(holder, (job.pair for job in jobs))
         try:
             last = time.monotonic()
@@ -392,7 +405,36 @@ class Dispatcher:
                     last = time.monotonic()
             self._finish(outcomes, holder)
         finally:
-            self._leases.release(holder)
+            self._leases.release(holder, [job.pair for job in jobs])  # async runs keep theirs
+
+    def _hold_back_over_rate(self, jobs: list[_Job], outcomes: list[_Outcome]) -> list[_Job]:
+        """Jobs of rate-limited handlers over their limit are given back to the ledger, due
+        when their slot comes (no attempt counted); returns the jobs that may run now."""
+        limited = [job for job in jobs if job.spec.rate]
+        if not limited:
+            return jobs
+        asked = [(job.ref[0], job.ref[1], job.spec.rate) for job in limited]
+        waits = with_redis_retries(self._rates.waits)(asked)
+        now = time.time()
+        later = set()
+        for job, wait in zip(limited, waits, strict=True):
+            if wait > 0:
+                later.add(id(job))
+                outcomes.append(_Outcome(job.ref, "release", job.attempt, due=now + wait))
+        return [job for job in jobs if id(job) not in later]
+
+    def _start_async(self, jobs: list[_Job], holder: str) -> list[_Job]:
+        """Start the jobs of ``async def`` handlers on this process's event loop, each
+        settled from there when it ends (workers/aio.py); returns the sync jobs."""
+        started = [job for job in jobs if job.spec.is_async]
+        if not started:
+            return jobs
+        self._leases.hold(holder, (job.pair for job in started))
+        settle = functools.partial(self._settler.add, holder)
+        for job in started:
+            run = functools.partial(self._run_async, job)
+            self._aio.start(job.spec.name, job.spec.concurrency, run, settle)
+        return [job for job in jobs if not job.spec.is_async]
 
     # -- 4. decide and settle -------------------------------------------------------------
     def _failed(self, job: _Job, exc: BaseException) -> _Outcome:
@@ -512,7 +554,7 @@ class Dispatcher:
             return False
         return True
 
-    def _run(self, job: _Job) -> None:
+    def _prepare(self, job: _Job) -> tuple[BaseEvent, Context, dict[str, str | int]]:
         key, name, _ = job.ref
         event = job.delivery.event()
         record = job.delivery.record
@@ -533,6 +575,11 @@ class Dispatcher:
             "uphooks.handler": name,
             "uphooks.attempt": job.attempt,
         }
+        return event, ctx, attributes
+
+    def _run(self, job: _Job) -> None:
+        event, ctx, attributes = self._prepare(job)
+        key, name, _ = job.ref
         with (
             tracing.handler_span(job.parent, attributes, job.first_trace) as this_span,
             metrics.handler_call(name) as timer,
@@ -546,6 +593,32 @@ class Dispatcher:
         log.info(
             "[%s %s] done in %.0f ms (attempt %d)", key, name, timer.seconds * 1000, job.attempt
         )
+
+    async def _run_async(self, job: _Job) -> _Outcome:
+        """One run of an async handler on the loop (workers/aio.py): its outcome, as for sync
+        runs; the time limit (its own, else the task's soft limit) is ``asyncio.timeout``."""
+        key, name, _ = job.ref
+        limit = job.spec.time_limit or float(self._s.task_soft_time_limit_seconds)
+        try:
+            event, ctx, attributes = self._prepare(job)
+            with (
+                tracing.handler_span(job.parent, attributes, job.first_trace) as this_span,
+                metrics.handler_call(name) as timer,
+            ):
+                job.first_trace = job.first_trace or this_span
+                try:
+                    async with asyncio.timeout(limit):
+                        await job.spec.func(event, ctx)  # type: ignore[misc]
+                except TimeoutError as exc:
+                    raise HandlerTimeLimit(
+                        f"handler {name!r} ran past its time limit of {limit:g}s"
+                    ) from exc
+        except Exception as exc:
+            return self._failed(job, exc)
+        log.info(
+            "[%s %s] done in %.0f ms (attempt %d)", key, name, timer.seconds * 1000, job.attempt
+        )
+        return _Outcome(job.ref, "done", job.attempt, job.delivery)
 
 
 def _first_trace(details: str) -> str:

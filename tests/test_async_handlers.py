@@ -1,0 +1,132 @@
+"""``async def`` handlers (workers/aio.py) keep the ledger's promises exactly as sync ones do.
+
+Real worker processes; runs are counted per (delivery, handler) pair, and each test waits past
+the moment a late duplicate would have shown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+
+from tests.conftest import Stack, fixture_bodies, wait_for
+from tests.test_ledger import LATE, QUIET, Copier, post, runs, state, upload_body
+from uphooks.keys import Keys
+
+AIO = "tests.plugins.aio"
+
+
+def account_body(event: str) -> bytes:
+    body = json.loads(fixture_bodies()[f"{event}.json"])
+    body["account_name"] = f"acct-{uuid.uuid4().hex[:12]}"
+    return json.dumps(body).encode()
+
+
+def test_async_runs_are_exactly_once_with_retries_dead_letters_and_time_limits(
+    stack: Stack,
+) -> None:
+    """20 deliveries, every message delivered twice at once and once more late, two workers:
+    a steady async handler runs once, a flaky one 3 times (attempts 1-3), a permanent failure
+    once (dead), one that hangs past its time limit twice (the limit counts as an attempt)."""
+    r = stack.client()
+    ingress = stack.ingress()
+    keys = [post(ingress, upload_body()) for _ in range(20)]
+    with Copier(r, stack.queue).running() as copier:
+        stack.worker(AIO, **QUIET)
+        stack.worker(AIO, "-P", "solo", **QUIET)
+
+        def settled() -> bool:
+            return all(
+                state(stack, k, "aio.steady") == "done"
+                and state(stack, k, "aio.flaky") == "done"
+                and state(stack, k, "aio.broken") == "dead"
+                and state(stack, k, "aio.timed") == "done"
+                for k in keys
+            )
+
+        wait_for(settled, timeout=90, what="every pair settled")
+    late = copier.push_late_copies()
+    time.sleep(LATE)
+    wait_for(lambda: r.llen(stack.queue) == 0, what="late copies taken")
+    time.sleep(1)
+
+    assert late > 20 and copier.copied == late
+    for key in keys:
+        assert runs(stack, "aio.steady", key) == [1], key
+        assert runs(stack, "aio.flaky", key) == [1, 2, 3], key
+        assert runs(stack, "aio.broken", key) == [1], key
+        assert runs(stack, "aio.timed", key) == [1, 2], key
+    assert r.zcard(f"{stack.prefix}:dlq") == 20
+    entry = json.loads(r.get(f"{stack.prefix}:dlq:{keys[0]}|aio.broken") or b"{}")
+    assert "broken on purpose" in entry["error"]
+    details = json.loads(r.hget(Keys(stack.prefix).handled(keys[0]), "aio.timed@") or b"{}")
+    assert details["attempt"] == 2
+    assert r.zcard(Keys(stack.prefix).due) == 0  # nothing left open
+
+
+def test_async_runs_overlap_within_the_process_and_handler_bounds(stack: Stack) -> None:
+    """One worker process (solo pool, one slot) runs many async calls at once, never more than
+    UPHOOKS_ASYNC_CONCURRENCY, and never more than a handler's ``concurrency=``."""
+    r = stack.client()
+    ingress = stack.ingress()
+    stack.worker(AIO, "-P", "solo", UPHOOKS_ASYNC_CONCURRENCY="5", **QUIET)
+    keys = [post(ingress, account_body("social_account_connected")) for _ in range(30)]
+    wait_for(
+        lambda: (
+            all(state(stack, k, "aio.wide") == "done" for k in keys)
+            and all(state(stack, k, "aio.bounded") == "done" for k in keys)
+        ),
+        timeout=60,
+        what="all done",
+    )
+    time.sleep(LATE)
+    for key in keys:
+        assert runs(stack, "aio.wide", key) == [1], key
+        assert runs(stack, "aio.bounded", key) == [1], key
+    wide = [int(n) for n in r.lrange(f"{stack.prefix}:test:inflight:wide", 0, -1)]
+    bounded = [int(n) for n in r.lrange(f"{stack.prefix}:test:inflight:bounded", 0, -1)]
+    # 30 x 0.3 s each for two handlers in one slot: they overlapped, within the bounds.
+    assert 2 < max(wide) <= 5, wide
+    assert max(bounded) == 2, bounded
+
+
+def test_a_process_killed_with_async_runs_in_flight_loses_none_and_repeats_only_those(
+    stack: Stack,
+) -> None:
+    """The message was acknowledged when its runs started; the lease and the schedule bring
+    back exactly the runs that were in flight in the killed process, once each."""
+    r = stack.client()
+    r.set(f"{stack.prefix}:test:ctl:long_seconds", 2)
+    ingress = stack.ingress()
+    victim = stack.worker(AIO, "-P", "solo", **QUIET)
+    keys = [post(ingress, account_body("social_account_disconnected")) for _ in range(12)]
+    pid = victim.proc.pid
+
+    def started_in_victim() -> list[str]:
+        return [
+            k
+            for k in keys
+            if str(pid).encode() in r.lrange(f"{stack.prefix}:test:started:{k}", 0, -1)
+        ]
+
+    wait_for(lambda: len(started_in_victim()) == len(keys), what="all started in the victim")
+    os.killpg(pid, signal.SIGKILL)
+    victim.proc.wait()
+    stack.worker(AIO, "-P", "solo", **QUIET)
+    wait_for(
+        lambda: all(state(stack, k, "aio.long") == "done" for k in keys),
+        timeout=60,
+        what="every pair done after the kill",
+    )
+    time.sleep(LATE)
+    for key in keys:
+        finished = r.lrange(f"{stack.prefix}:test:finished:{key}", 0, -1)
+        assert str(pid).encode() not in finished, key  # killed mid-run
+        assert len(finished) == 1, key
+        assert runs(stack, "aio.long", key) == [1, 1], key  # lost run, then once more
+        lost = r.hget(Keys(stack.prefix).handled(key), "aio.long!")
+        assert lost is None  # settled done: the lost-run count is cleared
+    assert r.zcard(Keys(stack.prefix).due) == 0
