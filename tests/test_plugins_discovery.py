@@ -12,12 +12,15 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from handlers.forward import forward_settings
+from handlers.telegram import telegram_settings
 from tests.conftest import ROOT, Stack, fixture_bodies, wait_for
 from uphooks.errors import ConfigurationError
 from uphooks.settings import Settings
@@ -25,15 +28,23 @@ from workers.plugins import load_handlers
 
 EXAMPLE = ROOT / "examples" / "uphooks-example"
 BODIES = fixture_bodies()
-BUILTINS_ON: dict[str, Any] = {
-    "telegram_enabled": True,
-    "telegram_bot_token": "1:t",
-    "telegram_chat_id": "1",
-    "forward_enabled": True,
-    "forward_urls": ["https://a.internal/hook"],
-    "forward_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-    "sql_enabled": True,
+#: telegram and forward read settings of their own, from the environment.
+PLUGINS_ON = {
+    "UPHOOKS_TELEGRAM_ENABLED": "true",
+    "UPHOOKS_TELEGRAM_BOT_TOKEN": "1:t",
+    "UPHOOKS_TELEGRAM_CHAT_ID": "1",
+    "UPHOOKS_FORWARD_ENABLED": "true",
+    "UPHOOKS_FORWARD_URLS": "https://a.internal/hook",
+    "UPHOOKS_FORWARD_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
 }
+
+
+def own_settings(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    """Set the built-in plugins' variables for this test (their settings are read once)."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for read in (telegram_settings, forward_settings):
+        read.cache_clear()
 
 
 def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -56,8 +67,18 @@ def handlers_json(**env: str) -> dict[str, dict[str, Any]]:
     return {row["name"]: row for row in json.loads(done.stdout)}
 
 
-def test_builtins_are_loaded_when_their_settings_enable_them(tmp_path: Path) -> None:
-    settings = Settings(**BUILTINS_ON, sql_url=f"sqlite:///{tmp_path}/x.db")
+@pytest.fixture(autouse=True)
+def _fresh_plugin_settings() -> Iterator[None]:
+    yield
+    telegram_settings.cache_clear()
+    forward_settings.cache_clear()
+
+
+def test_builtins_are_loaded_when_their_settings_enable_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own_settings(monkeypatch, PLUGINS_ON)
+    settings = Settings(sql_enabled=True, sql_url=f"sqlite:///{tmp_path}/x.db")
     loaded = load_handlers(settings)
     assert loaded.sources == {
         "uphooks.log": "module handlers.log (UPHOOKS_BUILTIN_LOG_HANDLER)",
@@ -65,6 +86,7 @@ def test_builtins_are_loaded_when_their_settings_enable_them(tmp_path: Path) -> 
         "uphooks.forward:a.internal/hook": "module handlers.forward (UPHOOKS_FORWARD_ENABLED)",
         "uphooks.sql": "module handlers.sql (UPHOOKS_SQL_ENABLED)",
     }
+    own_settings(monkeypatch, {"UPHOOKS_TELEGRAM_ENABLED": "0", "UPHOOKS_FORWARD_ENABLED": "0"})
     off = load_handlers(Settings(builtin_log_handler=False))
     assert list(off.router) == []
 
@@ -85,7 +107,7 @@ def test_a_builtin_named_in_handler_modules_is_the_same_as_enabling_it(tmp_path:
     ("settings", "message"),
     [
         (
-            {"telegram_enabled": True},
+            {"UPHOOKS_TELEGRAM_ENABLED": "true"},
             r"handler module 'handlers.telegram' \(from UPHOOKS_TELEGRAM_ENABLED\): "
             "UPHOOKS_TELEGRAM_BOT_TOKEN is not set",
         ),
@@ -100,9 +122,14 @@ def test_a_builtin_named_in_handler_modules_is_the_same_as_enabling_it(tmp_path:
         ),
     ],
 )
-def test_what_would_lose_events_stops_the_start(settings: dict[str, Any], message: str) -> None:
+def test_what_would_lose_events_stops_the_start(
+    settings: dict[str, Any], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {k: v for k, v in settings.items() if k.startswith("UPHOOKS_")}
+    own_settings(monkeypatch, env)
+    core = {k: v for k, v in settings.items() if k not in env}
     with pytest.raises(ConfigurationError, match=message):
-        load_handlers(Settings(**settings))
+        load_handlers(Settings(**core))
 
 
 def test_a_module_may_build_its_router_from_settings() -> None:

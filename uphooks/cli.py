@@ -864,7 +864,11 @@ def status_command(as_json: bool) -> None:
     client = sync_client(settings)
     keys = Keys(settings.key_prefix)
     seen = workers_seen(client, keys, settings.heartbeat_stale_seconds)
-    queues = {q: int(client.llen(q)) for q in queues_of(settings)}
+    from handlers.forward import forward_settings
+    from handlers.telegram import telegram_settings
+
+    own = (telegram_settings().queue, forward_settings().queue)  # the plugins' own settings
+    queues = {q: int(client.llen(q)) for q in queues_of(settings, own)}
     data: dict[str, Any] = {
         "workers": seen.as_dict(with_nodes=True),
         "queues": queues,

@@ -147,11 +147,11 @@ class Settings(BaseSettings):
     tracing: Literal["off", "otlp", "console"] = "off"
     tracing_endpoint: str = ""
     tracing_service_name: str = "uphooks"
-    # Notifications (workers/notify.py): a Telegram message (the telegram_bot_token and
-    # telegram_api_url above, to notify_telegram_chat_id) and/or a signed POST (forward_secret,
-    # when set) to notify_webhook_url, when handlers dead-letter or the oldest overdue item in
-    # the ledger passes notify_overdue_seconds; at most one message per kind per
-    # notify_min_interval_seconds across all workers, checked every notify_check_seconds.
+    # Notifications (workers/notify.py): a Telegram message (UPHOOKS_TELEGRAM_BOT_TOKEN and
+    # _API_URL, handlers/telegram.py, to notify_telegram_chat_id) and/or a signed POST
+    # (UPHOOKS_FORWARD_SECRET, when set) to notify_webhook_url, when handlers dead-letter or the
+    # oldest overdue item in the ledger passes notify_overdue_seconds; at most one message per
+    # kind per notify_min_interval_seconds across all workers, checked every notify_check_seconds.
     notify_telegram_chat_id: str | None = None
     notify_webhook_url: str | None = None
     notify_overdue_seconds: float = Field(default=300.0, gt=0)
@@ -308,28 +308,12 @@ class Settings(BaseSettings):
             raise ValueError("UPHOOKS_VERIFY_MISMATCH_STATUS must be 503 (retried) or 401 (final)")
         return value
 
-    # --- Built-in handlers (handlers/telegram.py, forward.py, sql.py; see docs/handlers.md).
-    # Each runs when enabled here or when its module is named in UPHOOKS_HANDLER_MODULES; a worker
+    # --- Built-in handlers (see docs/handlers.md). telegram and forward are ordinary plugins with
+    # settings classes of their own (handlers/telegram.py TelegramSettings, UPHOOKS_TELEGRAM_*;
+    # handlers/forward.py ForwardSettings, UPHOOKS_FORWARD_*), the same variable names as before.
+    # Each runs when enabled or when its module is named in UPHOOKS_HANDLER_MODULES; a worker
     # refuses to start when an enabled one lacks a required setting. ``*_queue`` gives one its own
-    # Celery queue (start workers for it with `uphooks worker -Q <queue>`). Lists are
-    # comma-separated; ``*_events`` takes event names or "*".
-    telegram_enabled: bool = False
-    telegram_bot_token: SecretStr | None = None
-    telegram_chat_id: str | None = None
-    telegram_api_url: str = "https://api.telegram.org"
-    telegram_events: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
-    telegram_platforms: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    # true: only successful uploads; false: only failed ones (account events then never match).
-    telegram_success: bool | None = None
-    telegram_timeout_seconds: float = 10.0
-    telegram_queue: str | None = None
-    # Targets: "https://host/path" or "name=https://host/path"; each is a handler of its own.
-    forward_enabled: bool = False
-    forward_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    forward_secret: SecretStr | None = None  # whsec_<base64>, Standard Webhooks
-    forward_events: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
-    forward_timeout_seconds: float = 10.0
-    forward_queue: str | None = None
+    # Celery queue (start workers for it with `uphooks worker -Q <queue>`).
     sql_enabled: bool = False
     sql_url: str = "sqlite:///var/uphooks.sqlite3"
     sql_queue: str | None = None
@@ -369,15 +353,6 @@ class Settings(BaseSettings):
     def _split_patterns(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(";;") if part.strip()]
-        return value
-
-    @field_validator(
-        "telegram_events", "telegram_platforms", "forward_urls", "forward_events", mode="before"
-    )
-    @classmethod
-    def _split_builtin_lists(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("handler_modules", mode="before")

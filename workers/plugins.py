@@ -31,11 +31,25 @@ ENTRY_POINT_GROUP = "uphooks.handlers"
 
 log = logging.getLogger("uphooks.worker")
 
+
+def _own_settings_enable(module: str) -> Callable[[Settings], bool]:
+    """A built-in plugin with its own settings class says itself whether they enable it."""
+    return lambda _: bool(importlib.import_module(module).enabled())
+
+
 #: Built-in handler modules: name -> (module, is it enabled, the setting that enables it).
 BUILTINS: dict[str, tuple[str, Callable[[Settings], bool], str]] = {
     "log": ("handlers.log", lambda s: s.builtin_log_handler, "UPHOOKS_BUILTIN_LOG_HANDLER"),
-    "telegram": ("handlers.telegram", lambda s: s.telegram_enabled, "UPHOOKS_TELEGRAM_ENABLED"),
-    "forward": ("handlers.forward", lambda s: s.forward_enabled, "UPHOOKS_FORWARD_ENABLED"),
+    "telegram": (
+        "handlers.telegram",
+        _own_settings_enable("handlers.telegram"),
+        "UPHOOKS_TELEGRAM_ENABLED",
+    ),
+    "forward": (
+        "handlers.forward",
+        _own_settings_enable("handlers.forward"),
+        "UPHOOKS_FORWARD_ENABLED",
+    ),
     "sql": ("handlers.sql", lambda s: s.sql_enabled, "UPHOOKS_SQL_ENABLED"),
     "upload_post_retry": (
         "handlers.upload_post_retry",
