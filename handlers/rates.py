@@ -38,7 +38,11 @@ class Rate:
         return self.per / self.count
 
     def __str__(self) -> str:
-        return f"{self.count:g}/{self.per:g}s burst {self.burst}"
+        units = {1.0: "s", 60.0: "m", 3600.0: "h"}
+        period = units.get(self.per, f"{self.per:g}s")
+        default = max(1, int(self.count))
+        burst = f" burst {self.burst}" if self.burst != default else ""
+        return f"{self.count:g}/{period}{burst}"
 
 
 def parse_rate(text: str) -> Rate:

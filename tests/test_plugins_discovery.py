@@ -167,6 +167,9 @@ def test_uphooks_handlers_shows_source_filters_queue_and_retry_policy() -> None:
         "backoff": {"base_seconds": 5.0, "max_seconds": 600.0},
         "time_limit_seconds": Settings().task_soft_time_limit_seconds,
         "ordered_by": None,
+        "async": True,
+        "concurrency": Settings().async_concurrency,
+        "rate": {"telegram:bot:1": "30/s", "telegram:chat:7": "1/s"},
         "defaults": ["backoff", "max_attempts", "time_limit"],
     }
     slow = rows["test.slow"]

@@ -49,6 +49,11 @@ def test_rates_parse_or_refuse() -> None:
     slow = parse_rate("1/2s burst 3")
     assert (slow.interval, slow.burst) == (2, 3)
     assert parse_rate("100/m").interval == pytest.approx(0.6)
+    assert [str(parse_rate(t)) for t in ("30/s", "1/2s burst 3", "100/m")] == [
+        "30/s",
+        "1/2s burst 3",
+        "100/m",
+    ]
     assert parse_rates("h", "30/s") == {"h": parse_rate("30/s")}
     assert set(parse_rates("h", {"chat:1": "1/s", "bot:2": "30/s"})) == {"chat:1", "bot:2"}
     for bad in ("30", "0/s", "5/d", "5/s burst"):

@@ -194,6 +194,9 @@ def describe(spec: HandlerSpec, settings: Settings, source: str) -> dict[str, An
             if spec.ordered_by is None or isinstance(spec.ordered_by, str)
             else getattr(spec.ordered_by, "__qualname__", repr(spec.ordered_by))
         ),
+        "async": spec.is_async,
+        "concurrency": (spec.concurrency or settings.async_concurrency) if spec.is_async else None,
+        "rate": {bucket: str(rate) for bucket, rate in spec.rate.items()},
         "defaults": sorted(
             option
             for option, value in (
