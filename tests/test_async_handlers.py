@@ -130,3 +130,23 @@ def test_a_process_killed_with_async_runs_in_flight_loses_none_and_repeats_only_
         lost = r.hget(Keys(stack.prefix).handled(key), "aio.long!")
         assert lost is None  # settled done: the lost-run count is cleared
     assert r.zcard(Keys(stack.prefix).due) == 0
+
+
+def test_an_async_run_longer_than_its_lease_keeps_it_and_runs_once(stack: Stack) -> None:
+    """Runs of 6 s under a 4 s lease, two workers: the lease is renewed while the coroutine
+    waits, so no other worker takes the pair over."""
+    r = stack.client()
+    r.set(f"{stack.prefix}:test:ctl:long_seconds", 6)
+    ingress = stack.ingress()
+    stack.worker(AIO, "-P", "solo", **QUIET)
+    stack.worker(AIO, "-P", "solo", **QUIET)
+    keys = [post(ingress, account_body("social_account_disconnected")) for _ in range(6)]
+    wait_for(
+        lambda: all(state(stack, k, "aio.long") == "done" for k in keys),
+        timeout=60,
+        what="every long run done",
+    )
+    time.sleep(LATE)
+    for key in keys:
+        assert runs(stack, "aio.long", key) == [1], key
+        assert len(r.lrange(f"{stack.prefix}:test:finished:{key}", 0, -1)) == 1, key

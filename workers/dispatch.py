@@ -381,7 +381,7 @@ class Dispatcher:
         one settle call per message)."""
         # -- rate limits and async handlers (workers/rate_limits.py, workers/aio.py) --------
         jobs = self._hold_back_over_rate(jobs, outcomes)
-        jobs = self._start_async(jobs, holder)
+        jobs = self._start_async(jobs, holder, outcomes)
         # -- the sync handlers, in this slot -------------------------------------------------
         self._leases.hold(holder, (job.pair for job in jobs))
         try:
@@ -423,18 +423,27 @@ class Dispatcher:
                 outcomes.append(_Outcome(job.ref, "release", job.attempt, due=now + wait))
         return [job for job in jobs if id(job) not in later]
 
-    def _start_async(self, jobs: list[_Job], holder: str) -> list[_Job]:
+    def _start_async(self, jobs: list[_Job], holder: str, outcomes: list[_Outcome]) -> list[_Job]:
         """Start the jobs of ``async def`` handlers on this process's event loop, each
-        settled from there when it ends (workers/aio.py); returns the sync jobs."""
+        settled from there when it ends (workers/aio.py); returns the sync jobs. A start waits
+        while the process is full; if the message's soft time limit comes first, the jobs not
+        started (and the sync ones) are given back, as in the sync path."""
         started = [job for job in jobs if job.spec.is_async]
         if not started:
             return jobs
+        rest = [job for job in jobs if not job.spec.is_async]
         self._leases.hold(holder, (job.pair for job in started))
         settle = functools.partial(self._settler.add, holder)
-        for job in started:
-            run = functools.partial(self._run_async, job)
-            self._aio.start(job.spec.name, job.spec.concurrency, run, settle)
-        return [job for job in jobs if not job.spec.is_async]
+        for index, job in enumerate(started):
+            try:
+                run = functools.partial(self._run_async, job)
+                self._aio.start(job.spec.name, job.spec.concurrency, run, settle)
+            except self._soft_limit_exc:
+                unstarted = started[index:]
+                self._leases.release(holder, [j.pair for j in unstarted])
+                outcomes += [_Outcome(j.ref, "release", j.attempt) for j in unstarted + rest]
+                return []
+        return rest
 
     # -- 4. decide and settle -------------------------------------------------------------
     def _failed(self, job: _Job, exc: BaseException) -> _Outcome:
