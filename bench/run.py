@@ -22,7 +22,6 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-import hmac
 import os
 import platform
 import shutil
@@ -45,6 +44,7 @@ import orjson
 import redis
 
 from bench.probe import READY_KEY, RUNS_KEY
+from uphooks import signatures
 from uphooks.embedded import RedisServer, find_redis_server, free_port
 from uphooks.settings import Settings
 
@@ -129,8 +129,7 @@ def verification_env() -> dict[str, str]:
 
 def write_requests(path: Path, tag: str, count: int, signed: bool) -> None:
     """One delivery per line with a fresh job id (so none is a duplicate), signed when asked."""
-    key = SECRET.encode()
-    now = str(int(time.time()))
+    now = int(time.time())
     base = (
         "Content-Type: application/json|User-Agent: Upload-Post-Webhooks/1.0"
         "|X-Upload-Post-Event: upload_completed"
@@ -140,10 +139,8 @@ def write_requests(path: Path, tag: str, count: int, signed: bool) -> None:
             body = make_body(f"{tag[:8]:>8}{i:012d}")
             headers = base
             if signed:
-                digest = hmac.new(key, now.encode() + b"." + body, hashlib.sha256).hexdigest()
-                headers += (
-                    f"|X-Upload-Post-Timestamp: {now}|X-Upload-Post-Signature: sha256={digest}"
-                )
+                signing = signatures.upload_post_headers(SECRET, body, now)
+                headers += "".join(f"|{name}: {value}" for name, value in signing.items())
             out.write(f"{PATH}\t{headers}\t".encode() + body + b"\n")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping, MutableMapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -15,9 +16,14 @@ from uphooks import tracing
 class Context:
     """Facts about one run of one handler on one delivery.
 
-    ``idempotency_key`` is unique per (delivery, handler) and the same on every attempt and
-    redelivery: pass it downstream (an ``Idempotency-Key`` header, a unique column) so that an
-    effect repeated after a crash still happens once.
+    Two keys, for two things:
+
+    - ``delivery_key`` names the delivery (the event as the sender posted it, de-duplicated):
+      the same for every handler; it is the ``delivery_key`` in the ingress's answer.
+    - ``pair_key`` is ``<delivery_key>:<handler_name>``: unique per (delivery, handler) pair and
+      the same on every attempt and redelivery. Pass it downstream (an ``Idempotency-Key``
+      header, a unique column) so that an effect repeated after a crash still happens once.
+      ``idempotency_key`` is its old name, kept for plugins written before (deprecated).
 
     ``log`` is a logger whose lines carry the delivery key and the handler name. ``body`` is the
     request body exactly as the sender posted it (for forwarding or checksums); ``headers`` are
@@ -27,7 +33,7 @@ class Context:
     "Traces").
     """
 
-    idempotency_key: str
+    pair_key: str
     delivery_key: str
     handler_name: str
     attempt: int
@@ -40,6 +46,16 @@ class Context:
     body: str = ""
     source: str = "webhook"
 
+    @property
+    def idempotency_key(self) -> str:
+        """Deprecated: the old name of :attr:`pair_key` (the same value)."""
+        warnings.warn(
+            "ctx.idempotency_key is deprecated: it is ctx.pair_key (<delivery key>:<handler>)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.pair_key
+
     def span(
         self, name: str, **attributes: str | int | float | bool
     ) -> AbstractContextManager[Any]:
@@ -51,11 +67,15 @@ class Context:
 
 
 class _KeyedAdapter(logging.LoggerAdapter[logging.Logger]):
+    """Adds the delivery key and handler to each record as attributes (``extra``), beside the
+    caller's own ``extra``; ``uphooks/logs.py`` writes them out."""
+
     def process(self, msg: object, kwargs: MutableMapping[str, Any]) -> tuple[object, Any]:
-        extra = self.extra or {}
-        return f"[{extra.get('key')} {extra.get('handler')}] {msg}", kwargs
+        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
+        return msg, kwargs
 
 
 def bound_logger(key: str, handler: str) -> logging.LoggerAdapter[logging.Logger]:
     """A logger whose lines carry the delivery key and handler, so one grep follows a delivery."""
-    return _KeyedAdapter(logging.getLogger("uphooks.handler"), {"key": key, "handler": handler})
+    context = {"delivery_key": key, "handler": handler}
+    return _KeyedAdapter(logging.getLogger("uphooks.handler"), context)

@@ -29,6 +29,7 @@ from handlers import _http
 from handlers._settings import CommaList, builtin_config
 from handlers.context import Context
 from handlers.errors import PermanentError, TransientError
+from handlers.options import Options
 from handlers.rates import parse_rate
 from handlers.registry import Router
 from uphooks.errors import ConfigurationError
@@ -213,7 +214,9 @@ def router_for(settings: TelegramSettings) -> Router:
     rate[f"telegram:chat:{chat_id}"[:120]] = settings.rate
     router = Router()
 
-    @router.on(*settings.events, name=HANDLER_NAME, queue=settings.queue, rate=rate, **filters)
+    options = Options(queue=settings.queue, rate=rate)
+
+    @router.on(*settings.events, name=HANDLER_NAME, **filters, options=options)
     async def telegram(event: BaseEvent, ctx: Context) -> None:
         await send_message_async(api_url, token, chat_id, format_message(event), timeout)
         ctx.log.info("sent to Telegram chat %s", chat_id)

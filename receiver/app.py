@@ -12,13 +12,13 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from receiver.allowed_networks import AllowedNetworks
 from receiver.enqueue import Enqueuer
 from receiver.headroom import Headroom
 from receiver.health import healthz, readyz
 from receiver.ingest import Endpoint
 from receiver.limits import ConcurrencyLimit, LogThrottle
 from receiver.openapi import document, openapi
-from receiver.sources import SourceFilter
 from receiver.throttle import RefusalBudget
 from receiver.verify import Verifier
 from uphooks import metrics, tracing
@@ -121,7 +121,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.settings = settings
     app.state.verifier = verifier
-    app.state.sources = SourceFilter(settings.allowed_networks, settings.trusted_proxies)
+    app.state.allowed_networks = AllowedNetworks(
+        settings.allowed_networks, settings.trusted_proxies
+    )
     app.state.log_throttle = LogThrottle()
     app.state.refusals = RefusalBudget(settings.refusal_burst, settings.refusal_rate_per_second)
     app.state.openapi = document(settings)

@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from receiver import answers
+from receiver.allowed_networks import Address, AllowedNetworks
 from receiver.delivery_key import delivery_key
 from receiver.enqueue import Enqueuer
 from receiver.headroom import Headroom
@@ -39,7 +40,6 @@ from receiver.limits import (
     too_deep,
 )
 from receiver.replicas import NotReplicated
-from receiver.sources import Address, SourceFilter
 from receiver.throttle import RefusalBudget
 from receiver.verify import Failed, Pending, Reason, Verifier
 from uphooks import facts, logs, metrics, tracing
@@ -105,8 +105,8 @@ class Source:
 
 
 def _source(request: Request) -> Source:
-    sources: SourceFilter = request.app.state.sources
-    address = sources.client(
+    networks: AllowedNetworks = request.app.state.allowed_networks
+    address = networks.client(
         request.client.host if request.client else None,
         request.headers.getlist("x-forwarded-for"),
     )
@@ -146,10 +146,10 @@ async def receive(request: Request) -> JSONResponse | None:
     settings: Settings = request.app.state.settings
     enqueuer: Enqueuer = request.app.state.enqueuer
     verifier: Verifier = request.app.state.verifier
-    sources: SourceFilter = request.app.state.sources
+    networks: AllowedNetworks = request.app.state.allowed_networks
     source = _source(request)
 
-    if sources.active and not sources.allows_address(source.address):
+    if networks.active and not networks.allows_address(source.address):
         if request.app.state.log_throttle.allow("source") is not None:
             log.warning("delivery refused with 403: source address not in UPHOOKS_ALLOWED_NETWORKS")
         return _refusal(request, source, answers.forbidden_source())

@@ -15,12 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from uphooks.eventlog import EventFilter, EventLog
-
-ACCOUNT_EVENTS = (
-    "social_account_connected",
-    "social_account_disconnected",
-    "social_account_reauth_required",
-)
+from uphooks.events import ACCOUNT_EVENTS
 
 
 @dataclass(frozen=True)

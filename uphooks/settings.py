@@ -179,7 +179,7 @@ class Settings(BaseSettings):
             )
         return value
 
-    # --- Ingress security (receiver/verify.py, sources.py, limits.py; docs/security.md says why)
+    # --- Ingress security (receiver/verify.py, allowed_networks.py, limits.py; docs/security.md)
     # How a delivery proves it comes from the sender, comma-separated; any one passing is enough:
     # upload-post, standard-webhooks, token, none. ``none`` is for development only.
     verify: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["upload-post"])

@@ -568,7 +568,7 @@ class Dispatcher:
         event = job.delivery.event()
         record = job.delivery.record
         ctx = Context(
-            idempotency_key=f"{key}:{name}",
+            pair_key=f"{key}:{name}",
             delivery_key=key,
             handler_name=name,
             attempt=job.attempt,

@@ -32,8 +32,9 @@ import orjson
 import redis
 
 from handlers import _http
-from handlers.forward import ForwardSettings, decode_secret, forward_settings, sign
+from handlers.forward import ForwardSettings, decode_secret, forward_settings
 from handlers.telegram import TelegramSettings, send_message, telegram_settings
+from uphooks import signatures
 from uphooks.backlog import ledger_backlog
 from uphooks.errors import ConfigurationError
 from uphooks.keys import Keys
@@ -157,11 +158,7 @@ class Notifier:
             if fw.secret is not None:
                 msg_id, stamp = f"notify-{notice.kind}-{time.time_ns()}", int(time.time())
                 key = decode_secret(fw.secret.get_secret_value())
-                headers |= {
-                    "webhook-id": msg_id,
-                    "webhook-timestamp": str(stamp),
-                    "webhook-signature": sign(key, msg_id, stamp, body),
-                }
+                headers |= signatures.standard_webhooks_headers(key, msg_id, body, stamp)
             what = "notification webhook"
             response = _http.post(
                 what, s.notify_webhook_url, fw.timeout_seconds, content=body, headers=headers

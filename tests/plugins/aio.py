@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from handlers import Context, PermanentError, TransientError, on
+from handlers import Context, Options, PermanentError, TransientError, on
 from tests.plugins import store
 from uphooks.events import BaseEvent
 
@@ -24,7 +24,7 @@ async def steady(event: BaseEvent, ctx: Context) -> None:
     await asyncio.sleep(0.05)
 
 
-@on("upload_completed", name="aio.flaky", max_attempts=5, backoff=(0.2, 0.4))
+@on("upload_completed", name="aio.flaky", options=Options(max_attempts=5, backoff=(0.2, 0.4)))
 async def flaky(event: BaseEvent, ctx: Context) -> None:
     """Fails until its attempt reaches 3."""
     _ran(ctx)
@@ -39,7 +39,11 @@ async def broken(event: BaseEvent, ctx: Context) -> None:
     raise PermanentError("broken on purpose")
 
 
-@on("upload_completed", name="aio.timed", time_limit=1, backoff=(0.1, 0.2), max_attempts=3)
+@on(
+    "upload_completed",
+    name="aio.timed",
+    options=Options(time_limit=1, backoff=(0.1, 0.2), max_attempts=3),
+)
 async def timed(event: BaseEvent, ctx: Context) -> None:
     """The first attempt hangs past its 1 s limit; the second returns."""
     _ran(ctx)
@@ -59,7 +63,7 @@ async def _in_flight(name: str, ctx: Context, seconds: float) -> None:
         r.decr(counter)
 
 
-@on("social_account_connected", name="aio.bounded", concurrency=2)
+@on("social_account_connected", name="aio.bounded", options=Options(concurrency=2))
 async def bounded(event: BaseEvent, ctx: Context) -> None:
     await _in_flight("bounded", ctx, 0.3)
 

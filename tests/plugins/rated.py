@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 
-from handlers import Context, on
+from handlers import Context, Options, on
 from tests.plugins import store
 from uphooks.events import BaseEvent
 
 
-@on("upload_completed", name="rated.five", rate="5/s")
+@on("upload_completed", name="rated.five", options=Options(rate="5/s"))
 def five(event: BaseEvent, ctx: Context) -> None:
     r = store.client()
     r.rpush(store.key(f"runs:{ctx.handler_name}:{ctx.delivery_key}"), ctx.attempt)
