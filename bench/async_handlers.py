@@ -10,8 +10,9 @@ start, and the clock runs from putting it back until every event ran:
 - **bare Celery, prefork -c N**: a task that POSTs with httpx and waits (bench/celery_http.py);
   the goal is read **at the same total RSS**: its events/s scaled by ours RSS / its RSS (prefork
   throughput on an I/O-bound task grows with its processes, and so does its memory);
-- **ours, sync, -P threads -c T** beside **bare Celery, -P threads -c T**: the same wait in a
-  plain ``def`` handler and task.
+- **ours, sync, -P threads -c T**, and **ours, sync, -P solo with UPHOOKS_SYNC_THREADS=T** (the
+  plain handler on T threads of the worker's runner, workers/aio.py), beside **bare Celery,
+  -P threads -c T**: the same wait in a plain ``def`` handler and task.
 
 RSS is the largest sum over every process of a worker (its process group), sampled while
 draining. Ours is checked exactly once (every pair done, the run count equal to the events).
@@ -314,6 +315,12 @@ def main(argv: list[str] | None = None) -> int:
                 threads = ["-P", "threads", "-c", str(args.threads)]
                 log(f"ours sync threads: {args.threads_events} events")
                 rows.append(ours(server.url, http, SYNC_EVENT, args.threads_events, threads, work))
+                log(f"ours sync on the runner's threads: {args.threads_events} events")
+                os.environ["UPHOOKS_SYNC_THREADS"] = str(args.threads)
+                solo = ["-P", "solo"]
+                rows.append(ours(server.url, http, SYNC_EVENT, args.threads_events, solo, work))
+                rows[-1].name += f", UPHOOKS_SYNC_THREADS={args.threads}"
+                del os.environ["UPHOOKS_SYNC_THREADS"]
                 log(f"bare threads: {args.threads_events} events")
                 rows.append(bare(server.url, http, args.threads_events, threads, work))
                 print(f"# uptime: {subprocess.getoutput('uptime').strip()}")
@@ -325,23 +332,24 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(rows: list[Row], concurrency: int) -> None:
     print(
-        f"{'row':<44} {'events':>6} {'events/s':>9} {'RSS MB':>7} {'ev/s per GB':>11} {'load':>9}"
+        f"{'row':<56} {'events':>6} {'events/s':>9} {'RSS MB':>7} {'ev/s per GB':>11} {'load':>9}"
     )
     for row in rows:
         per_gb = row.rate / row.rss_mb * 1024
         print(
-            f"{row.name:<44} {row.events:>6} {row.rate:>9.1f} {row.rss_mb:>7.0f} "
+            f"{row.name:<56} {row.events:>6} {row.rate:>9.1f} {row.rss_mb:>7.0f} "
             f"{per_gb:>11.0f} {row.load:>9}"
         )
-    aio, prefork, ours_threads, bare_threads = rows
+    aio, prefork, ours_threads, ours_runner, bare_threads = rows
     same_rss = prefork.rate * aio.rss_mb / prefork.rss_mb
     print(
         f"async (UPHOOKS_ASYNC_CONCURRENCY={concurrency}) / bare prefork at the same total RSS: "
         f"{aio.rate / same_rss:.1f}x (goal >= 10x; raw {aio.rate / prefork.rate:.1f}x)"
     )
     print(
-        f"sync, -P threads: ours / bare Celery: {ours_threads.rate / bare_threads.rate:.2f}x "
-        "(goal >= 1.0x)"
+        f"sync, -P threads: ours / bare Celery: {ours_threads.rate / bare_threads.rate:.2f}x; "
+        f"ours on the runner's threads / bare Celery -P threads: "
+        f"{ours_runner.rate / bare_threads.rate:.2f}x (goal >= 1.0x)"
     )
 
 

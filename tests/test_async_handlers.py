@@ -13,7 +13,7 @@ import time
 import uuid
 
 from tests.conftest import Stack, fixture_bodies, wait_for
-from tests.test_ledger import LATE, QUIET, Copier, post, runs, state, upload_body
+from tests.test_ledger import LATE, LEDGERED, QUIET, Copier, post, runs, state, upload_body
 from uphooks.keys import Keys
 
 AIO = "tests.plugins.aio"
@@ -150,3 +150,33 @@ def test_an_async_run_longer_than_its_lease_keeps_it_and_runs_once(stack: Stack)
     for key in keys:
         assert runs(stack, "aio.long", key) == [1], key
         assert len(r.lrange(f"{stack.prefix}:test:finished:{key}", 0, -1)) == 1, key
+
+
+def test_sync_handlers_on_the_loops_threads_keep_exactly_once(stack: Stack) -> None:
+    """UPHOOKS_SYNC_THREADS: plain handlers run on the runner's threads, their messages
+    acknowledged at the start; with every message copied, each pair still runs exactly as often
+    as its attempts (steady once, flaky 1-5, broken once and dead)."""
+    r = stack.client()
+    r.set(f"{stack.prefix}:test:ctl:ok_at", 5)
+    ingress = stack.ingress()
+    keys = [post(ingress, upload_body()) for _ in range(12)]
+    with Copier(r, stack.queue).running() as copier:
+        for _ in range(2):
+            stack.worker(LEDGERED, "-P", "solo", UPHOOKS_SYNC_THREADS="4", **QUIET)
+
+        def settled() -> bool:
+            return all(
+                state(stack, k, "ledger.steady") == "done"
+                and state(stack, k, "ledger.flaky") == "done"
+                and state(stack, k, "ledger.broken") == "dead"
+                for k in keys
+            )
+
+        wait_for(settled, timeout=60, what="every pair settled")
+    copier.push_late_copies()
+    time.sleep(LATE)
+    for key in keys:
+        assert runs(stack, "ledger.steady", key) == [1], key
+        assert runs(stack, "ledger.flaky", key) == [1, 2, 3, 4, 5], key
+        assert runs(stack, "ledger.broken", key) == [1], key
+    assert r.zcard(Keys(stack.prefix).due) == 0

@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     # ``async def`` handlers (workers/aio.py): calls in flight at once per worker process, on its
     # event loop. A message whose async pairs find the process full waits for room (in its slot).
     async_concurrency: int = Field(default=100, ge=1)
+    # Sync handlers (without a time_limit) on this many threads of the same runner instead of in
+    # the Celery pool slot: their messages are acknowledged when the runs start, as for async
+    # ones. 0: off, sync handlers run in the slot that took their message.
+    sync_threads: int = Field(default=0, ge=0)
 
     # --- Logs
     log_level: str = "INFO"

@@ -17,6 +17,11 @@ the loop never waits on Redis.
 
 Time limits are ``asyncio.timeout`` (any pool, no signals); retries and idempotency are the
 ledger's, unchanged (workers/dispatch.py builds each run's outcome exactly as for sync runs).
+
+With ``UPHOOKS_SYNC_THREADS=N`` plain handlers (those without a per-call ``time_limit``, which
+needs the main thread's timer) go the same way, each call on one of N threads of the loop
+(``asyncio.to_thread``): a ``-P solo`` worker then keeps N sync calls in flight while its one
+slot goes on taking messages, instead of one thread of Celery's pool per message.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
 from celery import signals
@@ -86,8 +92,9 @@ class Settler(Generic[R]):
 class AsyncPool:
     """One event loop in a thread of this process; runs coroutines within the bounds."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, threads: int = 0) -> None:
         self._limit = limit
+        self._threads = threads
         self._room = threading.BoundedSemaphore(limit)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -105,6 +112,9 @@ class AsyncPool:
         with self._lock:
             if self._loop is None or self._pid != os.getpid():
                 loop = asyncio.new_event_loop()
+                if self._threads:  # asyncio.to_thread's executor: sync handlers' calls
+                    executor = ThreadPoolExecutor(self._threads, thread_name_prefix="uphooks-sync")
+                    loop.set_default_executor(executor)
                 started = threading.Event()
 
                 def run() -> None:

@@ -194,7 +194,7 @@ class Dispatcher:
         self._scheduler = Scheduler(client, settings)
         self._settle = with_redis_retries(self.ledger.settle)
         self._rates = RateLimits(client, settings)
-        self._aio = AsyncPool(settings.async_concurrency)
+        self._aio = AsyncPool(settings.async_concurrency, settings.sync_threads)
         self._settler: Settler[_Outcome] = Settler(self._finish)
         tracing.setup(settings, "worker")
 
@@ -428,10 +428,10 @@ class Dispatcher:
         settled from there when it ends (workers/aio.py); returns the sync jobs. A start waits
         while the process is full; if the message's soft time limit comes first, the jobs not
         started (and the sync ones) are given back, as in the sync path."""
-        started = [job for job in jobs if job.spec.is_async]
+        started = [job for job in jobs if self._off_slot(job)]
         if not started:
             return jobs
-        rest = [job for job in jobs if not job.spec.is_async]
+        rest = [job for job in jobs if not self._off_slot(job)]
         self._leases.hold(holder, (job.pair for job in started))
         settle = functools.partial(self._settler.add, holder)
         for index, job in enumerate(started):
@@ -603,9 +603,16 @@ class Dispatcher:
             "[%s %s] done in %.0f ms (attempt %d)", key, name, timer.seconds * 1000, job.attempt
         )
 
+    def _off_slot(self, job: _Job) -> bool:
+        """Run on the process's loop: async handlers, and with UPHOOKS_SYNC_THREADS sync ones
+        that need no per-call timer (workers/aio.py)."""
+        spec = job.spec
+        return spec.is_async or (self._s.sync_threads > 0 and spec.time_limit is None)
+
     async def _run_async(self, job: _Job) -> _Outcome:
-        """One run of an async handler on the loop (workers/aio.py): its outcome, as for sync
-        runs; the time limit (its own, else the task's soft limit) is ``asyncio.timeout``."""
+        """One run on the loop (workers/aio.py): its outcome, as for runs in the slot. An
+        async handler's time limit (its own, else the task's soft limit) is
+        ``asyncio.timeout``; a sync one runs on the loop's threads (UPHOOKS_SYNC_THREADS)."""
         key, name, _ = job.ref
         limit = job.spec.time_limit or float(self._s.task_soft_time_limit_seconds)
         try:
@@ -615,13 +622,19 @@ class Dispatcher:
                 metrics.handler_call(name) as timer,
             ):
                 job.first_trace = job.first_trace or this_span
-                try:
-                    async with asyncio.timeout(limit):
-                        await job.spec.func(event, ctx)  # type: ignore[misc]
-                except TimeoutError as exc:
-                    raise HandlerTimeLimit(
-                        f"handler {name!r} ran past its time limit of {limit:g}s"
-                    ) from exc
+                if not job.spec.is_async:
+                    await asyncio.to_thread(job.spec.func, event, ctx)
+                else:
+                    within = asyncio.timeout(limit)
+                    try:
+                        async with within:
+                            await job.spec.func(event, ctx)  # type: ignore[misc]
+                    except TimeoutError as exc:
+                        if not within.expired():
+                            raise  # the handler's own
+                        raise HandlerTimeLimit(
+                            f"handler {name!r} ran past its time limit of {limit:g}s"
+                        ) from exc
         except Exception as exc:
             return self._failed(job, exc)
         log.info(
