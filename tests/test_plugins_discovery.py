@@ -20,7 +20,9 @@ from typing import Any
 import pytest
 
 from handlers.forward import forward_settings
+from handlers.sql_settings import sql_settings
 from handlers.telegram import telegram_settings
+from handlers.upload_post_retry import upload_post_retry_settings
 from tests.conftest import ROOT, Stack, fixture_bodies, wait_for
 from uphooks.errors import ConfigurationError
 from uphooks.settings import Settings
@@ -39,11 +41,14 @@ PLUGINS_ON = {
 }
 
 
+READS = (telegram_settings, forward_settings, sql_settings, upload_post_retry_settings)
+
+
 def own_settings(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
     """Set the built-in plugins' variables for this test (their settings are read once)."""
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    for read in (telegram_settings, forward_settings):
+    for read in READS:
         read.cache_clear()
 
 
@@ -70,34 +75,42 @@ def handlers_json(**env: str) -> dict[str, dict[str, Any]]:
 @pytest.fixture(autouse=True)
 def _fresh_plugin_settings() -> Iterator[None]:
     yield
-    telegram_settings.cache_clear()
-    forward_settings.cache_clear()
+    for read in READS:
+        read.cache_clear()
 
 
 def test_builtins_are_loaded_when_their_settings_enable_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    own_settings(monkeypatch, PLUGINS_ON)
-    settings = Settings(sql_enabled=True, sql_url=f"sqlite:///{tmp_path}/x.db")
-    loaded = load_handlers(settings)
+    sql = {"UPHOOKS_SQL_ENABLED": "true", "UPHOOKS_SQL_URL": f"sqlite:///{tmp_path}/x.db"}
+    own_settings(monkeypatch, PLUGINS_ON | sql)
+    loaded = load_handlers(Settings())
     assert loaded.sources == {
         "uphooks.log": "module handlers.log (UPHOOKS_BUILTIN_LOG_HANDLER)",
         "uphooks.telegram": "module handlers.telegram (UPHOOKS_TELEGRAM_ENABLED)",
         "uphooks.forward:a.internal/hook": "module handlers.forward (UPHOOKS_FORWARD_ENABLED)",
         "uphooks.sql": "module handlers.sql (UPHOOKS_SQL_ENABLED)",
     }
-    own_settings(monkeypatch, {"UPHOOKS_TELEGRAM_ENABLED": "0", "UPHOOKS_FORWARD_ENABLED": "0"})
+    own_settings(
+        monkeypatch,
+        {
+            "UPHOOKS_TELEGRAM_ENABLED": "0",
+            "UPHOOKS_FORWARD_ENABLED": "0",
+            "UPHOOKS_SQL_ENABLED": "0",
+        },
+    )
     off = load_handlers(Settings(builtin_log_handler=False))
     assert list(off.router) == []
 
 
-def test_a_builtin_named_in_handler_modules_is_the_same_as_enabling_it(tmp_path: Path) -> None:
-    settings = Settings(
-        sql_enabled=True,
-        sql_url=f"sqlite:///{tmp_path}/x.db",
-        handler_modules=["handlers.sql"],
-        builtin_log_handler=False,
+def test_a_builtin_named_in_handler_modules_is_the_same_as_enabling_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own_settings(
+        monkeypatch,
+        {"UPHOOKS_SQL_ENABLED": "true", "UPHOOKS_SQL_URL": f"sqlite:///{tmp_path}/x.db"},
     )
+    settings = Settings(handler_modules=["handlers.sql"], builtin_log_handler=False)
     assert load_handlers(settings).sources == {
         "uphooks.sql": "module handlers.sql (UPHOOKS_SQL_ENABLED)"
     }

@@ -865,9 +865,17 @@ def status_command(as_json: bool) -> None:
     keys = Keys(settings.key_prefix)
     seen = workers_seen(client, keys, settings.heartbeat_stale_seconds)
     from handlers.forward import forward_settings
+    from handlers.sql_settings import sql_settings
     from handlers.telegram import telegram_settings
+    from handlers.upload_post_retry import upload_post_retry_settings
 
-    own = (telegram_settings().queue, forward_settings().queue)  # the plugins' own settings
+    # The built-in plugins' own queues, from their own settings.
+    own = (
+        telegram_settings().queue,
+        forward_settings().queue,
+        sql_settings().queue,
+        upload_post_retry_settings().queue,
+    )
     queues = {q: int(client.llen(q)) for q in queues_of(settings, own)}
     data: dict[str, Any] = {
         "workers": seen.as_dict(with_nodes=True),

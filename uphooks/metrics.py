@@ -346,10 +346,10 @@ def scheduler_pass(published: int, recovered: int) -> None:
 
 
 def queues_of(settings: Settings, extra: Iterable[str | None] = ()) -> list[str]:
-    """The ingress's queue, the sql handler's own queue, and any ``extra`` ones (a worker
-    adds its handlers' queues; the telegram and forward plugins' queues are in their own
-    settings, which this shared module does not read)."""
-    names = [settings.queue, settings.sql_queue]
+    """The ingress's queue and any ``extra`` ones (a worker adds its handlers' queues; the
+    built-in plugins' own queues are in their own settings, which this shared module does not
+    read: ``uphooks status`` adds them)."""
+    names = [settings.queue]
     return list(dict.fromkeys(q for q in (*names, *extra) if q))
 
 

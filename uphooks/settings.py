@@ -312,15 +312,13 @@ class Settings(BaseSettings):
             raise ValueError("UPHOOKS_VERIFY_MISMATCH_STATUS must be 503 (retried) or 401 (final)")
         return value
 
-    # --- Built-in handlers (see docs/handlers.md). telegram and forward are ordinary plugins with
-    # settings classes of their own (handlers/telegram.py TelegramSettings, UPHOOKS_TELEGRAM_*;
-    # handlers/forward.py ForwardSettings, UPHOOKS_FORWARD_*), the same variable names as before.
+    # --- Built-in handlers (see docs/handlers.md): ordinary plugins with settings classes of their
+    # own, the same variable names as before: handlers/telegram.py (UPHOOKS_TELEGRAM_*),
+    # handlers/forward.py (UPHOOKS_FORWARD_*), handlers/sql_settings.py (UPHOOKS_SQL_*),
+    # handlers/upload_post_retry.py (UPHOOKS_UPLOAD_POST_RETRY_*).
     # Each runs when enabled or when its module is named in UPHOOKS_HANDLER_MODULES; a worker
     # refuses to start when an enabled one lacks a required setting. ``*_queue`` gives one its own
     # Celery queue (start workers for it with `uphooks worker -Q <queue>`).
-    sql_enabled: bool = False
-    sql_url: str = "sqlite:///var/uphooks.sqlite3"
-    sql_queue: str | None = None
 
     # --- Reconciliation (uphooks/reconcile.py; docs/reconciliation.md): results Upload-Post's
     # API knows and no webhook told us about are injected, marked "reconciled". The periodic
@@ -335,29 +333,8 @@ class Settings(BaseSettings):
     reconcile_first_lookback_seconds: float = Field(default=DAY, gt=0)
     # Requests to Upload-Post's API one pass (or one watch) may make at most.
     reconcile_request_budget: int = Field(default=50, ge=1)
-    # Built-in upload_post_retry handler (handlers/upload_post_retry.py): a failed upload whose
-    # error matches one of these patterns (regular expressions, case-insensitive; separated
-    # by ";;") is retried through the API, at most upload_post_retry_max times per upload.
-    upload_post_retry_enabled: bool = False
-    upload_post_retry_patterns: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: [
-            r"time(d)?[ -]?out",
-            r"temporar",
-            r"rate.?limit|too many requests",
-            r"try again",
-            r"\b50[0234]\b|internal (server )?error|service unavailable|bad gateway",
-            r"network|connection (reset|refused|error)",
-        ]
-    )
-    upload_post_retry_max: int = Field(default=2, ge=1)
-    upload_post_retry_queue: str | None = None
-
-    @field_validator("upload_post_retry_patterns", mode="before")
-    @classmethod
-    def _split_patterns(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(";;") if part.strip()]
-        return value
+    # The built-in upload_post_retry handler has settings of its own (UPHOOKS_UPLOAD_POST_RETRY_*,
+    # handlers/upload_post_retry.py); it calls the API with the key above.
 
     @field_validator("handler_modules", mode="before")
     @classmethod

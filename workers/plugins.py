@@ -50,10 +50,11 @@ BUILTINS: dict[str, tuple[str, Callable[[Settings], bool], str]] = {
         _own_settings_enable("handlers.forward"),
         "UPHOOKS_FORWARD_ENABLED",
     ),
-    "sql": ("handlers.sql", lambda s: s.sql_enabled, "UPHOOKS_SQL_ENABLED"),
+    # handlers/sql.py needs SQLAlchemy to import: its settings live apart.
+    "sql": ("handlers.sql", _own_settings_enable("handlers.sql_settings"), "UPHOOKS_SQL_ENABLED"),
     "upload_post_retry": (
         "handlers.upload_post_retry",
-        lambda s: s.upload_post_retry_enabled,
+        _own_settings_enable("handlers.upload_post_retry"),
         "UPHOOKS_UPLOAD_POST_RETRY_ENABLED",
     ),
 }
