@@ -199,7 +199,8 @@ def drain(timeout: float = DRAIN_SECONDS) -> None:
         settler.wait_idle(max(0.0, deadline - time.monotonic()))
 
 
-@signals.worker_process_shutdown.connect  # type: ignore[untyped-decorator]
 @signals.worker_shutdown.connect  # type: ignore[untyped-decorator]
 def _drain_on_shutdown(**_: Any) -> None:
+    """Solo and threads pools (tasks in the main process); a prefork child is ended without a
+    signal in it, so its calls in flight are found by their leases."""
     drain()

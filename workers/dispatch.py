@@ -635,6 +635,8 @@ class Dispatcher:
                         raise HandlerTimeLimit(
                             f"handler {name!r} ran past its time limit of {limit:g}s"
                         ) from exc
+        except asyncio.CancelledError:
+            return _Outcome(job.ref, "release", job.attempt)  # the loop is stopping: not run
         except Exception as exc:
             return self._failed(job, exc)
         log.info(
