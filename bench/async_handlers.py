@@ -41,7 +41,6 @@ import redis
 
 from bench import probe
 from handlers import Context, _http, on
-from uphooks.embedded import free_port
 from uphooks.events import BaseEvent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -282,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         asyncio.run(_serve(args.serve, args.delay_ms / 1000))
         return 0
-    from uphooks.embedded import RedisServer
+    from uphooks_cli.embedded import RedisServer, free_port  # the driver only, not the workers
 
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="uphooks-async-bench-") as tmp:

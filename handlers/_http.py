@@ -17,10 +17,8 @@ Retry policy, shared by ``telegram`` and ``forward``:
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,6 +28,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 
 from handlers.errors import PermanentError, TransientError
 from uphooks import tracing
+from uphooks.retry_after import retry_after as retry_after  # handlers use _http.retry_after
 
 # httpx logs every request URL at INFO, and a Bot API URL carries the bot's token.
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -108,22 +107,6 @@ async def apost(what: str, url: str, seconds: float, **kwargs: Any) -> httpx.Res
         )
         tracing.answered(span, response.status_code)
     return response
-
-
-def retry_after(response: httpx.Response) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date), if any."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def is_transient(status: int) -> bool:

@@ -12,6 +12,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from receiver import metrics
 from receiver.allowed_networks import AllowedNetworks
 from receiver.enqueue import Enqueuer
 from receiver.headroom import Headroom
@@ -21,7 +22,7 @@ from receiver.limits import ConcurrencyLimit, LogThrottle
 from receiver.openapi import document, openapi
 from receiver.throttle import RefusalBudget
 from receiver.verify import Verifier
-from uphooks import metrics, tracing
+from uphooks import tracing
 from uphooks.redis import async_client
 from uphooks.redis_checks import check_redis_async
 from uphooks.settings import Settings, get_settings

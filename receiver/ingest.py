@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
-from receiver import answers
+from receiver import answers, metrics
 from receiver.allowed_networks import Address, AllowedNetworks
 from receiver.delivery_key import delivery_key
 from receiver.enqueue import Enqueuer
@@ -42,7 +42,7 @@ from receiver.limits import (
 from receiver.replicas import NotReplicated
 from receiver.throttle import RefusalBudget
 from receiver.verify import Failed, Pending, Reason, Verifier
-from uphooks import facts, logs, metrics, tracing
+from uphooks import facts, logs, tracing
 from uphooks.settings import Settings
 
 log = logging.getLogger("uphooks.receiver")

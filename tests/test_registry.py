@@ -338,3 +338,11 @@ def test_the_plugin_api_exports_what_a_plugin_needs() -> None:
     spec = router.get("two")
     assert spec is not None and spec.queue == "q"
     assert set(handlers.__all__) >= {"AccountEvent", "ConfigurationError", "Options", "on"}
+
+
+def test_a_context_built_with_the_old_key_name_still_works_with_a_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="pair_key"):
+        ctx = Context(idempotency_key="d:k:h", delivery_key="d:k", handler_name="h")
+    assert (ctx.pair_key, ctx.attempt, dict(ctx.headers), ctx.source) == ("d:k:h", 1, {}, "webhook")
+    with pytest.raises(TypeError, match="pair_key"):
+        Context(delivery_key="d:k", handler_name="h")

@@ -76,7 +76,7 @@ class PlainFormatter(logging.Formatter):
         super().__init__(PLAIN_FORMAT)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = message_of(record)
+        record.message = message_of(record)  # "[key handler] " from extra= included, once
         return super().formatMessage(record)
 
 

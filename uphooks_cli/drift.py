@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from uphooks.eventlog import EventFilter, EventLog
 from uphooks.events import ACCOUNT_EVENTS
+from uphooks_cli.eventlog import EventFilter, EventLog
 
 
 @dataclass(frozen=True)
