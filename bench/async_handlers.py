@@ -222,7 +222,7 @@ def ours(url: str, http: str, event: str, events: int, pool: list[str], work: Pa
         UPHOOKS_LOG_LEVEL="WARNING",
     )
     env.pop("REDIS_URL", None)
-    worker = [sys.executable, "-m", "uphooks.cli", "worker", "-n", f"ah-{run}@%h"]
+    worker = [sys.executable, "-m", "uphooks_cli", "worker", "-n", f"ah-{run}@%h"]
     worker += ["--without-gossip", "--without-mingle", *pool]
     seconds, rss, load = drain(client, queue, events, worker, env, work / f"{run}.log", 170)
     pipe = client.pipeline(transaction=False)
