@@ -45,7 +45,7 @@ R = TypeVar("R")
 DRAIN_SECONDS = 30.0
 
 
-class Settler(Generic[R]):
+class SettleQueue(Generic[R]):
     """Collects outcomes (from the loop) and settles them per holder, in batches, on a thread:
     while one settle call is under way the next outcomes gather for the following one."""
 
@@ -182,7 +182,7 @@ class AsyncPool:
 
 
 _pools: list[AsyncPool] = []
-_settlers: list[Settler[Any]] = []
+_settlers: list[SettleQueue[Any]] = []
 
 
 def drain(timeout: float = DRAIN_SECONDS) -> None:

@@ -43,7 +43,7 @@ from uphooks.events import BaseEvent, EventValidationError, parse_event
 from uphooks.settings import Settings
 from uphooks.taskmessage import PairRef
 from workers import metrics
-from workers.aio import AsyncPool, Settler
+from workers.aio import AsyncPool, SettleQueue
 from workers.deadletter import ROUTING_HANDLER, DeadLetter
 from workers.leases import LeaseKeeper, holder_is_dead_here, holder_token
 from workers.ledger import Claim, Ledger, Route, Settlement, order_member, order_set
@@ -196,7 +196,7 @@ class Dispatcher:
         self._settle = with_redis_retries(self.ledger.settle)
         self._rates = RateLimits(client, settings)
         self._aio = AsyncPool(settings.async_concurrency, settings.sync_threads)
-        self._settler: Settler[_Outcome] = Settler(self._finish)
+        self._settle_queue: SettleQueue[_Outcome] = SettleQueue(self._finish)
         tracing.setup(settings, "worker")
 
     def process(
@@ -434,7 +434,7 @@ class Dispatcher:
             return jobs
         rest = [job for job in jobs if not self._off_slot(job)]
         self._leases.hold(holder, (job.pair for job in started))
-        settle = functools.partial(self._settler.add, holder)
+        settle = functools.partial(self._settle_queue.add, holder)
         for index, job in enumerate(started):
             try:
                 run = functools.partial(self._run_async, job)
