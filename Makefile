@@ -87,7 +87,7 @@ bench-memory: $(STAMP)
 bench-recovery: $(STAMP)
 	$(BIN)/python -m bench.recovery $(ARGS)
 
-## The console's pages with 1,000,000 deliveries retained (docs/design.md section 10): kept through
+## The console's pages with 1,000,000 deliveries retained (docs/design.md section 11): kept through
 ## the real enqueue.lua and ledger scripts, then list_events and event() p50/p95; what the indexes
 ## cost per delivery (Redis time and bytes). A few minutes, ~3 GB for the private Redis.
 ## e.g. ARGS='--n 100000 --repeat 20'
