@@ -21,10 +21,11 @@ from dataclasses import dataclass
 import orjson
 from redis.exceptions import OutOfMemoryError
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from receiver import answers
+from receiver.access import DELIVERY
+from receiver.answers import JSONResponse
 from receiver.delivery_key import delivery_key
 from receiver.enqueue import Enqueuer
 from receiver.headroom import Headroom
@@ -42,7 +43,7 @@ from receiver.replicas import NotReplicated
 from receiver.sources import Address, SourceFilter
 from receiver.throttle import RefusalBudget
 from receiver.verify import Failed, Pending, Reason, Verifier
-from uphooks import facts, logs, metrics, tracing
+from uphooks import facts, metrics, tracing
 from uphooks.settings import Settings
 
 log = logging.getLogger("uphooks.receiver")
@@ -106,10 +107,10 @@ class Source:
 
 def _source(request: Request) -> Source:
     sources: SourceFilter = request.app.state.sources
-    address = sources.client(
-        request.client.host if request.client else None,
-        request.headers.getlist("x-forwarded-for"),
-    )
+    peer = request.scope.get("client")
+    # X-Forwarded-For counts only after a trusted proxy: not read at all when there is none.
+    forwarded = request.headers.getlist("x-forwarded-for") if sources.trusted else ()
+    address = sources.client(peer[0] if peer else None, forwarded)
     budget: RefusalBudget = request.app.state.refusals
     return Source(address, budget.throttled(address))
 
@@ -264,21 +265,23 @@ async def receive(request: Request) -> JSONResponse | None:
         return answers.unavailable("the queue is unavailable; retry later")
     if not is_new:
         metrics.duplicate()
-    logs.delivery_kept(log, key, event, is_new)
+    # The access line names it: the first line of the delivery's trail (receiver/access.py).
+    request.scope[DELIVERY] = (key, event, is_new)
     return answers.accepted(key) if is_new else answers.duplicate(key)
 
 
 class Endpoint:
-    """The webhook route as a bare ASGI app. Starlette's ``Route`` wraps a plain function in
-    ``request_response``, a second exception-handling layer this route has no use for
-    (docs/performance.md measures it)."""
+    """The webhook route. receiver/gate.py calls :meth:`answer` directly for a delivery; as an
+    ASGI app (Starlette's ``Route``) it answers the same way."""
 
-    async def __call__(self, scope: Scope, receive_: Receive, send: Send) -> None:
+    async def answer(self, scope: Scope, receive_: Receive) -> JSONResponse | None:
         request = Request(scope, receive_)
         if tracing.ON:
-            response = await _traced(request)
-        else:
-            response = await receive(request)
+            return await _traced(request)
+        return await receive(request)
+
+    async def __call__(self, scope: Scope, receive_: Receive, send: Send) -> None:
+        response = await self.answer(scope, receive_)
         if response is not None:
             await response(scope, receive_, send)
 

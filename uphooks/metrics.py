@@ -242,7 +242,7 @@ class IngressMetrics:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                _record_request(status, time.perf_counter() - start)
+                record_request(status, time.perf_counter() - start)
                 start_seen.append(True)
             await send(message)
 
@@ -251,11 +251,12 @@ class IngressMetrics:
             await self.app(scope, receive, timed_send)
         finally:
             if not start_seen:  # the app raised before answering: the server answers 500
-                _record_request(status, time.perf_counter() - start)
+                record_request(status, time.perf_counter() - start)
 
 
 @_never_raises
-def _record_request(status: int, seconds: float) -> None:
+def record_request(status: int, seconds: float) -> None:
+    """One webhook request answered with ``status``, ``seconds`` after it arrived."""
     m = metrics()
     m.requests.labels(str(status)).inc()
     m.ack_seconds.observe(seconds)
