@@ -3,7 +3,7 @@
 A private Redis (``maxmemory`` unset), the real ingress (``receiver.app:app``) and, later, a real
 worker with the built-in ``log`` handler and one no-op handler (two handlers per event, as a small
 deployment has). ``N`` signed ``upload_completed`` deliveries shaped like the sender's
-(``uphooks/simulate.py``: its headers, realistic bodies) are posted on loopback.
+(``uphooks_cli/simulate.py``: its headers, realistic bodies) are posted on loopback.
 
 1. **queued**: with no worker running, every delivery acknowledged: ``used_memory`` delta / N is
    what one event costs while it waits in the backlog (record, events index, Celery message).
@@ -32,9 +32,9 @@ import orjson
 import redis
 
 from bench.run import PREFIX, SECRET, base_env, spawn, stop, uvicorn_server, verification_env
-from uphooks import simulate
-from uphooks.embedded import RedisServer
 from uphooks.keys import Keys
+from uphooks_cli import simulate
+from uphooks_cli.embedded import RedisServer
 
 QUEUE = "bench-memory"
 PLATFORMS = ("instagram", "tiktok", "youtube", "x", "linkedin", "facebook")
@@ -210,7 +210,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
             log_path = workdir / "worker.log"
             worker = spawn(
-                [sys.executable, "-m", "uphooks.cli", "worker", "-c", "2", *WORKER_ARGS],
+                [sys.executable, "-m", "uphooks_cli", "worker", "-c", "2", *WORKER_ARGS],
                 env | {"UPHOOKS_LOG_LEVEL": "WARNING"},
                 log_path,
             )

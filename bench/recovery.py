@@ -26,9 +26,9 @@ from pathlib import Path
 import orjson
 import redis
 
-from uphooks.embedded import RedisServer
 from uphooks.keys import Keys
 from uphooks.settings import Settings
+from uphooks_cli.embedded import RedisServer
 from workers.schedule import PER_MESSAGE, Scheduler
 
 PREFIX = "benchrec"

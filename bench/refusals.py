@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from uphooks import simulate
-from uphooks.embedded import RedisServer, free_port
+from uphooks_cli import simulate
+from uphooks_cli.embedded import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PATH = "/webhooks/upload-post"
@@ -71,7 +71,7 @@ def ingress(redis_url: str, workdir: Path, **env: str) -> Iterator[Ingress]:
     )
     log = (workdir / f"ingress-{port}.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uphooks.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "uphooks_cli", "serve", "--port", str(port)],
         env=full,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -27,7 +27,7 @@ import redis
 
 from chaos.load import Background, Sender, percentile
 from chaos.sentinels import ReplicatedRedis
-from uphooks.embedded import free_port
+from uphooks_cli.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,7 +49,7 @@ def ingress(redis_url: str, replicas: int, workdir: Path) -> Any:
     }
     log = (workdir / f"ingress-{port}.log").open("ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uphooks.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "uphooks_cli", "serve", "--port", str(port)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -45,8 +45,8 @@ import orjson
 import redis
 
 from bench.probe import READY_KEY, RUNS_KEY
-from uphooks.embedded import RedisServer, find_redis_server, free_port
 from uphooks.settings import Settings
+from uphooks_cli.embedded import RedisServer, find_redis_server, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -733,7 +733,7 @@ def bench_workers(
     pools = {"prefork -c2": ["--pool", "prefork", "-c", "2"], "solo": ["--pool", "solo"]}
     bare_cmd = [sys.executable, "-m", "celery", "-A", "bench.celery_noop", "worker"]
     bare_cmd += [*WORKER_FLAGS, "--loglevel", "WARNING"]
-    our_cmd = [sys.executable, "-m", "uphooks.cli", "worker", *WORKER_FLAGS]
+    our_cmd = [sys.executable, "-m", "uphooks_cli", "worker", *WORKER_FLAGS]
     our_env = base_env(
         url,
         UPHOOKS_QUEUE=OUR_QUEUE,
@@ -823,7 +823,7 @@ def soak(args: argparse.Namespace, client: redis.Redis, url: str, workdir: Path)
         UPHOOKS_HANDLER_MODULES="bench.noop_handler",
         UPHOOKS_BUILTIN_LOG_HANDLER="false",
     )
-    worker_cmd = [sys.executable, "-m", "uphooks.cli", "worker", *WORKER_FLAGS, "-c", "2"]
+    worker_cmd = [sys.executable, "-m", "uphooks_cli", "worker", *WORKER_FLAGS, "-c", "2"]
     client.delete(READY_KEY)
     client.config_resetstat()  # LPUSH calls (scripts' included) = Celery messages our ingress made
     worker = spawn(worker_cmd, worker_env, workdir / "worker-soak.log")

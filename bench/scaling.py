@@ -219,7 +219,7 @@ class Workers:
                         [
                             sys.executable,
                             "-m",
-                            "uphooks.cli",
+                            "uphooks_cli",
                             "worker",
                             "-n",
                             name,
@@ -365,7 +365,7 @@ def _check_exactly_once(client: redis.Redis, prefix: str, keys: list[str]) -> No
 
 @contextlib.contextmanager
 def private_redis(workdir: Path, appendfsync: str) -> Iterator[str]:
-    from uphooks.embedded import RedisServer
+    from uphooks_cli.embedded import RedisServer
 
     server = RedisServer(workdir / "redis", appendfsync=appendfsync).start()
     try:

@@ -9,7 +9,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from uphooks.embedded import find_redis_server
+from uphooks_cli.embedded import find_redis_server
 
 
 def describe() -> dict[str, Any]:

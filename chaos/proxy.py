@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from uphooks.embedded import free_port
+from uphooks_cli.embedded import free_port
 
 #: Commands as redis-py sends them (RESP bulk strings).
 LPUSH = b"$5\r\nLPUSH\r\n"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-from uphooks.embedded import RedisServer, find_redis_server, free_port
+from uphooks_cli.embedded import RedisServer, find_redis_server, free_port
 
 MASTER_NAME = "uphooks"
 

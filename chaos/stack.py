@@ -26,9 +26,9 @@ import redis
 from chaos.effects import EffectStore
 from chaos.handler import HANDLER
 from chaos.holds import Holds
-from uphooks.embedded import RedisServer, free_port
 from uphooks.keys import Keys
 from uphooks.settings import Settings
+from uphooks_cli.embedded import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -288,7 +288,7 @@ class Cluster:
         port = free_port()
         proc = self._spawn(
             name,
-            [sys.executable, "-m", "uphooks.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "uphooks_cli", "serve", "--port", str(port)],
             self.env(redis_url),
         )
         url = f"http://127.0.0.1:{port}"
@@ -308,7 +308,7 @@ class Cluster:
             [
                 sys.executable,
                 "-m",
-                "uphooks.cli",
+                "uphooks_cli",
                 "worker",
                 "-n",
                 f"{name}-{self.prefix}@%h",

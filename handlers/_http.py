@@ -12,10 +12,8 @@ Retry policy, shared by ``telegram`` and ``forward``:
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import os
-import time
 from typing import Any
 
 import httpx
@@ -23,6 +21,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 
 from handlers.errors import PermanentError, TransientError
 from uphooks import tracing
+from uphooks.retry_after import retry_after as retry_after  # handlers use _http.retry_after
 
 # httpx logs every request URL at INFO, and a Bot API URL carries the bot's token.
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -64,22 +63,6 @@ def post(what: str, url: str, timeout: float, **kwargs: Any) -> httpx.Response:
         # The message, not the URL: a Bot API URL carries a token.
         raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
     return response
-
-
-def retry_after(response: httpx.Response) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date), if any."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def is_transient(status: int) -> bool:

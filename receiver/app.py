@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from receiver import metrics
 from receiver.access import AccessLog
 from receiver.enqueue import Enqueuer
 from receiver.gate import Gate
@@ -22,7 +23,7 @@ from receiver.openapi import document, openapi
 from receiver.sources import SourceFilter
 from receiver.throttle import RefusalBudget
 from receiver.verify import Verifier
-from uphooks import metrics, tracing
+from uphooks import tracing
 from uphooks.redis import async_client
 from uphooks.redis_checks import check_redis_async
 from uphooks.settings import Settings, get_settings

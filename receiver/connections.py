@@ -36,9 +36,9 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from receiver import metrics
 from receiver.limits import LogThrottle
 from receiver.sources import Address, Network, parse_address
-from uphooks import metrics
 from uphooks.settings import Settings, get_settings
 
 log = logging.getLogger("uphooks.receiver")

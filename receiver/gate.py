@@ -1,7 +1,7 @@
 """The webhook path's gate: which requests are deliveries, and what every one of them passes.
 
 Every request to the webhook path (``<path>`` and ``<path>/<token>``, any method) is counted and
-timed (uphooks/metrics.py), held to ``max_concurrent_requests`` in progress (503 beyond), and
+timed (receiver/metrics.py), held to ``max_concurrent_requests`` in progress (503 beyond), and
 written to the access log in one line (receiver/access.py). A ``POST`` that names the route goes
 straight to the endpoint: one layer, where Starlette's stack (two exception layers, the
 router, the route's wrapper, and one middleware per concern, each wrapping ``send``) cost a
@@ -19,10 +19,9 @@ import time
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from receiver import answers
+from receiver import answers, metrics
 from receiver.access import AccessLog
 from receiver.ingest import Endpoint
-from uphooks import metrics
 
 
 class Gate:

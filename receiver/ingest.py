@@ -23,7 +23,7 @@ from redis.exceptions import OutOfMemoryError
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from receiver import answers
+from receiver import answers, metrics
 from receiver.access import DELIVERY
 from receiver.answers import JSONResponse
 from receiver.delivery_key import delivery_key
@@ -43,7 +43,7 @@ from receiver.replicas import NotReplicated
 from receiver.sources import Address, SourceFilter
 from receiver.throttle import RefusalBudget
 from receiver.verify import Failed, Pending, Reason, Verifier
-from uphooks import facts, metrics, tracing
+from uphooks import facts, tracing
 from uphooks.settings import Settings
 
 log = logging.getLogger("uphooks.receiver")

@@ -21,7 +21,7 @@ import httpx
 import pytest
 import redis
 
-from uphooks.embedded import RedisServer, free_port
+from uphooks_cli.embedded import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -92,7 +92,7 @@ class Stack:
     def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         """Run ``uphooks ARGS`` as a user would, against this stack."""
         return subprocess.run(
-            [sys.executable, "-m", "uphooks.cli", *args],
+            [sys.executable, "-m", "uphooks_cli", *args],
             env=self.env(**env),
             cwd=ROOT,
             capture_output=True,
@@ -124,7 +124,7 @@ class Stack:
         port = free_port()
         env.setdefault("UPHOOKS_ADMIN_PORT", str(free_port()))
         proc = self._spawn(
-            [sys.executable, "-m", "uphooks.cli", "serve", "--port", str(port), *serve_args],
+            [sys.executable, "-m", "uphooks_cli", "serve", "--port", str(port), *serve_args],
             f"ingress-{port}.log",
             self.env(**env),
         )
@@ -149,7 +149,7 @@ class Stack:
             [
                 sys.executable,
                 "-m",
-                "uphooks.cli",
+                "uphooks_cli",
                 "worker",
                 "-n",
                 f"{name}@%h",

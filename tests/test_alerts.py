@@ -1,6 +1,6 @@
 """The alert rules and the Grafana dashboard shipped in deploy/: loaded by Prometheus's own rule
 checker, the alerts unit-tested with ``promtool test rules``, and every metric they name is one
-uphooks exports (uphooks/metrics.py).
+uphooks exports (uphooks/metrics.py, uphooks/collector.py).
 
 promtool comes from the PATH, else from Debian's ``prometheus`` package unpacked into
 var/prometheus-deb (``apt-get download`` + ``dpkg -x``: nothing is installed system-wide and no
@@ -64,9 +64,10 @@ def dashboard_exprs() -> list[str]:
 
 
 def exported_metrics() -> set[str]:
-    """Every series name uphooks exports: the names in metrics.py, with the suffixes
-    prometheus_client adds to counters and histograms."""
-    names = set(re.findall(r'"(uphooks_[a-z_]+)"', (ROOT / "uphooks" / "metrics.py").read_text()))
+    """Every series name uphooks exports: the names in metrics.py (recorded) and collector.py
+    (read from Redis), with the suffixes prometheus_client adds to counters and histograms."""
+    sources = [ROOT / "uphooks" / "metrics.py", ROOT / "uphooks" / "collector.py"]
+    names = {n for p in sources for n in re.findall(r'"(uphooks_[a-z_]+)"', p.read_text())}
     suffixed = {f"{n}{s}" for n in names for s in ("_total", "_bucket", "_count", "_sum")}
     return names | suffixed
 

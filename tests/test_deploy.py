@@ -132,8 +132,8 @@ def duration_seconds(value: str) -> float:
 
 
 def graceful_shutdown_of_serve() -> float:
-    """timeout_graceful_shutdown as `uphooks serve` passes it to uvicorn (uphooks/cli.py)."""
-    tree = ast.parse((ROOT / "uphooks" / "cli.py").read_text())
+    """timeout_graceful_shutdown as `uphooks serve` passes it to uvicorn (uphooks_cli/serve.py)."""
+    tree = ast.parse((ROOT / "uphooks_cli" / "serve.py").read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.keyword) and node.arg == "timeout_graceful_shutdown":
             value = ast.literal_eval(node.value)

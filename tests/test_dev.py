@@ -21,8 +21,8 @@ import redis
 
 from tests.conftest import ROOT, wait_for
 from tests.test_readme import readme_handler_module
-from uphooks.embedded import DataDirLock, RedisServer, free_port
 from uphooks.errors import ConfigurationError
+from uphooks_cli.embedded import DataDirLock, RedisServer, free_port
 
 
 def dev_env(**extra: str) -> dict[str, str]:
@@ -34,7 +34,7 @@ def dev_env(**extra: str) -> dict[str, str]:
 
 def uphooks(folder: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "uphooks.cli", *args],
+        [sys.executable, "-m", "uphooks_cli", *args],
         cwd=folder,
         env=dev_env(**env),
         capture_output=True,
@@ -92,7 +92,7 @@ def dev(folder: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, int]]:
     log = folder / "dev.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "uphooks.cli", "dev", "--port", str(port)],
+            [sys.executable, "-m", "uphooks_cli", "dev", "--port", str(port)],
             cwd=folder,
             env=dev_env(),
             stdout=out,
@@ -151,7 +151,7 @@ def test_the_cli_finds_the_dev_stack_and_a_hang_up_stops_all_of_it(
     second_log = folder / "second-worker.log"
     with second_log.open("ab") as out:
         second = subprocess.Popen(
-            [sys.executable, "-m", "uphooks.cli", "worker", "-c", "1", "--without-mingle"],
+            [sys.executable, "-m", "uphooks_cli", "worker", "-c", "1", "--without-mingle"],
             cwd=folder,
             env=dev_env(UPHOOKS_HANDLER_MODULES="myhooks"),
             stdout=out,
@@ -230,7 +230,7 @@ def test_a_settings_mistake_is_one_line_from_every_command(folder: Path, command
     assert lines == [
         "Error: invalid settings: UPHOOKS_ACK_TIMEOUT_SECONDS must stay below the sender's "
         "~10 s timeout (from the environment or .env; every setting is described in "
-        "uphooks/settings.py)"
+        "uphooks/settings*.py)"
     ]
 
 

@@ -21,7 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import PATH, Ingress, Stack, wait_for
-from uphooks import simulate
+from uphooks_cli import simulate
 
 SECRET = "whsec_" + base64.b64encode(b"e" * 32).decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(b"x" * 32).decode()

@@ -16,9 +16,9 @@ from click.testing import CliRunner
 
 from receiver.enqueue import Enqueuer
 from tests.conftest import Stack, wait_for
-from uphooks.cli import main
 from uphooks.keys import Keys
 from uphooks.settings import Settings, get_settings
+from uphooks_cli.main import main
 
 RECORDING = "tests.plugins.recording"
 

@@ -101,7 +101,7 @@ def test_two_workers_on_one_host_without_node_names_count_as_two(stack: Stack) -
         log = stack.tmp / f"unnamed-{n}.log"
         with log.open("ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "uphooks.cli", "worker", "--without-gossip", "-c", "1"],
+                [sys.executable, "-m", "uphooks_cli", "worker", "--without-gossip", "-c", "1"],
                 env=stack.env(UPHOOKS_HANDLER_MODULES=RECORDING),
                 stdout=out,
                 stderr=subprocess.STDOUT,

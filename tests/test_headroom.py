@@ -17,8 +17,8 @@ import redis.asyncio as aioredis
 
 from receiver.headroom import PER_DELIVERY_OVERHEAD, Headroom
 from tests.conftest import Ingress, Stack, fixture_bodies, wait_for
-from uphooks.embedded import RedisServer
 from uphooks.keys import Keys
+from uphooks_cli.embedded import RedisServer
 
 BODY = fixture_bodies()["upload_completed.json"]
 

@@ -404,7 +404,7 @@ def test_a_flood_of_headers_is_answered_not_crashed(ingress: Ingress) -> None:
 
 
 def test_readiness_says_redis_is_down_without_describing_it(ingresses: Ingresses) -> None:
-    from uphooks.embedded import free_port
+    from uphooks_cli.embedded import free_port
 
     down = ingresses(redis_url=f"redis://127.0.0.1:{free_port()}/0", ack_timeout_seconds=0.5)
     public = down.client.app

@@ -9,10 +9,10 @@ from __future__ import annotations
 import threading
 import time
 
-from uphooks.embedded import RedisServer
 from uphooks.keys import Keys
 from uphooks.redis import sync_client
 from uphooks.settings import Settings
+from uphooks_cli.embedded import RedisServer
 from workers.leases import LeaseKeeper
 from workers.ledger import Ledger
 

@@ -20,11 +20,14 @@ import redis
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
+from receiver import metrics as ingress_metrics
 from receiver.app import Listeners, create_listeners
 from tests.conftest import ROOT, Stack, wait_for
-from uphooks import metrics, simulate
-from uphooks.embedded import free_port
+from uphooks import collector, metrics
 from uphooks.settings import Settings
+from uphooks_cli import simulate
+from uphooks_cli.embedded import free_port
+from workers import metrics as worker_metrics
 
 PLUGIN = "tests.plugins.operated"
 PROBE = "test.metered.probe"
@@ -135,8 +138,8 @@ def test_the_ingress_counts_answers_times_them_and_reads_queue_depth(stack: Stac
 def test_duplicates_and_enqueue_failures_are_counted_by_reason() -> None:
     # receiver/ingest.py calls these where it answers a duplicate or a Redis failure.
     settings = Settings(redis_url="redis://127.0.0.1:1/0")
-    dead = metrics.scrape_client(redis.Redis(port=1, socket_connect_timeout=0.1))
-    reg = metrics.registry(settings, dead, [])
+    dead = collector.scrape_client(redis.Redis(port=1, socket_connect_timeout=0.1))
+    reg = collector.registry(settings, dead, [])
 
     def value(name: str, labels: dict[str, str] | None = None) -> float:
         return reg.get_sample_value(name, labels or {}) or 0.0
@@ -146,9 +149,9 @@ def test_duplicates_and_enqueue_failures_are_counted_by_reason() -> None:
         value("uphooks_ingress_enqueue_failures_total", {"reason": "timeout"}),
         value("uphooks_ingress_enqueue_failures_total", {"reason": "error"}),
     )
-    metrics.duplicate()
-    metrics.enqueue_failed("timeout")
-    metrics.enqueue_failed("timeout")
+    ingress_metrics.duplicate()
+    ingress_metrics.enqueue_failed("timeout")
+    ingress_metrics.enqueue_failed("timeout")
     after = (
         value("uphooks_ingress_duplicates_total"),
         value("uphooks_ingress_enqueue_failures_total", {"reason": "timeout"}),
@@ -159,9 +162,9 @@ def test_duplicates_and_enqueue_failures_are_counted_by_reason() -> None:
 
 def test_a_scrape_with_redis_down_says_so_instead_of_failing() -> None:
     settings = Settings(redis_url="redis://127.0.0.1:1/0")
-    client = metrics.scrape_client(redis.Redis(port=1, socket_connect_timeout=0.2))
+    client = collector.scrape_client(redis.Redis(port=1, socket_connect_timeout=0.2))
     start = time.perf_counter()
-    reg = metrics.registry(settings, client, metrics.queues_of(settings))
+    reg = collector.registry(settings, client, collector.queues_of(settings))
     assert reg.get_sample_value("uphooks_redis_up") == 0
     assert reg.get_sample_value("uphooks_queue_depth", {"queue": settings.queue}) is None
     assert time.perf_counter() - start < 2  # well inside a scrape timeout
@@ -171,7 +174,8 @@ def test_forked_children_add_up_and_only_the_owner_removes_the_folder(tmp_path: 
     script = textwrap.dedent(
         """
         import os, sys
-        from uphooks import metrics
+        from uphooks import collector, metrics
+        from workers import metrics as worker_metrics
         from uphooks.settings import Settings
 
         settings = Settings(metrics_dir=sys.argv[1])
@@ -180,12 +184,12 @@ def test_forked_children_add_up_and_only_the_owner_removes_the_folder(tmp_path: 
         for _ in range(3):
             pid = os.fork()
             if pid == 0:  # a pool child: records, exits normally (running atexit)
-                metrics.handler_outcomes(done=["a", "a"], dead=["b"])
+                worker_metrics.handler_outcomes(done=["a", "a"], dead=["b"])
                 sys.exit(0)
             os.waitpid(pid, 0)
         assert path.is_dir(), "a child removed the owner's folder"
         import redis
-        reg = metrics.registry(settings, redis.Redis(port=1), [])
+        reg = collector.registry(settings, redis.Redis(port=1), [])
         runs = "uphooks_handler_runs_total"
         print(reg.get_sample_value(runs, {"handler": "a", "outcome": "done"}))
         print(reg.get_sample_value(runs, {"handler": "b", "outcome": "dead"}))
@@ -211,10 +215,10 @@ def test_a_metric_that_cannot_be_written_never_stops_a_delivery(
 ) -> None:
     monkeypatch.setattr(metrics, "_metrics", object())  # every record now fails inside
     ran = []
-    with metrics.handler_call("x"):
+    with worker_metrics.handler_call("x"):
         ran.append(1)
-    metrics.handler_outcomes(done=["x"])
-    metrics.handler_outcomes(dead=["x"])
+    worker_metrics.handler_outcomes(done=["x"])
+    worker_metrics.handler_outcomes(dead=["x"])
     assert ran == [1]
     warnings = [r for r in caplog.records if r.name == "uphooks.metrics"]
     assert len(warnings) == 2  # once per kind of record, not once per call

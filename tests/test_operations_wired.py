@@ -13,8 +13,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import PATH, Stack, fixture_bodies, wait_for
-from uphooks import simulate
-from uphooks.embedded import free_port
+from uphooks_cli import simulate
+from uphooks_cli.embedded import free_port
 
 RECORDING = "tests.plugins.recording"
 
@@ -45,7 +45,7 @@ def test_readyz_reports_whether_a_worker_is_seen(stack: Stack) -> None:
 def test_two_ingress_processes_report_the_same_totals(stack: Stack) -> None:
     port, admin_port = free_port(), free_port()
     proc = stack._spawn(
-        [sys.executable, "-m", "uphooks.cli", "serve", "--port", str(port), "--workers", "2"],
+        [sys.executable, "-m", "uphooks_cli", "serve", "--port", str(port), "--workers", "2"],
         "ingress-multi.log",
         stack.env(UPHOOKS_VERIFY="none", UPHOOKS_ADMIN_PORT=str(admin_port)),
     )

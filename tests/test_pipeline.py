@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import Stack, fixture_bodies, wait_for
-from uphooks.embedded import RedisServer
+from uphooks_cli.embedded import RedisServer
 
 RECORDING = "tests.plugins.recording"
 

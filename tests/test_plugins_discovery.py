@@ -40,7 +40,7 @@ def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     full = dict(os.environ, PYTHONPATH=str(ROOT), UPHOOKS_HANDLER_MODULES="")
     full.update(env)
     return subprocess.run(
-        [sys.executable, "-m", "uphooks.cli", *args],
+        [sys.executable, "-m", "uphooks_cli", *args],
         env=full,
         cwd=ROOT,
         capture_output=True,

@@ -113,7 +113,7 @@ def run(api: FakeAPI | None, *args: str, **env: str) -> subprocess.CompletedProc
     )
     base.update(env)
     result = subprocess.run(
-        [sys.executable, "-m", "uphooks.cli", "upload-post", *args],
+        [sys.executable, "-m", "uphooks_cli", "upload-post", *args],
         env=base,
         cwd=ROOT,
         capture_output=True,

@@ -24,8 +24,8 @@ import pytest
 
 from tests.conftest import PATH, ROOT, Stack, wait_for
 from tests.debian import unpack
-from uphooks import simulate
-from uphooks.embedded import free_port
+from uphooks_cli import simulate
+from uphooks_cli.embedded import free_port
 
 TEMPLATE = ROOT / "deploy" / "nginx" / "uphooks.conf.template"
 SECRET = "whsec_" + base64.b64encode(b"p" * 32).decode()

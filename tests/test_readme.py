@@ -43,7 +43,7 @@ def test_the_readme_handler_loads_as_a_handler_module(tmp_path: Path) -> None:
     (tmp_path / "myhooks.py").write_text(readme_handler_module(), encoding="utf-8")
     env = dict(os.environ, PYTHONPATH=str(ROOT), UPHOOKS_HANDLER_MODULES="myhooks")
     result = subprocess.run(
-        [sys.executable, "-m", "uphooks.cli", "handlers", "--json"],
+        [sys.executable, "-m", "uphooks_cli", "handlers", "--json"],
         cwd=tmp_path,  # as `uphooks worker` does, the current folder is importable
         env=env,
         capture_output=True,

@@ -17,6 +17,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from receiver.inject import inject
 from tests.conftest import Ingress, Stack
 from tests.fake_upload_post import KEY, FakeUploadPost, history_item
 from uphooks.facts import NEAR_SECONDS
@@ -160,7 +161,7 @@ def test_every_fact_is_kept_once_whatever_the_order_of_webhooks_and_passes(
     for step in steps:
         if step[0] == "pass":
             with ReadBack.from_settings(conf) as rb:
-                Reconciler(r, conf).run(rb, since=now - 2 * 86400)
+                Reconciler(r, conf, inject).run(rb, since=now - 2 * 86400)
         else:
             _, i, body, headers = step
             answers[i].append(ingress.post(body, headers).status_code)
@@ -193,12 +194,12 @@ def test_a_pass_leaves_recent_results_to_their_webhook_and_reads_back_to_its_che
     api.history = [recent, old]
     conf = settings_for(stack, api, reconcile_grace_seconds=600, reconcile_overlap_seconds=600)
     with ReadBack.from_settings(conf) as rb:
-        dry = Reconciler(r, conf).run(rb, dry_run=True, now=now)
+        dry = Reconciler(r, conf, inject).run(rb, dry_run=True, now=now)
     assert [f.payload["title"] for f in dry.missing] == ["old"] and dry.too_recent == 1
     assert kept(r, stack.prefix) == [] and r.get(checkpoint_key(stack.prefix)) is None
 
     with ReadBack.from_settings(conf) as rb:
-        first = Reconciler(r, conf).run(rb, now=now)
+        first = Reconciler(r, conf, inject).run(rb, now=now)
     assert first.injected == 1 and first.checkpoint == now - 600
     [record] = kept(r, stack.prefix)
     assert record["source"] == "reconciled" and record["payload"]["result"]["post_id"] == "old-1"
@@ -206,7 +207,7 @@ def test_a_pass_leaves_recent_results_to_their_webhook_and_reads_back_to_its_che
     api.requests.clear()
     later = now + 3600
     with ReadBack.from_settings(conf) as rb:
-        second = Reconciler(r, conf).run(rb, now=later)
+        second = Reconciler(r, conf, inject).run(rb, now=later)
     # The recent one is past its grace now; the old one is before the checkpoint minus overlap.
     assert second.injected == 1 and second.looked_at == 2
     assert sorted(rec["payload"]["title"] for rec in kept(r, stack.prefix)) == ["old", "recent"]
@@ -224,10 +225,10 @@ def test_a_pass_cut_short_by_its_budget_injects_what_it_read_and_keeps_the_old_c
     ]
     conf = settings_for(stack, api, reconcile_grace_seconds=60)
     with ReadBack.from_settings(conf, budget=1) as rb:
-        result = Reconciler(r, conf).run(rb, now=now)
+        result = Reconciler(r, conf, inject).run(rb, now=now)
     assert not result.complete and "budget" in result.stopped
     assert result.injected == 100 and result.checkpoint is None
     assert r.get(checkpoint_key(stack.prefix)) is None
     with ReadBack.from_settings(conf) as rb:
-        rest = Reconciler(r, conf).run(rb, now=now)
+        rest = Reconciler(r, conf, inject).run(rb, now=now)
     assert rest.complete and rest.injected == 50 and rest.already == 100

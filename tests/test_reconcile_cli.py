@@ -1,4 +1,4 @@
-"""``uphooks watch`` and ``uphooks drift`` run as a user would (``python -m uphooks.cli``) against a
+"""``uphooks watch`` and ``uphooks drift`` run as a user would (``python -m uphooks_cli``) against a
 real Redis, a real ingress and the fake Upload-Post API on 127.0.0.1: the polls and their backoff,
 what is printed, the exit codes, and what ``--inject`` leaves in the events index."""
 

@@ -15,7 +15,6 @@ import redis.asyncio as aioredis
 import yaml
 
 from tests.conftest import ROOT
-from uphooks.embedded import RedisServer, free_port
 from uphooks.redis_checks import (
     Finding,
     ServerFacts,
@@ -25,6 +24,7 @@ from uphooks.redis_checks import (
     read_facts,
 )
 from uphooks.settings import Settings
+from uphooks_cli.embedded import RedisServer, free_port
 
 
 def _settings(**overrides: object) -> Settings:

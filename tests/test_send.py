@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 
 from tests.conftest import PATH, ROOT, Stack
-from uphooks import simulate
 from uphooks.events import (
     SocialAccountConnected,
     SocialAccountDisconnected,
@@ -30,6 +29,7 @@ from uphooks.events import (
     parse_event,
 )
 from uphooks.keys import Keys
+from uphooks_cli import simulate
 
 SECRET = "whsec_test-secret-0123456789abcdef"
 
@@ -129,7 +129,7 @@ def capture() -> Iterator[Capture]:
 def cli(stack: Stack | None, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     base = stack.env(**env) if stack else dict(os.environ, PYTHONPATH=str(ROOT), **env)
     return subprocess.run(
-        [sys.executable, "-m", "uphooks.cli", "send", *args],
+        [sys.executable, "-m", "uphooks_cli", "send", *args],
         env=base,
         cwd=ROOT,
         capture_output=True,

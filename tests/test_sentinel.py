@@ -23,7 +23,8 @@ from receiver.replicas import ReplicaWait
 from tests.conftest import Stack, fixture_bodies, wait_for
 from uphooks.keys import Keys
 from uphooks.redis import sync_client
-from uphooks.settings import Settings, masked_url
+from uphooks.settings import Settings
+from uphooks.settings_redis import masked_url
 
 RECORDING = "tests.plugins.recording"
 

@@ -18,8 +18,8 @@ import pytest
 import redis
 
 from tests.conftest import Ingress, Stack, Worker, fixture_bodies, wait_for
-from uphooks.embedded import RedisServer
 from uphooks.settings import Settings
+from uphooks_cli.embedded import RedisServer
 from workers.app import create_celery
 from workers.transport import Transport
 

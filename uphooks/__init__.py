@@ -1,1 +1,3 @@
-"""Shared contracts of the pipeline (settings, event models, Redis key names) and the CLI."""
+"""Shared contracts of the pipeline: settings, event models, Redis key names, errors, the Redis
+connection, the message protocol, and what the ingress, workers and handlers genuinely share.
+Nothing here imports receiver/, workers/, handlers/ or the tooling (tests/test_layers.py)."""

@@ -29,8 +29,8 @@ from tenacity import (
     wait_exponential,
 )
 
-from handlers._http import retry_after
 from uphooks.provider_api import KEY_HINT, ProviderAPIError, _message_of
+from uphooks.retry_after import retry_after
 from uphooks.settings import Settings
 
 log = logging.getLogger("uphooks.readback")

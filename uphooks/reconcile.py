@@ -4,8 +4,9 @@ The pass reads the upload history newest first, back to the last checkpoint minu
 (or ``since``), skips results younger than the grace period (their webhook may still come), and
 for every result whose facts (uphooks/facts.py) no kept delivery reports, injects an
 ``upload_completed`` built from it through the ingress's store-and-enqueue path
-(receiver/inject.py), marked ``reconciled``. The check is made again inside the enqueue script,
-atomically, so two passes, or a pass and a webhook, never keep the same fact twice.
+(receiver/inject.py, handed in by the caller), marked ``reconciled``. The check is made again
+inside the enqueue script, atomically, so two passes, or a pass and a webhook, never keep the
+same fact twice.
 
 The checkpoint (``<prefix>:reconcile:checkpoint``, unix seconds) moves only after a complete
 pass: one cut short by its request budget or by the API starts from the same point next time.
@@ -18,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
@@ -34,7 +35,20 @@ log = logging.getLogger("uphooks.reconcile")
 #: their end, or a fact already delivered could have been forgotten.
 FACT_MARGIN_SECONDS = 3600
 
-Inject = Callable[[Settings, Sequence[Mapping[str, Any]]], Sequence[Any]]
+
+class Injected(Protocol):
+    """What injecting one payload came to (receiver/inject.py's ``Injected``)."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def kept(self) -> bool: ...
+
+
+#: How a pass injects: the ingress's store-and-enqueue path, ``receiver.inject.inject``, given
+#: by the caller (the workers' job, the CLI) so that this shared module imports no receiver.
+Inject = Callable[[Settings, Sequence[Mapping[str, Any]]], Sequence[Injected]]
 
 
 def checkpoint_key(prefix: str) -> str:
@@ -134,18 +148,12 @@ class PassResult:
         }
 
 
-def _default_inject(settings: Settings, payloads: Sequence[Mapping[str, Any]]) -> Sequence[Any]:
-    from receiver.inject import inject
-
-    return inject(settings, payloads)
-
-
 class Reconciler:
     def __init__(
         self,
         client: redis.Redis,
         settings: Settings,
-        inject: Inject = _default_inject,
+        inject: Inject,
     ) -> None:
         self._r = client
         self._s = settings

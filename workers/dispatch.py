@@ -36,10 +36,11 @@ import redis
 from handlers.context import Context, bound_logger
 from handlers.errors import PermanentError
 from handlers.registry import HandlerSpec, Router
-from uphooks import metrics, tracing
+from uphooks import tracing
 from uphooks.events import BaseEvent, EventValidationError, parse_event
 from uphooks.settings import Settings
 from uphooks.taskmessage import PairRef
+from workers import metrics
 from workers.deadletter import ROUTING_HANDLER, DeadLetter
 from workers.leases import LeaseKeeper, holder_is_dead_here, holder_token
 from workers.ledger import Claim, Ledger, Route, Settlement, order_member, order_set

@@ -16,6 +16,7 @@ import uuid
 
 import redis
 
+from receiver.inject import inject
 from uphooks.provider_api import ProviderAPIError
 from uphooks.readback import ReadBack
 from uphooks.reconcile import Reconciler
@@ -57,7 +58,7 @@ class ReconcileJob:
             return False
         try:
             with ReadBack.from_settings(self._s, budget=self._s.reconcile_request_budget) as api:
-                result = Reconciler(self._r, self._s).run(api)
+                result = Reconciler(self._r, self._s, inject).run(api)
             log.info(
                 "reconcile pass: %d history items read, %d in range, %d injected, %d requests%s",
                 result.looked_at,

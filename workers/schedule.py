@@ -124,7 +124,7 @@ class SchedulerThread:
         return self
 
     def _run(self) -> None:
-        from uphooks import metrics
+        from workers import metrics
 
         while not self._stopped.wait(self._interval):
             try:

@@ -17,6 +17,7 @@ from uphooks.taskmessage import PROCESS_TASK
 from workers import heartbeat, notify, reconcile_job, schedule
 from workers.app import celery_app
 from workers.dispatch import Dispatcher
+from workers.metrics import serve_worker_metrics
 from workers.plugins import Loaded, load_handlers
 
 log = logging.getLogger("uphooks.worker")
@@ -64,7 +65,7 @@ def _load_plugins_at_start(**_: Any) -> None:
     finally:
         client.close()
     metrics.prepare_multiprocess("worker", settings)
-    metrics.serve_worker_metrics(settings, (spec.queue for spec in loaded.router))
+    serve_worker_metrics(settings, (spec.queue for spec in loaded.router))
 
 
 def publish(keys: list[str]) -> None:

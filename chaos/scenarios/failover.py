@@ -25,9 +25,9 @@ from chaos.report import Row, check_runs, count, drain, quiesce
 from chaos.scenarios.base import Ctx, deliveries, sender, start_stack, timed
 from chaos.sentinels import ReplicatedRedis
 from chaos.stack import Cluster
-from uphooks.embedded import RedisServer
 from uphooks.redis import sync_client
 from uphooks.settings import Settings
+from uphooks_cli.embedded import RedisServer
 
 #: A failover takes a few seconds (down-after 1 s + an election); a lease well above it keeps
 #: the workers' self-fencing (workers/leases.py) out of this scenario's way.

@@ -23,7 +23,7 @@ from chaos.netns import Host, available, hosts
 from chaos.report import Row, check_runs, count, drain, quiesce
 from chaos.scenarios.base import Ctx, deliveries, sender, timed
 from chaos.stack import Cluster, Proc, children_of, wait_ready
-from uphooks.embedded import RedisServer
+from uphooks_cli.embedded import RedisServer
 
 #: Held this long unless released: longer than the lease (3 s), below the time limits below.
 HOLD_S = 12.0
@@ -73,7 +73,7 @@ def worker_on(cluster: Cluster, host: Host, port: int) -> Proc:
         *host.prefix(),
         sys.executable,
         "-m",
-        "uphooks.cli",
+        "uphooks_cli",
         "worker",
         "-n",
         f"{host.name}-{cluster.prefix}@%h",

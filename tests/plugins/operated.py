@@ -16,12 +16,13 @@ from uphooks import metrics
 from uphooks.events import BaseEvent
 from uphooks.settings import get_settings
 from workers import heartbeat
+from workers import metrics as worker_metrics
 
 _settings = get_settings()
 heartbeat.install(_settings)
 if _settings.worker_metrics_port:
     metrics.prepare_multiprocess("worker", _settings)
-    metrics.serve_worker_metrics(_settings)
+    worker_metrics.serve_worker_metrics(_settings)
 
 
 PROBE = "test.metered.probe"
@@ -31,7 +32,7 @@ PROBE = "test.metered.probe"
 def metered(event: BaseEvent, ctx: Context) -> None:
     # The calls the dispatcher makes around every handler, under a name of this probe's own
     # (so they count the same whether the dispatcher's own calls are wired in yet or not).
-    with metrics.handler_call(PROBE):
+    with worker_metrics.handler_call(PROBE):
         time.sleep(0.15)
         # Hold the first runs until a second pool process runs one too (at most 5 s), so a
         # loaded machine whose requests arrive slowly still spreads them over both children.
@@ -40,5 +41,5 @@ def metered(event: BaseEvent, ctx: Context) -> None:
         deadline = time.monotonic() + 5
         while store.client().scard(pids) < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
-    metrics.handler_outcomes(done=[PROBE])
+    worker_metrics.handler_outcomes(done=[PROBE])
     store.record(ctx.handler_name, str(os.getpid()))

@@ -7,14 +7,22 @@ command under it; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 import click
 import redis
+from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 
-from uphooks.devstate import redacted
 from uphooks.errors import ConfigurationError
+from uphooks.provider_api import ProviderAPIError
+from uphooks.settings import get_settings
+from uphooks_cli.devstate import redacted
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def settings_problem(exc: ValidationError) -> str:
@@ -29,13 +37,11 @@ def settings_problem(exc: ValidationError) -> str:
         parts.append(f"{name}: {message}" if name and name not in message else message)
     return (
         f"invalid settings: {'; '.join(parts)} (from the environment or .env; every setting is "
-        "described in uphooks/settings.py)"
+        "described in uphooks/settings*.py)"
     )
 
 
 def redis_unreachable(exc: Exception) -> str:
-    from uphooks.settings import get_settings
-
     url = redacted(get_settings().redis_url)
     reason = (
         str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
@@ -48,8 +54,6 @@ def redis_unreachable(exc: Exception) -> str:
 
 def one_line(exc: BaseException) -> str | None:
     """The line to print for a failure the user can fix, or None for anything else."""
-    from kombu.exceptions import OperationalError
-
     if isinstance(exc, ValidationError) and exc.title == "Settings":
         return settings_problem(exc)
     if isinstance(exc, ConfigurationError):
@@ -74,15 +78,12 @@ class FriendlyGroup(click.Group):
             raise click.ClickException(line) from exc
 
 
-def api_errors(func: Any) -> Any:
+def api_errors(func: Callable[P, R]) -> Callable[P, R]:
     """A command calling Upload-Post's API: its refusals (a wrong key, an unknown id) are one
     line, as ProviderAPIError already words them."""
-    import functools
 
     @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from uphooks.provider_api import ProviderAPIError
-
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
         except ProviderAPIError as exc:

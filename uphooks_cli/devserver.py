@@ -20,14 +20,20 @@ import stat
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
-from uphooks import devstate
-from uphooks.embedded import DataDirLock, RedisServer, find_redis_server, free_port
+import httpx
+import redis
+
 from uphooks.errors import ConfigurationError
+from uphooks.keys import Keys
+from uphooks.liveness import workers_seen
 from uphooks.settings import Settings
+from uphooks_cli import devstate
+from uphooks_cli.embedded import DataDirLock, RedisServer, find_redis_server, free_port
 
 FIXTURE_HINT = "tests/fixtures/upload_completed.json"
 # How long start-up may take before we say what is missing (a first start imports a lot).
@@ -83,7 +89,9 @@ def _detach_from_terminal() -> None:
 class _Announcer(threading.Thread):
     """Waits for the ingress to answer and a worker to beat, then prints how to use the stack."""
 
-    def __init__(self, say: Any, settings: Settings, stack: devstate.DevStack) -> None:
+    def __init__(
+        self, say: Callable[[str], None], settings: Settings, stack: devstate.DevStack
+    ) -> None:
         super().__init__(name="uphooks-dev-ready", daemon=True)
         self.say = say
         self.settings = settings
@@ -91,19 +99,12 @@ class _Announcer(threading.Thread):
         self.stopped = threading.Event()
 
     def _ingress_up(self) -> bool:
-        import httpx
-
         try:
             return httpx.get(self.stack.ingress_url + "/healthz", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
-    def _workers(self, client: Any) -> int:
-        import redis
-
-        from uphooks.keys import Keys
-        from uphooks.liveness import workers_seen
-
+    def _workers(self, client: redis.Redis) -> int:
         try:
             seen = workers_seen(
                 client, Keys(self.settings.key_prefix), self.settings.heartbeat_stale_seconds
@@ -113,8 +114,6 @@ class _Announcer(threading.Thread):
         return seen.alive
 
     def run(self) -> None:
-        import redis
-
         client = redis.Redis.from_url(self.stack.redis_url, socket_timeout=2)
         deadline = time.monotonic() + READY_WITHIN_SECONDS
         ingress = workers = False

@@ -1,31 +1,34 @@
 """``uphooks reconcile``, ``uphooks watch`` and ``uphooks drift``: what Upload-Post's API knows
-and no webhook told us (docs/reconciliation.md). Registered on the main group by cli.py."""
+and no webhook told us (docs/reconciliation.md)."""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import Any
 
 import click
 
-from uphooks.cli_errors import api_errors
+from receiver.inject import inject
+from uphooks import metrics
+from uphooks.keys import Keys
+from uphooks.readback import ReadBack
+from uphooks.reconcile import Reconciler, to_webhook
+from uphooks.redis import sync_client
 from uphooks.settings import get_settings
+from uphooks_cli.drift import compare, our_view
+from uphooks_cli.errors import api_errors
+from uphooks_cli.eventlog import EventLog, fmt_time, parse_time
+from uphooks_cli.watch import as_history_items, follow
 
 
-def _api(budget: int | None = None) -> Any:
-    from uphooks.readback import ReadBack
-
+def _api(budget: int | None = None) -> ReadBack:
     settings = get_settings()
     return ReadBack.from_settings(settings, budget=budget or settings.reconcile_request_budget)
 
 
-def _reconciler() -> Any:
-    from uphooks.reconcile import Reconciler
-    from uphooks.redis import sync_client
-
+def _reconciler() -> Reconciler:
     settings = get_settings()
-    return Reconciler(sync_client(settings), settings)
+    return Reconciler(sync_client(settings), settings, inject)
 
 
 @click.command("reconcile")
@@ -42,8 +45,6 @@ def reconcile_command(since: str | None, dry_run: bool, as_json: bool) -> None:
     webhook told us about, marked "reconciled" (results younger than
     UPHOOKS_RECONCILE_GRACE_SECONDS are left to their webhook). Exits 1 when the pass was cut
     short (request budget, API failure)."""
-    from uphooks.eventlog import fmt_time, parse_time
-
     start = None
     if since is not None:
         try:
@@ -86,9 +87,6 @@ def watch_command(
 ) -> None:
     """Follow one upload until it is finished: each platform's result as it appears. Exits 1
     when it failed, is not found or did not finish in time."""
-    from uphooks.reconcile import to_webhook
-    from uphooks.watch import as_history_items, follow
-
     if bool(request_id) == bool(job_id):
         raise click.UsageError("give --request-id or --job-id (one of them)")
     last = None
@@ -119,13 +117,6 @@ def watch_command(
 def drift_command(inject_missing: bool) -> None:
     """Compare Upload-Post's profiles and social accounts with what account events told us.
     Exits 1 when they differ (and nothing was injected)."""
-    from receiver.inject import inject
-    from uphooks import metrics
-    from uphooks.drift import compare, our_view
-    from uphooks.eventlog import EventLog
-    from uphooks.keys import Keys
-    from uphooks.redis import sync_client
-
     settings = get_settings()
     with _api() as api:
         profiles = api.users()
@@ -146,8 +137,3 @@ def drift_command(inject_missing: bool) -> None:
 
 
 COMMANDS = (reconcile_command, watch_command, drift_command)
-
-
-def register(main: click.Group) -> None:
-    for command in COMMANDS:
-        main.add_command(command)

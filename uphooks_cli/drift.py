@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from uphooks.eventlog import EventFilter, EventLog
+from uphooks_cli.eventlog import EventFilter, EventLog
 
 ACCOUNT_EVENTS = (
     "social_account_connected",
