@@ -6,9 +6,10 @@ this one instead, which costs a third of it (docs/performance.md): the record is
 its key and event, where there used to be two lines (uvicorn's, and ours naming the key).
 
 Wording: uvicorn's (``127.0.0.1:5000 - "POST /webhooks/upload-post HTTP/1.1" 202 Accepted``),
-after ``[<key>] <event> accepted`` for a delivery. Fields (``extra``, so the JSON format shows
-them): ``client``, ``method``, ``path``, ``status``, and ``key``, ``event`` for a delivery. A
-path token shows as ``***``. Logger ``uphooks.access``, level INFO.
+after ``<event> accepted`` (or ``duplicate, already kept``) for a delivery, whose key goes as
+context (``extra``), which the formatters write out as ``[<key>]`` and the JSON field ``key``
+(uphooks/logs.py). Fields: ``client``, ``method``, ``path``, ``status``, and ``event`` for a
+delivery. A path token shows as ``***``. Logger ``uphooks.access``, level INFO.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ log = logging.getLogger("uphooks.access")
 
 _PHRASES = {s.value: " " + s.phrase for s in HTTPStatus}
 _LINE = '%s - "%s %s HTTP/%s" %d%s'
-_DELIVERY_LINE = "[%s] %s %s (" + _LINE + ")"
+_DELIVERY_LINE = "%s %s (" + _LINE + ")"
 #: Where the webhook route puts what it kept, for the access line: (key, event, is_new).
 DELIVERY = "uphooks.delivery"
 
@@ -52,11 +53,12 @@ class AccessLog:
         else:
             key, event, is_new = delivery
             outcome = "accepted" if is_new else "duplicate, already kept"
-            args = (key, event, outcome, *line)
+            args = (event, outcome, *line)
             record = logging.LogRecord(
                 log.name, logging.INFO, __file__, 0, _DELIVERY_LINE, args, None
             )
-            record.key = key
+            record.delivery_key = key
+            record.key = key  # the older name of the context, read by formatters before it
             record.event = event
         record.client = address
         record.method = method

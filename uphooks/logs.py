@@ -48,7 +48,8 @@ def message_of(record: logging.LogRecord) -> str:
     """The line's text; uvicorn's access lines keep its wording, ``202 Accepted`` included."""
     args = _access_args(record)
     if args is None:
-        return record.getMessage()
+        key = getattr(record, "delivery_key", None)  # context passed as extra= (access lines)
+        return record.getMessage() if key is None else f"[{key}] {record.getMessage()}"
     client, method, path, version, status = args
     try:
         phrase = " " + HTTPStatus(int(status)).phrase
