@@ -26,19 +26,25 @@ def wait_for(
     raise WaitTimeout(f"timed out after {timeout}s waiting for {what or predicate}")
 
 
-def answers(port: int, path: str = "/healthz", host: str = "127.0.0.1") -> bool:
-    """Does an HTTP server on ``port`` answer ``GET path`` with 200 (one short connection)?"""
+def answers(
+    port: int, path: str = "/healthz", host: str = "127.0.0.1", expect: bytes = b"HTTP/1.1 200"
+) -> bool:
+    """Does an HTTP server on ``port`` answer ``GET path`` with 200 (one short connection)?
+    ``expect=b"HTTP/1.1"``: with anything at all."""
     request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1) as s:
         s.sendall(request)
-        return s.recv(64).startswith(b"HTTP/1.1 200")
+        return s.recv(64).startswith(expect)
     return False
 
 
-def until_listening(proc: Popen, port: int, log: Path, timeout: float = 30) -> None:
-    """Until ``proc`` answers on ``port``; RuntimeError if it exits or takes too long."""
+def until_listening(
+    proc: Popen, port: int, log: Path, timeout: float = 30, expect: bytes = b"HTTP/1.1 200"
+) -> None:
+    """Until ``proc`` answers on ``port`` (see :func:`answers`); RuntimeError if it exits or
+    takes too long."""
     deadline = time.monotonic() + timeout
-    while not answers(port):
+    while not answers(port, expect=expect):
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"{log.stem} did not start; see {log}")
         time.sleep(0.05)
