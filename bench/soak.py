@@ -305,8 +305,10 @@ def print_report(report: dict[str, Any]) -> None:
     end = " ".join(f"{x:.2f}" for x in report["load_average_at_end"])
     print(f"\nMemory over {report['seconds']:.0f} s at {report['rate']:g} deliveries/s")
     print(f"load average: {start} at the start, {end} at the end")
-    print(f"answers: {report['statuses']}; Celery messages: ours {report['our_celery_messages']}, ")
-    print(f"bare {report['bare_celery_messages']}; console: {report['console']}")
+    print(
+        f"answers: {report['statuses']}; Celery messages: ours {report['our_celery_messages']}, "
+        f"bare {report['bare_celery_messages']}; console: {report['console']}"
+    )
     print(f"{'process':<28}{'start':>8}{'early':>8}{'late':>8}{'growth':>8}{'MB/min':>8}  flat")
     for name, row in report["processes"].items():
         print(

@@ -251,7 +251,7 @@ class Cluster:
     def ingress(self, redis_url: str | None = None, name: str = "ingress") -> tuple[str, Proc]:
         port = free_port()
         proc = self._spawn(name, commands.serve(port), self.env(redis_url))
-        wait.until_listening(proc.popen, port, proc.log)
+        wait.until_listening(proc.popen, port, proc.log, what=name)
         return f"http://127.0.0.1:{port}", proc
 
     def worker(self, name: str, redis_url: str | None = None, *, wait: bool = True) -> Proc:

@@ -39,14 +39,19 @@ def answers(
 
 
 def until_listening(
-    proc: Popen, port: int, log: Path, timeout: float = 30, expect: bytes = b"HTTP/1.1 200"
+    proc: Popen,
+    port: int,
+    log: Path,
+    timeout: float = 30,
+    expect: bytes = b"HTTP/1.1 200",
+    what: str = "",
 ) -> None:
-    """Until ``proc`` answers on ``port`` (see :func:`answers`); RuntimeError if it exits or
-    takes too long."""
+    """Until ``proc`` answers on ``port`` (see :func:`answers`); RuntimeError ("<what> did not
+    start; see <log>") if it exits or takes too long."""
     deadline = time.monotonic() + timeout
     while not answers(port, expect=expect):
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{log.stem} did not start; see {log}")
+            raise RuntimeError(f"{what or log.stem} did not start; see {log}")
         time.sleep(0.05)
 
 

@@ -15,7 +15,11 @@ delivery. A path token shows as ``***``. Logger ``uphooks.access``, level INFO.
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 from http import HTTPStatus
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,6 +30,28 @@ _LINE = '%s - "%s %s HTTP/%s" %d%s'
 _DELIVERY_LINE = "%s %s (" + _LINE + ")"
 #: Where the webhook route puts what it kept, for the access line: (key, event, is_new).
 DELIVERY = "uphooks.delivery"
+
+# Every attribute a record has, made once; a line copies it and sets what differs. Building a
+# LogRecord the usual way (caller, thread, process names) cost as much as the rest of the line.
+_TEMPLATE = logging.LogRecord(log.name, logging.INFO, __file__, 0, "", (), None).__dict__
+
+
+def _record(msg: str, args: tuple[Any, ...]) -> logging.LogRecord:
+    record = logging.LogRecord.__new__(logging.LogRecord)
+    fields = record.__dict__
+    fields.update(_TEMPLATE)
+    now = time.time()
+    fields["created"] = now
+    fields["msecs"] = int((now - int(now)) * 1000) + 0.0
+    fields["relativeCreated"] = (now - _START) * 1000
+    fields["msg"] = msg
+    fields["args"] = args
+    fields["process"] = os.getpid()
+    fields["thread"] = threading.get_ident()
+    return record
+
+
+_START: float = logging._startTime  # type: ignore[attr-defined]
 
 
 class AccessLog:
@@ -49,14 +75,11 @@ class AccessLog:
         line = (address, method, path, version, status, _PHRASES.get(status, ""))
         delivery = scope.get(DELIVERY)
         if delivery is None:
-            record = logging.LogRecord(log.name, logging.INFO, __file__, 0, _LINE, line, None)
+            record = _record(_LINE, line)
         else:
             key, event, is_new = delivery
             outcome = "accepted" if is_new else "duplicate, already kept"
-            args = (event, outcome, *line)
-            record = logging.LogRecord(
-                log.name, logging.INFO, __file__, 0, _DELIVERY_LINE, args, None
-            )
+            record = _record(_DELIVERY_LINE, (event, outcome, *line))
             record.delivery_key = key
             record.key = key  # the older name of the context, read by formatters before it
             record.event = event

@@ -40,7 +40,7 @@ from receiver.limits import (
     too_deep,
 )
 from receiver.replicas import NotReplicated
-from receiver.sources import Address, SourceFilter
+from receiver.sources import Address, SourceFilter, parse_address
 from receiver.throttle import RefusalBudget
 from receiver.verify import Failed, Pending, Reason, Verifier
 from uphooks import facts, tracing
@@ -105,12 +105,29 @@ class Source:
     throttled: bool
 
 
+_PEERS: dict[str, Address | None] = {}
+
+
+def _peer_address(host: str | None) -> Address | None:
+    """The connecting peer's address, parsed once per address seen (a few thousand at most)."""
+    if host is None:
+        return None
+    if host in _PEERS:
+        return _PEERS[host]
+    if len(_PEERS) >= 4096:
+        _PEERS.clear()
+    address = _PEERS[host] = parse_address(host)
+    return address
+
+
 def _source(request: Request) -> Source:
     sources: SourceFilter = request.app.state.sources
     peer = request.scope.get("client")
-    # X-Forwarded-For counts only after a trusted proxy: not read at all when there is none.
-    forwarded = request.headers.getlist("x-forwarded-for") if sources.trusted else ()
-    address = sources.client(peer[0] if peer else None, forwarded)
+    host = peer[0] if peer else None
+    if sources.trusted:
+        address = sources.client(host, request.headers.getlist("x-forwarded-for"))
+    else:  # X-Forwarded-For counts only after a trusted proxy: not even read without one
+        address = _peer_address(host)
     budget: RefusalBudget = request.app.state.refusals
     return Source(address, budget.throttled(address))
 

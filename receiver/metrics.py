@@ -4,7 +4,7 @@ admin listener. The series are defined in ``uphooks/metrics.py``."""
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,8 +20,18 @@ def record_request(status: int, seconds: float) -> None:
     """One webhook request answered with ``status``, ``seconds`` after it arrived
     (receiver/gate.py counts every request to the webhook path)."""
     m = metrics()
-    m.requests.labels(str(status)).inc()
+    counters = _by_status.get(id(m))
+    if counters is None:
+        counters = _by_status[id(m)] = {}
+    counter = counters.get(status)
+    if counter is None:
+        counter = counters[status] = m.requests.labels(str(status))
+    counter.inc()
     m.ack_seconds.observe(seconds)
+
+
+# The labelled counter of each status, looked up once per process (and metrics instance).
+_by_status: dict[int, dict[int, Counter]] = {}
 
 
 @never_raises

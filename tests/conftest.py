@@ -109,17 +109,19 @@ class Stack:
         self.procs.append(proc)
         return proc
 
-    def start(self, args: list[str], log_name: str, port: int, **env: str) -> Popen:
+    def start(self, what: str, args: list[str], log_name: str, port: int, **env: str) -> Popen:
         """Any process of this stack that listens on ``port``: started with the stack's
-        environment, waited for until ``GET /healthz`` answers 200, stopped with the stack."""
+        environment, waited for until ``GET /healthz`` answers 200 (else RuntimeError: "<what>
+        did not start"), stopped with the stack."""
         proc = self._spawn(args, log_name, self.env(**env))
-        wait.until_listening(proc, port, self.tmp / log_name, timeout=20)
+        wait.until_listening(proc, port, self.tmp / log_name, timeout=20, what=what)
         return proc
 
     def ingress(self, *serve_args: str, **env: str) -> Ingress:
         port = free_port()
         env.setdefault("UPHOOKS_ADMIN_PORT", str(free_port()))
-        proc = self.start(commands.serve(port, *serve_args), f"ingress-{port}.log", port, **env)
+        args = commands.serve(port, *serve_args)
+        proc = self.start("ingress", args, f"ingress-{port}.log", port, **env)
         admin_url = f"http://127.0.0.1:{env['UPHOOKS_ADMIN_PORT']}"
         return Ingress(f"http://127.0.0.1:{port}", proc, admin_url)
 
