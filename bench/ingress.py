@@ -10,7 +10,8 @@ Lua script (bench/wrk.lua) and the same kind of 600-byte ``upload_completed`` bo
   verification on (``upload-post`` with a ``whsec_`` secret: both key readings are tried);
 - ``ours-w2``: the same with ``--workers 2``;
 - ``--variant LABEL=[module:factory@]PATH[?VAR=VALUE&...]``: our app from another source tree
-  and/or with other settings, under uvicorn like the baselines (to take costs apart).
+  and/or with other settings, under uvicorn like the baselines (to take costs apart), or
+  ``LABEL=serve@PATH``: ``uphooks serve`` from that tree (a before/after of the whole ingress).
 
 Medians of the rounds; ratios to A taken round by round. After each run of ours, every key it
 acknowledged is looked up in Redis (record, events index, one queued Celery message).
@@ -61,7 +62,9 @@ class Contender:
     def command(self) -> Callable[[int], list[str]]:
         if self.target.startswith("serve"):
             extra = self.target.split()[1:]
-            return lambda port: commands.serve(port, *extra)
+            # A tree from before uphooks_cli/ (a --variant) has the command in uphooks.cli.
+            module = "uphooks_cli" if (self.root / "uphooks_cli").is_dir() else "uphooks.cli"
+            return lambda port: commands.serve(port, *extra, module=module)
         return lambda port: commands.uvicorn(self.target, port, *UVICORN_FLAGS)
 
 
@@ -79,7 +82,7 @@ def contenders(args: argparse.Namespace) -> list[Contender]:
             target, _, root = root.partition("@")
         env = dict(pair.split("=", 1) for pair in query.split("&") if pair)
         what = f"{target} from {root}" + (f" with {query}" if query else "")
-        ours = target == "receiver.app:app"
+        ours = target == "receiver.app:app" or target.startswith("serve")
         out.append(Contender(label, target, what, Path(root or ROOT).resolve(), env, ours))
     return out
 

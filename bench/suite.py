@@ -49,8 +49,11 @@ class Section:
 SECTIONS = (
     Section(
         "run",
-        ("--duration", "5", "--rounds", "3", "--events", "8000", "--events-batch1", "2000"),
-        230,
+        (
+            *("--duration", "5", "--rounds", "3", "--pools", "prefork -c2"),
+            *("--events", "4000", "--events-batch1", "1000"),
+        ),
+        240,
         "ingress and workers beside their baselines",
     ),
     Section("worker_patterns", ("--events", "1000"), 150, "workers by arrival pattern, latency"),

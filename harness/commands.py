@@ -8,14 +8,14 @@ import sys
 QUIET_WORKER = ["--without-gossip", "--without-mingle"]
 
 
-def cli(*args: str) -> list[str]:
-    """``uphooks ARGS``, from this tree."""
-    return [sys.executable, "-m", "uphooks_cli", *args]
+def cli(*args: str, module: str = "uphooks_cli") -> list[str]:
+    """``uphooks ARGS``, from this tree (``module``: where the command lives in it)."""
+    return [sys.executable, "-m", module, *args]
 
 
-def serve(port: int, *args: str, host: str = "127.0.0.1") -> list[str]:
+def serve(port: int, *args: str, host: str = "127.0.0.1", module: str = "uphooks_cli") -> list[str]:
     """The Procfile's ``web`` line: ``uphooks serve`` (uvicorn, our protocol, access log)."""
-    return cli("serve", "--host", host, "--port", str(port), *args)
+    return cli("serve", "--host", host, "--port", str(port), *args, module=module)
 
 
 def uvicorn(target: str, port: int, *flags: str) -> list[str]:
