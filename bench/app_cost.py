@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import hmac
 import logging
 import statistics
 import sys
@@ -24,7 +22,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from bench.bodies import make_body
+from bench.bodies import make_body, signed_headers
 from bench.common import PATH, SECRET
 from receiver.app import create_listeners
 from uphooks import logs
@@ -34,7 +32,7 @@ Headers = list[tuple[bytes, bytes]]
 
 
 class _Enqueuer:
-    async def submit(self, key: str, record: bytes, facts: bytes = b"") -> bool:
+    async def submit(self, key: str, record: bytes, *details: object) -> bool:
         return True
 
 
@@ -44,19 +42,17 @@ class _Headroom:
 
 
 def deliveries(n: int) -> list[tuple[Headers, bytes]]:
-    now = str(int(time.time()))
+    now = int(time.time())
     tag = uuid.uuid4().hex[:8]
     out = []
     for i in range(n):
         body = make_body(f"{tag}{i:012d}")
-        digest = hmac.new(SECRET.encode(), now.encode() + b"." + body, hashlib.sha256)
         headers = [
             (b"host", b"127.0.0.1:8000"),
             (b"content-type", b"application/json"),
             (b"user-agent", b"Upload-Post-Webhooks/1.0"),
             (b"x-upload-post-event", b"upload_completed"),
-            (b"x-upload-post-timestamp", now.encode()),
-            (b"x-upload-post-signature", b"sha256=" + digest.hexdigest().encode()),
+            *[(k.lower().encode(), v.encode()) for k, v in signed_headers(body, now).items()],
             (b"content-length", str(len(body)).encode()),
         ]
         out.append((headers, body))

@@ -57,10 +57,16 @@ def verification_env() -> dict[str, str]:
     return {}
 
 
+def signed_headers(body: bytes, now: int | None = None) -> dict[str, str]:
+    """The sender's signature headers for ``body`` (the one place the benchmarks sign)."""
+    stamp = str(int(time.time()) if now is None else now)
+    digest = hmac.new(SECRET.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return {"X-Upload-Post-Timestamp": stamp, "X-Upload-Post-Signature": f"sha256={digest}"}
+
+
 def write_requests(path: Path, tag: str, count: int, signed: bool) -> None:
     """One delivery per line with a fresh job id (so none is a duplicate), signed when asked."""
-    key = SECRET.encode()
-    now = str(int(time.time()))
+    now = int(time.time())
     base = (
         "Content-Type: application/json|User-Agent: Upload-Post-Webhooks/1.0"
         "|X-Upload-Post-Event: upload_completed"
@@ -70,8 +76,6 @@ def write_requests(path: Path, tag: str, count: int, signed: bool) -> None:
             body = make_body(f"{tag[:8]:>8}{i:012d}")
             headers = base
             if signed:
-                digest = hmac.new(key, now.encode() + b"." + body, hashlib.sha256).hexdigest()
-                headers += (
-                    f"|X-Upload-Post-Timestamp: {now}|X-Upload-Post-Signature: sha256={digest}"
-                )
+                signing = signed_headers(body, now)
+                headers += "".join(f"|{name}: {value}" for name, value in signing.items())
             out.write(f"{PATH}\t{headers}\t".encode() + body + b"\n")

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import hmac
 import http.client
 import importlib.util
 import os
@@ -41,8 +39,8 @@ import orjson
 import redis
 
 from bench.backlog import retarget, stage_bare
-from bench.bodies import make_body, verification_env
-from bench.common import BARE_QUEUE, OUR_QUEUE, PATH, RESULTS, SECRET, WORKER_FLAGS, base_env, log
+from bench.bodies import make_body, signed_headers, verification_env
+from bench.common import BARE_QUEUE, OUR_QUEUE, PATH, RESULTS, WORKER_FLAGS, base_env, log
 from bench.probe import READY_KEY
 from bench.workers import our_worker_env
 from harness import commands, procfs, procs, wait
@@ -92,10 +90,7 @@ class Sender:
         body = make_body(f"{self.tag}{i:09d}")
         headers = {"Content-Type": "application/json", "X-Upload-Post-Event": "upload_completed"}
         if self._signed:
-            now = str(int(time.time()))
-            digest = hmac.new(SECRET.encode(), now.encode() + b"." + body, hashlib.sha256)
-            headers["X-Upload-Post-Timestamp"] = now
-            headers["X-Upload-Post-Signature"] = "sha256=" + digest.hexdigest()
+            headers.update(signed_headers(body))
         try:
             conn.request("POST", PATH, body, headers)
             status = conn.getresponse()
