@@ -119,8 +119,11 @@ def bare_feeder(client: redis.Redis, template: bytes) -> Callable[[int], None]:
 def console_reader(url: str) -> Callable[[int], None]:
     import httpx
 
-    client = httpx.Client(base_url=url, timeout=10)
-    client.post("/login", data={"token": CONSOLE_TOKEN})
+    # Same-origin, as a browser's sign-in form (the console refuses a foreign origin).
+    client = httpx.Client(base_url=url, timeout=10, headers={"Origin": url})
+    signed_in = client.post("/login", data={"token": CONSOLE_TOKEN})
+    if signed_in.status_code >= 400:
+        raise RuntimeError(f"the console refused the soak's token: {signed_in.status_code}")
 
     def read(i: int) -> None:
         with contextlib.suppress(httpx.HTTPError):
