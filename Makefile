@@ -87,6 +87,19 @@ bench-memory: $(STAMP)
 bench-recovery: $(STAMP)
 	$(BIN)/python -m bench.recovery $(ARGS)
 
+## The console's pages with 1,000,000 deliveries retained (docs/design.md section 10): kept through
+## the real enqueue.lua and ledger scripts, then list_events and event() p50/p95; what the indexes
+## cost per delivery (Redis time and bytes). A few minutes, ~3 GB for the private Redis.
+## e.g. ARGS='--n 100000 --repeat 20'
+.PHONY: bench-console
+bench-console: $(STAMP)
+	$(BIN)/python -m bench.console $(ARGS)
+
+## The console's pages over HTTP (a real `uphooks console`) with 1,000,000 deliveries (docs/console.md).
+.PHONY: bench-console-pages
+bench-console-pages: $(STAMP)
+	$(BIN)/python -m bench.console_pages $(ARGS)
+
 ## Drain a fixed backlog with 1, 2, 4 worker processes and prefork concurrencies (docs/scaling.md).
 ## A few minutes; a private Redis on a free port; e.g. ARGS='--appendfsync everysec --batch 1,16'.
 .PHONY: scaling

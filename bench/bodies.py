@@ -3,8 +3,6 @@ sender signs them, one per line of a requests file (bench/wrk.lua and bench/load
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +10,7 @@ from typing import Any
 import orjson
 
 from bench.common import PATH, SECRET
+from uphooks import signatures
 from uphooks.settings import Settings
 
 BODY_SIZE = 600
@@ -58,10 +57,8 @@ def verification_env() -> dict[str, str]:
 
 
 def signed_headers(body: bytes, now: int | None = None) -> dict[str, str]:
-    """The sender's signature headers for ``body`` (the one place the benchmarks sign)."""
-    stamp = str(int(time.time()) if now is None else now)
-    digest = hmac.new(SECRET.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return {"X-Upload-Post-Timestamp": stamp, "X-Upload-Post-Signature": f"sha256={digest}"}
+    """The sender's signature headers for ``body`` (uphooks/signatures.py, as the sender signs)."""
+    return signatures.upload_post_headers(SECRET, body, int(time.time()) if now is None else now)
 
 
 def write_requests(path: Path, tag: str, count: int, signed: bool) -> None:

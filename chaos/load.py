@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import math
 import multiprocessing
 import random
@@ -31,6 +29,8 @@ from typing import Any
 
 import httpx
 import orjson
+
+from uphooks import signatures
 
 RETRIED = frozenset({408, 429})
 _PER_CLIENT = 25
@@ -98,11 +98,7 @@ def make_delivery(n: int, chaos: dict[str, Any] | None = None, run: str = "") ->
 def signed_headers(secret: str | None, body: bytes, timestamp: int) -> dict[str, str]:
     if secret is None:
         return {}
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return {
-        "X-Upload-Post-Timestamp": str(timestamp),
-        "X-Upload-Post-Signature": "sha256=" + mac.hexdigest(),
-    }
+    return signatures.upload_post_headers(secret, body, timestamp)
 
 
 class Sender:

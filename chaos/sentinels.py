@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-from uphooks_cli.embedded import RedisServer, find_redis_server, free_port
+from uphooks_cli.embedded import RedisServer, find_redis_server, free_port, stop_process
 
 MASTER_NAME = "uphooks"
 
@@ -43,13 +43,8 @@ class SentinelProc:
         )
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
 
 
 @dataclass

@@ -2,31 +2,38 @@
 
 .. code-block:: python
 
-    from handlers import Context, PermanentError, TransientError, UploadCompleted, on
+    from handlers import Context, Options, UploadCompleted, on
 
-    @on("upload_completed", platform="tiktok", success=False, max_attempts=5, queue="slow")
+    @on("upload_completed", platform="tiktok", success=False, options=Options(queue="slow"))
     def tell_support(event: UploadCompleted, ctx: Context) -> None:
         ctx.log.info("failed: %s", event.result.error)
-        crm.create_ticket(..., idempotency_key=ctx.idempotency_key)
+        crm.create_ticket(..., idempotency_key=ctx.pair_key)
 
-- ``on(*events, name=, max_attempts=, backoff=(base, max), queue=, time_limit=, ordered_by=,
-  **filters)`` registers a plain function ``fn(event, ctx)``. Events are names or ``"*"``;
-  filters are ``platform``, ``profile``, ``account``, ``status`` and ``success``;
-  ``ordered_by="account" | "upload" | fn(event) -> key`` runs events of one key in order.
+- ``on(*events, name=None, options=None, **filters)`` registers a plain function
+  ``fn(event, ctx)``. Events are names or ``"*"``; every other keyword is a filter:
+  ``platform``, ``profile``, ``account``, ``status`` and ``success``.
+- ``Options(max_attempts=, backoff=(base, max), queue=, time_limit=, ordered_by=)`` says how the
+  handler runs; ``None`` (the default) takes the worker's setting. ``ordered_by="account" |
+  "upload" | fn(event) -> key`` runs events of one key in order.
 - ``Router`` groups handlers; a plugin module may expose ``router = Router()`` and use
   ``@router.on(...)`` instead of the global ``on``.
-- ``Context`` is the second argument: ``idempotency_key`` (pass it downstream), ``log`` (bound to
-  the delivery), ``attempt``, ``handler_name``, ``delivery_key``, ``event_name``, ``body``.
+- ``Context`` is the second argument: ``pair_key`` (``<delivery_key>:<handler_name>``, the key to
+  pass downstream), ``delivery_key``, ``log`` (bound to the delivery), ``attempt``,
+  ``handler_name``, ``event_name``, ``body``. ``idempotency_key`` is the old name of ``pair_key``.
 - Raise ``TransientError`` (optionally ``retry_after=`` seconds) to be retried with backoff,
-  ``PermanentError`` to be dead-lettered now; any other exception counts as transient.
-- The event classes below are the typed models handlers receive (``UnknownEvent`` for event
-  names this release does not model).
+  ``PermanentError`` to be dead-lettered now; any other exception counts as transient. A plugin
+  that cannot work with its settings raises ``ConfigurationError``: the worker does not start.
+- The event classes below are the typed models handlers receive (``AccountEvent`` is any of the
+  three account events; ``UnknownEvent`` for event names this release does not model).
 """
 
 from handlers.context import Context
 from handlers.errors import PermanentError, TransientError
+from handlers.options import Options
 from handlers.registry import Router, on
+from uphooks.errors import ConfigurationError
 from uphooks.events import (
+    AccountEvent,
     BaseEvent,
     SocialAccountConnected,
     SocialAccountDisconnected,
@@ -36,8 +43,11 @@ from uphooks.events import (
 )
 
 __all__ = [
+    "AccountEvent",
     "BaseEvent",
+    "ConfigurationError",
     "Context",
+    "Options",
     "PermanentError",
     "Router",
     "SocialAccountConnected",

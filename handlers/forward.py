@@ -7,7 +7,7 @@ Each target is a handler of its own, named ``uphooks.forward:<name>`` (the name 
 URL's host and path), so one target being down does not hold back or repeat the others. The body
 is the event exactly as Upload-Post sent it. Headers follow the Standard Webhooks spec:
 
-- ``webhook-id``: ``ctx.idempotency_key``, the same on every retry (receivers de-duplicate on it);
+- ``webhook-id``: ``ctx.pair_key``, the same on every retry (receivers de-duplicate on it);
 - ``webhook-timestamp``: unix seconds of this attempt;
 - ``webhook-signature``: ``v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">``, keyed with the
   base64-decoded part of the secret after ``whsec_``.
@@ -18,10 +18,6 @@ redirect) is permanent and dead-letters the event for that target.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import re
 import time
 from dataclasses import dataclass
@@ -30,13 +26,15 @@ import httpx
 
 from handlers import _http
 from handlers.context import Context
+from handlers.options import Options
 from handlers.registry import HandlerFunc, Router
+from uphooks import signatures
 from uphooks.errors import ConfigurationError
 from uphooks.events import BaseEvent
 from uphooks.settings import Settings
 
 HANDLER_PREFIX = "uphooks.forward:"
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = signatures.WHSEC_PREFIX
 _LABEL = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -74,22 +72,18 @@ def decode_secret(secret: str) -> bytes:
             f"UPHOOKS_FORWARD_SECRET must look like {SECRET_PREFIX}<base64>, as Standard "
             "Webhooks secrets do"
         )
-    try:
-        key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
-    except binascii.Error as exc:
+    key = signatures.decode_whsec(secret)
+    if key is None:
         raise ConfigurationError(
             "UPHOOKS_FORWARD_SECRET: the part after whsec_ is not valid base64"
-        ) from exc
+        )
     if len(key) < 16:
         raise ConfigurationError("UPHOOKS_FORWARD_SECRET: use at least 16 random bytes (24-64)")
     return key
 
 
-def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
-    """The ``webhook-signature`` value for one message."""
-    signed = msg_id.encode() + b"." + str(timestamp).encode() + b"." + body
-    digest = hmac.new(key, signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
+#: The ``webhook-signature`` value for one message (kept here for workers/notify.py).
+sign = signatures.standard_webhooks_signature
 
 
 def forward_to(target: Target, key: bytes, timeout: float) -> HandlerFunc:
@@ -97,13 +91,10 @@ def forward_to(target: Target, key: bytes, timeout: float) -> HandlerFunc:
 
     def forward(event: BaseEvent, ctx: Context) -> None:
         body = ctx.body.encode() if ctx.body else event.model_dump_json().encode()
-        timestamp = int(time.time())
         headers = {
             "content-type": "application/json",
             "user-agent": "uphooks-forward/1",
-            "webhook-id": ctx.idempotency_key,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(key, ctx.idempotency_key, timestamp, body),
+            **signatures.standard_webhooks_headers(key, ctx.pair_key, body, int(time.time())),
         }
         response = _http.post(what, target.url, timeout, content=body, headers=headers)
         _http.check(what, response)
@@ -131,6 +122,6 @@ def build_router(settings: Settings) -> Router:
         router.on(
             *settings.forward_events,
             name=HANDLER_PREFIX + target.name,
-            queue=settings.forward_queue,
+            options=Options(queue=settings.forward_queue),
         )(forward_to(target, key, settings.forward_timeout_seconds))
     return router

@@ -47,5 +47,5 @@ def log_event(event: BaseEvent, ctx: Context) -> None:
     log.info(
         "event %s",
         json.dumps(fields, default=str, sort_keys=True),
-        extra={"key": ctx.delivery_key, "handler": ctx.handler_name},
+        extra={"delivery_key": ctx.delivery_key, "handler": ctx.handler_name},
     )

@@ -1,182 +1,112 @@
-"""Which handler runs for which event: the router and the ``@on`` decorator."""
+"""Which handler runs for which event: the router and the ``@on`` decorator.
+
+``@on(*events, name=None, options=None, **filters)``: the events, the handler's stable name, how
+it runs (:class:`~handlers.options.Options`) and what it wants (filters, ``handlers/filters.py``).
+Every other keyword is a filter, so options live in ``options=`` and never share that namespace.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-from collections.abc import Callable, Collection, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from handlers.context import Context
+from handlers.filters import FILTERS, FILTERS_BY_EVENT, allowed_values, check_filters
+from handlers.options import KEYWORD_OPTIONS, ORDERINGS, Backoff, Options, OrderFunc
 from uphooks.errors import ConfigurationError
 
+__all__ = [
+    "ANY_EVENT",
+    "FILTERS",
+    "FILTERS_BY_EVENT",
+    "Backoff",
+    "HandlerFunc",
+    "HandlerSpec",
+    "Options",
+    "OrderFunc",
+    "Router",
+    "default_router",
+    "on",
+]
+
 HandlerFunc = Callable[[Any, Context], object]
-#: ``ordered_by=`` as a function: the typed event -> its ordering key (None: not ordered).
-OrderFunc = Callable[[Any], "str | None"]
 F = TypeVar("F", bound=HandlerFunc)
 
 ANY_EVENT = "*"
 
 
-def _result_success(payload: Mapping[str, Any]) -> object:
-    result = payload.get("result")
-    return result.get("success") if isinstance(result, Mapping) else None
-
-
-#: Filters ``@on`` understands: name -> how to read the value from the payload.
-FILTERS: dict[str, Callable[[Mapping[str, Any]], object]] = {
-    "platform": lambda p: p.get("platform"),
-    "profile": lambda p: p.get("profile_username"),
-    "account": lambda p: p.get("account_name"),
-    "status": lambda p: p.get("status"),
-    "success": _result_success,
-}
-
-#: The type a filter's values must have.
-_FILTER_TYPES: dict[str, type] = {"success": bool}
-
-_ACCOUNT_FILTERS = frozenset({"platform", "profile", "account", "status"})
-#: Which filters can match each documented event. A newer event name (not listed) may carry
-#: any field, so every filter is allowed for it and for ``"*"``.
-FILTERS_BY_EVENT: dict[str, frozenset[str]] = {
-    "upload_completed": frozenset({"platform", "profile", "success"}),
-    "social_account_connected": _ACCOUNT_FILTERS,
-    "social_account_disconnected": _ACCOUNT_FILTERS,
-    "social_account_reauth_required": _ACCOUNT_FILTERS,
-}
-
-
-def _account_order(payload: Mapping[str, Any]) -> str | None:
-    platform, account = payload.get("platform"), payload.get("account_name")
-    return f"{platform}:{account}" if platform and account else None
-
-
-def _upload_order(payload: Mapping[str, Any]) -> str | None:
-    job = payload.get("job_id") or payload.get("request_id")
-    platform = payload.get("platform")
-    return f"{platform}:{job}" if platform and job else None
-
-
-#: ``ordered_by=`` names: the events they fit and how the key is read from the payload.
-ORDERINGS: dict[str, tuple[frozenset[str], Callable[[Mapping[str, Any]], str | None]]] = {
-    "account": (frozenset(FILTERS_BY_EVENT) - {"upload_completed"}, _account_order),
-    "upload": (frozenset({"upload_completed"}), _upload_order),
-}
-
-
-class Backoff(NamedTuple):
-    """Full-jitter exponential backoff: attempt n waits up to ``min(max, base * 2**(n-1))`` s."""
-
-    base: float
-    max: float
-
-
 @dataclass(frozen=True)
 class HandlerSpec:
-    """One registered handler. ``None`` options mean "the worker's default" (see Settings)."""
+    """One registered handler: its name, function, events, filters and options."""
 
     name: str
     func: HandlerFunc
     events: frozenset[str]
     filters: Mapping[str, frozenset[object]]
-    max_attempts: int | None = None
-    backoff: Backoff | None = None
-    queue: str | None = None
-    time_limit: float | None = None
-    ordered_by: str | OrderFunc | None = None
+    options: Options = field(default_factory=Options)
+
+    @property
+    def max_attempts(self) -> int | None:
+        return self.options.max_attempts
+
+    @property
+    def backoff(self) -> Backoff | None:
+        backoff = self.options.backoff
+        return None if backoff is None else Backoff(*backoff)
+
+    @property
+    def queue(self) -> str | None:
+        return self.options.queue
+
+    @property
+    def time_limit(self) -> float | None:
+        return self.options.time_limit
+
+    @property
+    def ordered_by(self) -> str | OrderFunc | None:
+        return self.options.ordered_by
 
     def wants(self, event_name: str, payload: Mapping[str, Any]) -> bool:
         if ANY_EVENT not in self.events and event_name not in self.events:
             return False
-        return all(FILTERS[f](payload) in allowed for f, allowed in self.filters.items())
+        return all(FILTERS[f].read(payload) in allowed for f, allowed in self.filters.items())
 
     def order_key(self, payload: Mapping[str, Any], event: Callable[[], Any]) -> str | None:
         """The ordering key of this handler's pair for one event (None: not ordered).
 
         ``event`` builds the typed event; it is called only for an ``ordered_by`` function."""
-        if self.ordered_by is None:
+        ordered_by = self.options.ordered_by
+        if ordered_by is None:
             return None
-        if isinstance(self.ordered_by, str):
-            return ORDERINGS[self.ordered_by][1](payload)
-        key = self.ordered_by(event())
+        if isinstance(ordered_by, str):
+            return ORDERINGS[ordered_by].key(payload)
+        key = ordered_by(event())
         return None if key is None else str(key)
 
 
-def _allowed(field: str, value: object) -> frozenset[object]:
-    values: Collection[object]
-    if isinstance(value, str | bool | int) or value is None:
-        values = (value,)
-    elif isinstance(value, Collection):
-        values = value
-    else:
-        raise ConfigurationError(
-            f"filter {field}={value!r}: give a value or a collection of values"
-        )
-    wanted = _FILTER_TYPES.get(field, str)
-    for item in values:
-        if not isinstance(item, wanted):
-            raise ConfigurationError(
-                f"filter {field}={value!r}: values must be {wanted.__name__}, "
-                f"got {type(item).__name__}"
-            )
-    if not values:
-        raise ConfigurationError(f"filter {field}={value!r} is empty and can never match")
-    return frozenset(values)
-
-
-def _check_filters_can_match(events: tuple[str, ...], filters: Mapping[str, object]) -> None:
-    unknown = sorted(set(filters) - set(FILTERS))
-    if unknown:
-        raise ConfigurationError(
-            f"@on() got unknown filter(s) {unknown}; known filters: {sorted(FILTERS)}"
-        )
-    for event in events:
-        usable = FILTERS_BY_EVENT.get(event)
-        if usable is None:
-            continue
-        useless = sorted(set(filters) - usable)
-        if useless:
-            raise ConfigurationError(
-                f"@on({event!r}, ...): {event} events have no {useless} field, so the filter "
-                f"can never match; filters for {event}: {sorted(usable)}"
-            )
-
-
-def _check_ordering(events: tuple[str, ...], ordered_by: str | OrderFunc | None) -> None:
-    if ordered_by is None or callable(ordered_by):
-        return
-    if ordered_by not in ORDERINGS:
-        raise ConfigurationError(
-            f"ordered_by={ordered_by!r}: give {' or '.join(map(repr, ORDERINGS))}, or a function "
-            "of the event returning its ordering key"
-        )
-    fits = ORDERINGS[ordered_by][0]
-    wrong = sorted(e for e in events if e in FILTERS_BY_EVENT and e not in fits)
-    if wrong:
-        raise ConfigurationError(
-            f"ordered_by={ordered_by!r} does not fit {wrong}: those events have no "
-            f"{ordered_by} to order by; it fits {sorted(fits)}"
-        )
-
-
-def _check_options(
-    max_attempts: int | None,
-    backoff: tuple[float, float] | None,
-    queue: str | None,
-    time_limit: float | None,
-) -> Backoff | None:
-    if max_attempts is not None and max_attempts < 1:
-        raise ConfigurationError("max_attempts must be 1 or more")
-    if queue is not None and (not queue or any(c in queue for c in ", \t")):
-        raise ConfigurationError(f"queue {queue!r} must be a non-empty name without ',' or spaces")
-    if time_limit is not None and time_limit <= 0:
-        raise ConfigurationError("time_limit must be a positive number of seconds")
-    if backoff is None:
-        return None
-    base, cap = backoff
-    if base <= 0 or cap < base:
-        raise ConfigurationError(f"backoff={backoff!r} must be (base, max) with 0 < base <= max")
-    return Backoff(float(base), float(cap))
+def _options(options: Options | None, filters: dict[str, object]) -> Options:
+    """``options=``, plus the options still given as keywords (deprecated, popped from filters)."""
+    # Untyped, as they came in **filters; Options checks their values.
+    legacy: dict[str, Any] = {k: filters.pop(k) for k in list(filters) if k in KEYWORD_OPTIONS}
+    if not legacy:
+        return options or Options()
+    given = ", ".join(f"{k}={v!r}" for k, v in legacy.items())
+    warnings.warn(
+        f"@on(..., {given}): options as keywords are deprecated and stop working in the next "
+        f"release; write @on(..., options=Options({given})) (from handlers import Options)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    if options is None:
+        return Options(**legacy)
+    both = sorted(k for k in legacy if getattr(options, k) is not None)
+    if both:
+        raise ConfigurationError(f"@on() got {both} both as keywords and in options=")
+    return dataclasses.replace(options, **legacy)
 
 
 class Router:
@@ -207,11 +137,7 @@ class Router:
         self,
         *events: str,
         name: str | None = None,
-        max_attempts: int | None = None,
-        backoff: tuple[float, float] | None = None,
-        queue: str | None = None,
-        time_limit: float | None = None,
-        ordered_by: str | OrderFunc | None = None,
+        options: Options | None = None,
         **filters: object,
     ) -> Callable[[F], F]:
         """Register ``fn(event, ctx)`` for the named events (``"*"`` for all of them).
@@ -220,27 +146,19 @@ class Router:
         a collection of strings) and ``success`` (True/False, for ``upload_completed``). A filter
         that cannot match one of the named events is a ConfigurationError.
 
-        Options (``None`` takes the worker's default from the ``UPHOOKS_*`` settings):
-        ``max_attempts`` runs before the event is dead-lettered for this handler; ``backoff``
-        ``(base, max)`` seconds between attempts; ``queue`` the Celery queue the handler runs
-        on (start workers for it with ``uphooks worker -Q <queue>``); ``time_limit`` seconds
-        per call, after which the call is interrupted and counts as a failed attempt.
-
-        ``ordered_by`` runs this handler's events one at a time per key, in the order they
-        happened (``created_at``, then receipt), across all workers: ``"account"`` (platform and
-        account name), ``"upload"`` (job id and platform) or a function of the typed event that
-        returns a key (None: that event is not ordered). A failing event holds the ones behind
-        it for its key until it is done or dead-lettered; see docs/design.md section 9.
+        ``options=Options(...)`` says how it runs (queue, retries, time limit, order; see
+        :class:`~handlers.options.Options`); without it the worker's defaults apply.
 
         The name (default ``module.function``) keys idempotency markers and dead letters:
         renaming a handler makes it a new handler that has seen nothing.
         """
         if not events:
             raise ConfigurationError("@on() needs at least one event name, or '*'")
-        _check_filters_can_match(events, filters)
-        _check_ordering(events, ordered_by)
-        checked_backoff = _check_options(max_attempts, backoff, queue, time_limit)
-        allowed = {k: _allowed(k, v) for k, v in filters.items()}
+        filters = dict(filters)
+        chosen = _options(options, filters)
+        check_filters(events, filters)
+        chosen.check_events(events)
+        allowed = {k: allowed_values(k, v) for k, v in filters.items()}
 
         def register(func: F) -> F:
             handler_name = name or f"{func.__module__}.{func.__qualname__}"
@@ -257,11 +175,7 @@ class Router:
                     func=func,
                     events=frozenset(events),
                     filters=allowed,
-                    max_attempts=max_attempts,
-                    backoff=checked_backoff,
-                    queue=queue,
-                    time_limit=time_limit,
-                    ordered_by=ordered_by,
+                    options=chosen,
                 )
             )
             return func

@@ -41,6 +41,7 @@ except ImportError as exc:  # an optional extra
 
 from handlers.context import Context
 from handlers.errors import PermanentError
+from handlers.options import Options
 from handlers.registry import Router
 from uphooks.events import AccountEvent, BaseEvent, UploadCompleted
 from uphooks.settings import Settings
@@ -257,7 +258,7 @@ def build_router(settings: Settings) -> Router:
         "social_account_disconnected",
         "social_account_reauth_required",
         name=HANDLER_NAME,
-        queue=settings.sql_queue,
+        options=Options(queue=settings.sql_queue),
     )
     def sql(event: BaseEvent, ctx: Context) -> None:
         store.apply(event, ctx)

@@ -20,6 +20,7 @@ import httpx
 from handlers import _http
 from handlers.context import Context
 from handlers.errors import PermanentError, TransientError
+from handlers.options import Options
 from handlers.registry import Router
 from uphooks.errors import ConfigurationError
 from uphooks.events import AccountEvent, BaseEvent, UploadCompleted
@@ -146,7 +147,10 @@ def build_router(settings: Settings) -> Router:
     router = Router()
 
     @router.on(
-        *settings.telegram_events, name=HANDLER_NAME, queue=settings.telegram_queue, **filters
+        *settings.telegram_events,
+        name=HANDLER_NAME,
+        **filters,
+        options=Options(queue=settings.telegram_queue),
     )
     def telegram(event: BaseEvent, ctx: Context) -> None:
         send_message(api_url, token, chat_id, format_message(event), timeout)

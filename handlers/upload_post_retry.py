@@ -14,7 +14,7 @@ it) or ``job_id``. Upload-Post then re-enqueues every failed platform of that up
   the de-duplication window), and a short lock per upload so two workers never call at once;
 - a call already answered 200 for this delivery is not made again when the handler is re-run
   (``<prefix>:upload-retry-done:<idempotency key>``), and the call carries ``Idempotency-Key:
-  ctx.idempotency_key`` for the provider;
+  ctx.pair_key`` for the provider;
 - 409 (nothing left to retry) and 404 (unknown upload) are final and logged; 429, 5xx and no
   answer are transient (the worker retries, ``Retry-After`` honoured); 400 and 401/403 are
   permanent (dead-lettered: fix the key or the id, then replay).
@@ -34,6 +34,7 @@ import redis
 
 from handlers.context import Context
 from handlers.errors import PermanentError, TransientError
+from handlers.options import Options
 from handlers.registry import Router
 from uphooks.errors import ConfigurationError
 from uphooks.events import UploadCompleted
@@ -90,7 +91,10 @@ def build_router(settings: Settings) -> Router:
     router = Router()
 
     @router.on(
-        "upload_completed", success=False, name=HANDLER_NAME, queue=settings.upload_post_retry_queue
+        "upload_completed",
+        success=False,
+        name=HANDLER_NAME,
+        options=Options(queue=settings.upload_post_retry_queue),
     )
     def upload_post_retry(event: UploadCompleted, ctx: Context) -> None:
         error = event.result.error or ""
@@ -103,10 +107,10 @@ def build_router(settings: Settings) -> Router:
             return
         r = _redis(settings)
         state = f"{prefix}:upload-retry:{ident[0]}:{ident[1]}"
-        done = f"{prefix}:upload-retry-done:{ctx.idempotency_key}"
+        done = f"{prefix}:upload-retry-done:{ctx.pair_key}"
         if r.exists(done):
             return  # this delivery's call was answered already (the handler ran again)
-        if not r.set(f"{state}:lock", ctx.idempotency_key, nx=True, ex=LOCK_SECONDS):
+        if not r.set(f"{state}:lock", ctx.pair_key, nx=True, ex=LOCK_SECONDS):
             raise TransientError("another worker is retrying this upload now", retry_after=5)
         try:
             calls, last = r.hmget(state, "calls", "last_at")
@@ -140,7 +144,7 @@ def _call(settings: Settings, ident: tuple[str, str], ctx: Context) -> bool:
     kind, value = ident
     with ReadBack.from_settings(settings, budget=1) as api:
         try:
-            response = api.retry(**{kind: value}, idempotency_key=ctx.idempotency_key)
+            response = api.retry(**{kind: value}, idempotency_key=ctx.pair_key)
         except Unavailable as exc:
             raise TransientError(str(exc), retry_after=exc.retry_after) from exc
         status = response.status_code

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from starlette.responses import JSONResponse as _StarletteJSON
 
-from receiver.verify import Failed, Reason
+from receiver.verdicts import Failed, Reason
 
 
 class JSONResponse(_StarletteJSON):
@@ -36,12 +36,20 @@ REDIS_FULL_RETRY_AFTER_SECONDS = 30
 _MAY_PASS_LATER = frozenset({Reason.MISMATCH, Reason.EARLY})
 
 
+# ``idempotency_key`` is the delivery key's older name in this answer, kept for clients that read
+# it; handlers see the same value as ``ctx.delivery_key``.
 def accepted(key: str) -> JSONResponse:
-    return JSONResponse({"status": "accepted", "idempotency_key": key, "duplicate": False}, 202)
+    return JSONResponse(
+        {"status": "accepted", "delivery_key": key, "idempotency_key": key, "duplicate": False},
+        202,
+    )
 
 
 def duplicate(key: str) -> JSONResponse:
-    return JSONResponse({"status": "duplicate", "idempotency_key": key, "duplicate": True}, 200)
+    return JSONResponse(
+        {"status": "duplicate", "delivery_key": key, "idempotency_key": key, "duplicate": True},
+        200,
+    )
 
 
 def _error(status: int, error: str, detail: str) -> JSONResponse:

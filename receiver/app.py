@@ -13,6 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 from receiver import metrics
 from receiver.access import AccessLog
+from receiver.allowed_networks import AllowedNetworks
 from receiver.enqueue import Enqueuer
 from receiver.gate import Gate
 from receiver.headroom import Headroom
@@ -20,7 +21,6 @@ from receiver.health import healthz, readyz
 from receiver.ingest import Endpoint
 from receiver.limits import LogThrottle
 from receiver.openapi import document, openapi
-from receiver.sources import SourceFilter
 from receiver.throttle import RefusalBudget
 from receiver.verify import Verifier
 from uphooks import tracing
@@ -139,7 +139,9 @@ def create_app(settings: Settings | None = None) -> Ingress:
     )
     app.state.settings = settings
     app.state.verifier = verifier
-    app.state.sources = SourceFilter(settings.allowed_networks, settings.trusted_proxies)
+    app.state.allowed_networks = AllowedNetworks(
+        settings.allowed_networks, settings.trusted_proxies
+    )
     app.state.log_throttle = LogThrottle()
     app.state.refusals = RefusalBudget(settings.refusal_burst, settings.refusal_rate_per_second)
     app.state.openapi = document(settings)

@@ -37,8 +37,8 @@ from typing import Any, ClassVar
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from receiver import metrics
+from receiver.allowed_networks import Address, Network, parse_address
 from receiver.limits import LogThrottle
-from receiver.sources import Address, Network, parse_address
 from uphooks.settings import Settings, get_settings
 
 log = logging.getLogger("uphooks.receiver")

@@ -31,10 +31,9 @@ from typing import Any
 
 import orjson
 
+from uphooks.events import ACCOUNT_EVENTS
+
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_ACCOUNT_EVENTS = frozenset(
-    {"social_account_connected", "social_account_disconnected", "social_account_reauth_required"}
-)
 
 
 def _digest(*parts: object) -> str:
@@ -69,7 +68,7 @@ def delivery_key(delivery_id: str | None, payload: Mapping[str, Any]) -> str:
                 payload.get("created_at"),
                 result.get("error"),
             )
-    elif event in _ACCOUNT_EVENTS:
+    elif event in ACCOUNT_EVENTS:
         fields = [payload.get(f) for f in ("platform", "account_name", "status", "created_at")]
         if all(fields):
             return _digest(event, *fields)

@@ -42,6 +42,45 @@ local function known(spec, key)
   end
   return false
 end
+-- Console indexes (docs/design.md section 11): ARGV[13] the index prefix "<prefix>:ix:",
+-- ARGV[14] the terms' lengths, ARGV[15] the terms, concatenated (uphooks/indexes.py): per
+-- delivery, index names after the prefix or, "@" first, lookup terms, separated by "\31".
+-- Every new delivery is also "pending" (the ledger moves it on). The batch shares one receipt
+-- time, so each index gets one ZADD for all its new members; the lookups go into the time
+-- bucket "<prefix>:ix:find:<n>" (ARGV[16] its width, s) as "<term>|<key>", all scored 0 so a
+-- lookup is a lex range, and the bucket expires a retention after its end.
+local ixp, terms, adds, finds = ARGV[13], {}, {}, {}
+if ixp then
+  local at = 1
+  for len in string.gmatch(ARGV[14] .. ',', '(%d*),') do
+    local n = tonumber(len) or 0
+    terms[#terms + 1] = string.sub(ARGV[15], at, at + n - 1)
+    at = at + n
+  end
+end
+local function add(name, key)
+  local members = adds[name]
+  if not members then members = {}; adds[name] = members end
+  members[#members + 1] = now
+  members[#members + 1] = key
+end
+local function index(term, key)
+  if not ixp then return end
+  add('st:pending', key)
+  for item in string.gmatch(term or '', '[^\31]+') do
+    if string.sub(item, 1, 1) == '@' then
+      finds[#finds + 1] = 0
+      finds[#finds + 1] = string.sub(item, 2) .. '|' .. key
+    else
+      add(item, key)
+    end
+  end
+end
+local function zadd_all(name, args)
+  for i = 1, #args, 2000 do
+    redis.call('ZADD', name, unpack(args, i, math.min(i + 1999, #args)))
+  end
+end
 local function claim(spec, key)
   if spec == nil or spec == '' then return end
   local mode, looks = string.sub(spec, 1, 1), tonumber(string.sub(spec, 2, 3))
@@ -62,6 +101,7 @@ for len in string.gmatch(ARGV[7], '%d+') do
     redis.call('ZADD', KEYS[2], now, key)
     redis.call('ZADD', KEYS[3], recover_at, key .. '|')
     claim(spec, key)
+    index(terms[i - 3], key)
     flags[#flags + 1] = 1
   else
     flags[#flags + 1] = 0
@@ -72,5 +112,19 @@ if #fresh > 0 then
   local body = '[[' .. cjson.encode(fresh) .. '],{},' .. ARGV[5] .. ']'
   redis.call('LPUSH', KEYS[1], ARGV[3] .. cjson.encode(body) .. ARGV[4])
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (tonumber(now) - ttl))
+  if ixp then
+    for name, members in pairs(adds) do
+      zadd_all(ixp .. name, members)
+      -- The pruner's registry: each index by (at most) its oldest entry's time.
+      redis.call('ZADD', string.sub(ixp, 1, -2), 'LT', now, ixp .. name)
+    end
+    if #finds > 0 then
+      local width = tonumber(ARGV[16])
+      local bucket = math.floor(tonumber(now) / width)
+      local name = ixp .. 'find:' .. bucket
+      zadd_all(name, finds)
+      redis.call('EXPIREAT', name, (bucket + 1) * width + ttl)
+    end
+  end
 end
 return flags

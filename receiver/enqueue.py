@@ -33,6 +33,7 @@ from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 
 from receiver.replicas import ReplicaWait
 from uphooks.facts import fact_prefix
+from uphooks.indexes import lookup_bucket_seconds
 from uphooks.keys import Keys
 from uphooks.settings import Settings
 from uphooks.taskmessage import EMBED_JSON, Envelope
@@ -48,6 +49,7 @@ class _Pending:
     key: str
     record: bytes
     facts: bytes  # uphooks/facts.py spec(): what the delivery reports, b"" for nothing
+    terms: bytes  # uphooks/indexes.py receipt_terms(): what the console indexes it by
     future: asyncio.Future[bool]
     deadline: float
 
@@ -71,6 +73,8 @@ class Enqueuer:
         self._fixed_keys = [settings.queue, keys.events_index, keys.due]
         self._record_prefix = keys.delivery("")
         self._fact_prefix = fact_prefix(settings.key_prefix)
+        self._index_prefix = keys.index_prefix
+        self._lookup_width = lookup_bucket_seconds(settings.dedup_ttl_seconds)
         self._timeout = settings.ack_timeout_seconds
         # UPHOOKS_ACK_REPLICAS: a WAIT after each batch, on the same connection (replicas.py).
         self._replicas = ReplicaWait(settings.ack_replicas) if settings.ack_replicas else None
@@ -100,18 +104,21 @@ class Enqueuer:
             self._timer = None
         await self._close()
 
-    async def submit(self, key: str, record: bytes, facts: bytes = b"") -> bool:
+    async def submit(self, key: str, record: bytes, facts: bytes = b"", terms: bytes = b"") -> bool:
         """Keep one delivery. True if it is new, False if it was already known (duplicate).
 
         ``record`` is the stored delivery (JSON bytes). ``facts`` (uphooks/facts.py ``spec``)
         names the fact it reports: a delivery whose fact was already reconciled (or, for a
-        reconciled one, already known) is a duplicate too. Raises :class:`TimeoutError` when Redis
+        reconciled one, already known) is a duplicate too. ``terms`` (uphooks/indexes.py) are
+        the console indexes it goes into. Raises :class:`TimeoutError` when Redis
         did not confirm within ``ack_timeout_seconds``, and whatever Redis raised otherwise; the
         caller turns either into a status the sender retries.
         """
         loop = self._loop or asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
-        self._pending.append(_Pending(key, record, facts, future, loop.time() + self._timeout))
+        self._pending.append(
+            _Pending(key, record, facts, terms, future, loop.time() + self._timeout)
+        )
         self._wakeup.set()
         if self._timer is None:
             self._timer = loop.call_later(self._tick, self._expire)
@@ -191,6 +198,10 @@ class Enqueuer:
             self._fact_prefix,
             ",".join([str(len(p.facts)) for p in batch]),
             b"".join([p.facts for p in batch]),
+            self._index_prefix,
+            ",".join([str(len(p.terms)) for p in batch]),
+            b"".join([p.terms for p in batch]),
+            self._lookup_width,
         )
         try:
             flags = await self._execute(_pack(("EVALSHA", _SHA, *args)))

@@ -25,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from receiver import answers, metrics
 from receiver.access import DELIVERY
+from receiver.allowed_networks import Address, AllowedNetworks, parse_address
 from receiver.answers import JSONResponse
 from receiver.delivery_key import delivery_key
 from receiver.enqueue import Enqueuer
@@ -40,10 +41,9 @@ from receiver.limits import (
     too_deep,
 )
 from receiver.replicas import NotReplicated
-from receiver.sources import Address, SourceFilter, parse_address
 from receiver.throttle import RefusalBudget
 from receiver.verify import Failed, Pending, Reason, Verifier
-from uphooks import facts, tracing
+from uphooks import facts, indexes, tracing
 from uphooks.settings import Settings
 
 log = logging.getLogger("uphooks.receiver")
@@ -121,11 +121,11 @@ def _peer_address(host: str | None) -> Address | None:
 
 
 def _source(request: Request) -> Source:
-    sources: SourceFilter = request.app.state.sources
+    networks: AllowedNetworks = request.app.state.allowed_networks
     peer = request.scope.get("client")
     host = peer[0] if peer else None
-    if sources.trusted:
-        address = sources.client(host, request.headers.getlist("x-forwarded-for"))
+    if networks.trusted:
+        address = networks.client(host, request.headers.getlist("x-forwarded-for"))
     else:  # X-Forwarded-For counts only after a trusted proxy: not even read without one
         address = _peer_address(host)
     budget: RefusalBudget = request.app.state.refusals
@@ -164,10 +164,10 @@ async def receive(request: Request) -> JSONResponse | None:
     settings: Settings = request.app.state.settings
     enqueuer: Enqueuer = request.app.state.enqueuer
     verifier: Verifier = request.app.state.verifier
-    sources: SourceFilter = request.app.state.sources
+    networks: AllowedNetworks = request.app.state.allowed_networks
     source = _source(request)
 
-    if sources.active and not sources.allows_address(source.address):
+    if networks.active and not networks.allows_address(source.address):
         if request.app.state.log_throttle.allow("source") is not None:
             log.warning("delivery refused with 403: source address not in UPHOOKS_ALLOWED_NETWORKS")
         return _refusal(request, source, answers.forbidden_source())
@@ -248,11 +248,12 @@ async def receive(request: Request) -> JSONResponse | None:
     try:
         # The Enqueuer gives up after ack_timeout_seconds by itself (one timer for all requests).
         fact = facts.spec(facts.webhook_facts(payload))
+        terms = indexes.receipt_terms(event, payload)
         if tracing.ON:
             with tracing.span("uphooks.enqueue", {"uphooks.delivery_key": key}):
-                is_new = await enqueuer.submit(key, record, fact)
+                is_new = await enqueuer.submit(key, record, fact, terms)
         else:
-            is_new = await enqueuer.submit(key, record, fact)
+            is_new = await enqueuer.submit(key, record, fact, terms)
     except NotReplicated as exc:
         metrics.enqueue_failed("replicas")
         log.warning("answered 503: %s", exc)

@@ -25,6 +25,7 @@ import orjson
 from receiver.delivery_key import delivery_key
 from receiver.enqueue import Enqueuer
 from uphooks import facts
+from uphooks.indexes import receipt_terms
 from uphooks.redis import async_client
 from uphooks.settings import Settings
 
@@ -62,7 +63,7 @@ async def inject_async(
         keys = [delivery_key(None, p) for p in payloads]
         flags = await asyncio.gather(
             *(
-                enqueuer.submit(key, *record_of(key, p, source))
+                enqueuer.submit(key, *record_of(key, p, source), receipt_terms(p["event"], p))
                 for key, p in zip(keys, payloads, strict=True)
             )
         )

@@ -206,10 +206,19 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Accepted": {
         "type": "object",
-        "required": ["status", "idempotency_key", "duplicate"],
+        "required": ["status", "delivery_key", "idempotency_key", "duplicate"],
         "properties": {
             "status": {"enum": ["accepted", "duplicate"]},
-            "idempotency_key": {"type": "string"},
+            "delivery_key": {
+                "type": "string",
+                "description": "what makes two requests the same event; handlers see it as "
+                "ctx.delivery_key",
+            },
+            "idempotency_key": {
+                "type": "string",
+                "description": "the same as delivery_key (its older name, kept for clients)",
+                "deprecated": True,
+            },
             "duplicate": {"type": "boolean"},
         },
     },

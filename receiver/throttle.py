@@ -25,8 +25,8 @@ from __future__ import annotations
 import math
 import time
 
+from receiver.allowed_networks import Address
 from receiver.connections import source_key
-from receiver.sources import Address
 
 # Budgets kept at most; past it, the fullest (idle longest) are forgotten first.
 MAX_SOURCES = 65_536

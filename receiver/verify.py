@@ -11,18 +11,17 @@
 - ``token``: one of the secrets in the configured header or as the last path segment.
 - ``none``: everything passes (development only; the app warns at start-up).
 
+The schemes themselves (what is signed, how keys are read, constant-time comparison) are in
+``uphooks/signatures.py``; this module decides which headers are read and what a failure is.
 The check has two steps so that a request is refused on its headers alone, before its body is
 read: :meth:`Verifier.begin` reads the headers, :meth:`Pending.finish` the body. Either gives a
 :class:`Passed` or a :class:`Failed`; ``receiver/answers.py`` turns a failure into a status code
-(``docs/security.md`` says which and why). Comparisons are constant time; HMAC keys are prepared
-once, at start-up, and the headers are read in one pass (this runs on every delivery).
+(``docs/security.md`` says which and why). HMAC keys are prepared once, at start-up, and the
+headers are read in one pass (this runs on every delivery).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import enum
 import hashlib
 import hmac
 import logging
@@ -33,20 +32,22 @@ from dataclasses import dataclass, field
 
 from starlette.datastructures import Headers
 
+from receiver.verdicts import Failed, Passed, Reason, Verdict
+from uphooks import signatures
 from uphooks.errors import ConfigurationError
 from uphooks.settings import Settings
+from uphooks.signatures import Timing
+
+# The verdict types are re-exported: callers (ingest, tests) take them from here with the verifier.
+__all__ = ["MODES", "Failed", "Passed", "Pending", "Reason", "Verdict", "Verifier"]
 
 log = logging.getLogger("uphooks.receiver")
 
 MODES = ("upload-post", "standard-webhooks", "token", "none")
 MIN_SECRET_LENGTH = 16
 # Bounds on what a header may hold before it is even looked at.
-_MAX_SIGNATURES = 8
 _MAX_TOKEN_LENGTH = 1024
-_TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
-_UPLOAD_POST_SIGNATURE = re.compile(r"^sha256=([0-9a-fA-F]{64})$")
 _WEBHOOK_ID = re.compile(r"^[\x21-\x7e]{1,256}$")
-_SPLIT = re.compile(r"[\s,]+")
 _DELIVERY_HEADER = b"x-upload-post-delivery"
 # The headers each mode reads, as they appear in the ASGI scope (lower case).
 _UP_SIGNATURE, _UP_TIMESTAMP = b"x-upload-post-signature", b"x-upload-post-timestamp"
@@ -54,42 +55,6 @@ _SW_ID, _SW_TIMESTAMP, _SW_SIGNATURE = b"webhook-id", b"webhook-timestamp", b"we
 
 # Header name -> every value it was sent with, for the names the configured modes read.
 Found = Mapping[bytes, list[str]]
-
-
-class Reason(enum.IntEnum):
-    """Why a delivery failed, ordered: when every mode fails, the highest one is reported.
-
-    The order puts first what may still become valid (a secret we do not know yet), so that a
-    delivery is never given a final answer because another, unused mode found nothing.
-    """
-
-    MISSING = 1  # none of this mode's headers
-    MALFORMED = 2  # the headers are there but cannot be read
-    EXPIRED = 3  # the timestamp is older than the tolerance
-    BAD_TOKEN = 4  # a token that is none of ours
-    EARLY = 5  # the timestamp is further ahead of our clock than the allowed skew
-    MISMATCH = 6  # well formed and fresh, but signed with none of our secrets
-
-
-@dataclass(frozen=True, slots=True)
-class Passed:
-    mode: str
-    # The delivery id the sender vouches for: signed (Standard Webhooks' ``webhook-id``) or sent
-    # by a caller who knows the secret (``token``, ``none``). None when only the body is signed
-    # (``upload-post``): an unsigned id header could be changed to replay a captured delivery.
-    delivery_id: str | None = None
-    # The signed timestamp (unix s), for modes that sign one.
-    signed_at: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    mode: str
-    reason: Reason
-    detail: str
-
-
-Verdict = Passed | Failed
 
 
 @dataclass(slots=True)
@@ -104,19 +69,7 @@ class _Candidate:
     signed_at: int
 
     def matches(self, body: bytes) -> bool:
-        for mac in self.macs:
-            digest = mac.copy()
-            digest.update(self.prefix)
-            digest.update(body)
-            expected = digest.digest()
-            found = False
-            for signature in self.signatures:
-                found |= hmac.compare_digest(expected, signature)
-            # Stopping at the first matching key tells an observer which key matched, never
-            # anything about a key's bytes.
-            if found:
-                return True
-        return False
+        return signatures.matches(self.macs, self.prefix, body, self.signatures)
 
 
 @dataclass(slots=True)
@@ -149,21 +102,45 @@ def _only(found: Found, name: bytes) -> str | None:
 def _check_time(
     mode: str, header: str, raw: str, now: float, tolerance: int, skew: int
 ) -> Failed | None:
-    if not _TIMESTAMP.match(raw):
+    timing, age = signatures.timestamp_age(raw, now, tolerance, skew)
+    if timing is Timing.MALFORMED:
         return Failed(mode, Reason.MALFORMED, f"{header} must be unix seconds")
-    age = now - int(raw)
-    if age > tolerance:
-        return Failed(mode, Reason.EXPIRED, f"{header} is {int(age)} s old (tolerance {tolerance})")
-    if -age > skew:
-        return Failed(mode, Reason.EARLY, f"{header} is {int(-age)} s ahead of our clock")
+    if timing is Timing.EXPIRED:
+        return Failed(mode, Reason.EXPIRED, f"{header} is {age} s old (tolerance {tolerance})")
+    if timing is Timing.EARLY:
+        return Failed(mode, Reason.EARLY, f"{header} is {-age} s ahead of our clock")
     return None
 
 
 @dataclass(slots=True)
-class _UploadPost:
+class _Signed:
+    """What the two signing modes share: keys, a fresh timestamp, at least one signature."""
+
     macs: list[hmac.HMAC]
     tolerance: int
     skew: int
+
+    def _candidate(
+        self,
+        mode: str,
+        timestamp: tuple[str, str],  # (header name, value)
+        now: float,
+        sent: list[bytes],
+        shape: str,  # what a well-formed signature header looks like
+        prefix: bytes,
+        delivery_id: str | None = None,
+    ) -> Failed | _Candidate:
+        header, value = timestamp
+        late = _check_time(mode, header, value, now, self.tolerance, self.skew)
+        if late is not None:
+            return late
+        if not sent:
+            return Failed(mode, Reason.MALFORMED, shape)
+        return _Candidate(mode, self.macs, prefix, sent, delivery_id, int(value))
+
+
+@dataclass(slots=True)
+class _UploadPost(_Signed):
     mode: str = "upload-post"
 
     headers: tuple[bytes, ...] = (_UP_SIGNATURE, _UP_TIMESTAMP)
@@ -176,29 +153,18 @@ class _UploadPost:
         if not raw_signature or timestamp is None:
             missing = "Timestamp" if timestamp is None else "Signature"
             return Failed(self.mode, Reason.MALFORMED, f"X-Upload-Post-{missing} is missing")
-        late = _check_time(
-            self.mode, "X-Upload-Post-Timestamp", timestamp, now, self.tolerance, self.skew
+        return self._candidate(
+            self.mode,
+            ("X-Upload-Post-Timestamp", timestamp),
+            now,
+            signatures.upload_post_signatures(raw_signature),
+            "X-Upload-Post-Signature must be sha256=<64 hex>",
+            f"{timestamp}.".encode(),
         )
-        if late is not None:
-            return late
-        signatures = []
-        for part in _SPLIT.split(",".join(raw_signature).strip())[:_MAX_SIGNATURES]:
-            shaped = _UPLOAD_POST_SIGNATURE.match(part)
-            if shaped:
-                signatures.append(bytes.fromhex(shaped.group(1)))
-        if not signatures:
-            return Failed(
-                self.mode, Reason.MALFORMED, "X-Upload-Post-Signature must be sha256=<64 hex>"
-            )
-        prefix = timestamp.encode() + b"."
-        return _Candidate(self.mode, self.macs, prefix, signatures, None, int(timestamp))
 
 
 @dataclass(slots=True)
-class _StandardWebhooks:
-    macs: list[hmac.HMAC]
-    tolerance: int
-    skew: int
+class _StandardWebhooks(_Signed):
     mode: str = "standard-webhooks"
 
     headers: tuple[bytes, ...] = (_SW_ID, _SW_TIMESTAMP, _SW_SIGNATURE)
@@ -215,28 +181,15 @@ class _StandardWebhooks:
             )
         if not _WEBHOOK_ID.match(msg_id):
             return Failed(self.mode, Reason.MALFORMED, "webhook-id must be 1-256 visible ASCII")
-        late = _check_time(
-            self.mode, "webhook-timestamp", timestamp, now, self.tolerance, self.skew
+        return self._candidate(
+            self.mode,
+            ("webhook-timestamp", timestamp),
+            now,
+            signatures.standard_webhooks_signatures(raw_signature),
+            "webhook-signature has no v1,<base64 HMAC-SHA256>",
+            f"{msg_id}.{timestamp}.".encode(),
+            msg_id,
         )
-        if late is not None:
-            return late
-        signatures = []
-        for part in raw_signature.split()[:_MAX_SIGNATURES]:
-            version, _, value = part.partition(",")
-            if version != "v1":
-                continue  # other schemes (v1a: asymmetric) are not ours to check
-            try:
-                decoded = base64.b64decode(value, validate=True)
-            except (binascii.Error, ValueError):
-                continue
-            if len(decoded) == hashlib.sha256().digest_size:
-                signatures.append(decoded)
-        if not signatures:
-            return Failed(
-                self.mode, Reason.MALFORMED, "webhook-signature has no v1,<base64 HMAC-SHA256>"
-            )
-        prefix = f"{msg_id}.{timestamp}.".encode()
-        return _Candidate(self.mode, self.macs, prefix, signatures, msg_id, int(timestamp))
 
 
 @dataclass(slots=True)
@@ -307,16 +260,17 @@ class Verifier:
         schemes: list[_Scheme] = []
         tolerance, skew = settings.verify_tolerance_seconds, settings.verify_future_skew_seconds
         if "upload-post" in modes:
-            keys = list(dict.fromkeys(k for s in secrets for k in _upload_post_keys(s)))
-            schemes.append(_UploadPost(_macs(keys), tolerance, skew))
+            unique = dict.fromkeys(k for s in secrets for k in signatures.upload_post_keys(s))
+            schemes.append(_UploadPost(signatures.macs(unique), tolerance, skew))
         if "standard-webhooks" in modes:
-            keys = [k for k in map(_standard_webhooks_key, secrets) if k is not None]
+            # The standard's libraries take the secret with or without its whsec_ prefix; so do we.
+            keys = [k for k in map(signatures.decode_whsec, secrets) if k is not None]
             if not keys:
                 raise ConfigurationError(
                     "UPHOOKS_VERIFY=standard-webhooks needs a secret of the form whsec_<base64> "
                     "in UPHOOKS_SECRETS; none of the configured ones is base64"
                 )
-            schemes.append(_StandardWebhooks(_macs(keys), tolerance, skew))
+            schemes.append(_StandardWebhooks(signatures.macs(keys), tolerance, skew))
         if "token" in modes:
             tokens = _tokens(settings, secrets)
             digests = [hashlib.sha256(t.encode()).digest() for t in tokens]
@@ -406,52 +360,3 @@ def _tokens(settings: Settings, signing_secrets: list[str]) -> list[str]:
                 "Use a random token of its own in UPHOOKS_TOKENS."
             )
     return tokens
-
-
-def _macs(keys: list[bytes]) -> list[hmac.HMAC]:
-    return [hmac.new(key, digestmod=hashlib.sha256) for key in keys]
-
-
-def _decoded_whsec(secret: str) -> bytes | None:
-    raw = secret.removeprefix("whsec_")
-    try:
-        key = base64.b64decode(raw, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return key or None
-
-
-def _upload_post_keys(secret: str) -> list[bytes]:
-    keys = [secret.encode()]
-    if secret.startswith("whsec_"):
-        decoded = _decoded_whsec(secret)
-        if decoded is not None:
-            keys.append(decoded)
-    return keys
-
-
-def _standard_webhooks_key(secret: str) -> bytes | None:
-    # The standard's libraries take the secret with or without its whsec_ prefix; so do we.
-    return _decoded_whsec(secret)
-
-
-def sign_upload_post(secret: str, body: bytes, timestamp: int) -> dict[str, str]:
-    """The headers the sender puts on a delivery (tests, the simulator, docs examples)."""
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return {
-        "X-Upload-Post-Timestamp": str(timestamp),
-        "X-Upload-Post-Signature": "sha256=" + mac.hexdigest(),
-    }
-
-
-def sign_standard_webhooks(secret: str, msg_id: str, body: bytes, timestamp: int) -> dict[str, str]:
-    """Standard Webhooks headers for ``body``; ``secret`` is ``whsec_<base64>``."""
-    key = _decoded_whsec(secret)
-    if key is None:
-        raise ValueError("a Standard Webhooks secret is whsec_<base64>")
-    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256)
-    return {
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": "v1," + base64.b64encode(mac.digest()).decode(),
-    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -20,6 +21,13 @@ def unpack(package: str, binary: str) -> Path | str:
     if not (shutil.which("apt-get") and shutil.which("dpkg")):
         return f"no apt-get/dpkg to fetch Debian's {package}"
     folder.mkdir(parents=True, exist_ok=True)
+    # The suite runs in several processes: one unpacks, the others wait and find it there.
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return path if path.exists() else _fetch(package, folder, path, binary)
+
+
+def _fetch(package: str, folder: Path, path: Path, binary: str) -> Path | str:
     download = ["apt-get", "download", package]
     got = subprocess.run(download, cwd=folder, capture_output=True, text=True, check=False)
     if got.returncode != 0 and os.geteuid() == 0:  # stale package lists: refresh, try again

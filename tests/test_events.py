@@ -9,6 +9,10 @@ import pytest
 
 from tests.conftest import ROOT, fixture_bodies
 from uphooks.events import (
+    ACCOUNT_EVENTS,
+    CATALOGUE,
+    DOCUMENTED_EVENTS,
+    AccountEvent,
     EventValidationError,
     SocialAccountConnected,
     SocialAccountDisconnected,
@@ -95,3 +99,34 @@ def test_known_event_missing_a_required_field_says_which() -> None:
     del payload["account_name"]
     with pytest.raises(EventValidationError, match="account_name"):
         parse_event(payload)
+
+
+def test_the_catalogue_is_derived_from_the_models() -> None:
+    assert DOCUMENTED_EVENTS == (
+        "upload_completed",
+        "social_account_connected",
+        "social_account_disconnected",
+        "social_account_reauth_required",
+    )
+    assert DOCUMENTED_EVENTS[1:] == ACCOUNT_EVENTS
+    upload = CATALOGUE["upload_completed"]
+    assert upload.model is UploadCompleted and not upload.is_account_event
+    assert {"job_id", "result.success", "result.post_id"} <= upload.fields
+    connected = CATALOGUE["social_account_connected"]
+    assert connected.is_account_event and issubclass(connected.model, AccountEvent)
+    assert {"account_name", "status"} <= connected.fields and "result" not in connected.fields
+
+
+def test_what_the_catalogue_feeds_filters_orderings_and_keys() -> None:
+    from handlers.filters import FILTERS_BY_EVENT
+    from handlers.options import ORDERINGS
+
+    account = frozenset({"platform", "profile", "account", "status"})
+    assert {
+        "upload_completed": frozenset({"platform", "profile", "success"}),
+        "social_account_connected": account,
+        "social_account_disconnected": account,
+        "social_account_reauth_required": account,
+    } == FILTERS_BY_EVENT
+    assert ORDERINGS["account"].fits == frozenset(ACCOUNT_EVENTS)
+    assert ORDERINGS["upload"].fits == frozenset({"upload_completed"})

@@ -282,12 +282,13 @@ def test_replay_inside_the_window_is_a_duplicate_and_not_queued_twice(ingress: I
     # The delivery id header is not signed: changing it must not make the replay new.
     forged_id = ingress.post(BODY, {**headers, "X-Upload-Post-Delivery": "dlv_forged"})
     assert [r.status_code for r in (first, replay, forged_id)] == [202, 200, 200]
-    key = first.json()["idempotency_key"]
+    key = first.json()["delivery_key"]
     assert (
         replay.json()
         == forged_id.json()
         == {
             "status": "duplicate",
+            "delivery_key": key,
             "idempotency_key": key,
             "duplicate": True,
         }

@@ -1,5 +1,6 @@
-"""Log lines: JSON fields (the delivery key and handler from ``[key handler]`` or ``extra``),
-the format switch, and a real worker whose lines about one delivery all carry its key."""
+"""Log lines: the delivery key and handler passed as ``extra`` and written out by the formatters
+(in the text and as JSON fields), the format switch, and a real worker whose lines about one
+delivery all carry its key."""
 
 from __future__ import annotations
 
@@ -25,22 +26,27 @@ def record(name: str, msg: str, *args: object, **extra: object) -> logging.LogRe
 
 def test_json_lines_carry_the_key_and_handler() -> None:
     fmt = logs.JsonFormatter("worker")
-    line = json.loads(
-        fmt.format(
-            record("uphooks.worker", "[%s %s] attempt %d failed", "d:abc-1", "team.notify", 2)
-        )
-    )
+    context = {"delivery_key": "d:abc-1", "handler": "team.notify"}
+    line = json.loads(fmt.format(record("uphooks.worker", "attempt %d failed", 2, **context)))
     assert line["msg"] == "[d:abc-1 team.notify] attempt 2 failed"
     assert (line["key"], line["handler"], line["level"]) == ("d:abc-1", "team.notify", "WARNING")
     assert line["service"] == "worker" and line["logger"] == "uphooks.worker"
     assert line["ts"].endswith("+00:00")
+    plain_line = logs.PlainFormatter().format(record("uphooks.worker", "done", **context))
+    assert plain_line.endswith("WARNING uphooks.worker: [d:abc-1 team.notify] done")
 
-    only_key = json.loads(fmt.format(record("x", "[e:0123abcd] the stored delivery is gone")))
-    assert only_key["key"] == "e:0123abcd" and "handler" not in only_key
+    only_key = json.loads(fmt.format(record("x", "stored delivery gone", delivery_key="e:0123")))
+    assert only_key["msg"] == "[e:0123] stored delivery gone"
+    assert only_key["key"] == "e:0123" and "handler" not in only_key
+    # ``key`` is the older name of ``delivery_key`` in extra.
     extra = json.loads(fmt.format(record("x", "kept", key="d:k", event="upload_completed")))
-    assert (extra["key"], extra["event"]) == ("d:k", "upload_completed")
+    assert (extra["key"], extra["event"], extra["msg"]) == ("d:k", "upload_completed", "[d:k] kept")
     plain = json.loads(fmt.format(record("x", "[not a key] hello")))
-    assert "key" not in plain
+    assert "key" not in plain and plain["msg"] == "[not a key] hello"
+    # A line that still writes its context into the text (transitional) keeps its fields.
+    legacy = json.loads(fmt.format(record("x", "[%s %s] done", "d:abc-1", "team.notify")))
+    assert (legacy["key"], legacy["handler"]) == ("d:abc-1", "team.notify")
+    assert legacy["msg"] == "[d:abc-1 team.notify] done"
 
     access = json.loads(
         fmt.format(
@@ -76,6 +82,31 @@ def test_json_lines_carry_the_key_and_handler() -> None:
     assert "ValueError: boom" in json.loads(fmt.format(rec))["exc"]
 
 
+def test_a_handlers_ctx_log_passes_its_context_as_extra_beside_the_callers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from handlers.context import bound_logger
+
+    with caplog.at_level(logging.INFO, logger="uphooks.handler"):
+        bound_logger("d:k9", "team.crm").info("sent %s", "x", extra={"event": "upload_completed"})
+    [rec] = caplog.records
+    assert rec.getMessage() == "sent x"  # the text is the handler's own
+    assert (rec.delivery_key, rec.handler, rec.event) == ("d:k9", "team.crm", "upload_completed")
+    assert json.loads(logs.JsonFormatter().format(rec))["msg"] == "[d:k9 team.crm] sent x"
+
+
+def test_the_ingress_line_for_a_kept_delivery_carries_its_key_as_extra(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = logging.getLogger("uphooks.receiver")
+    with caplog.at_level(logging.INFO, logger="uphooks.receiver"):
+        logs.delivery_kept(log, "d:k1", "upload_completed", is_new=True)
+    [rec] = caplog.records
+    assert (rec.getMessage(), rec.delivery_key) == ("upload_completed accepted", "d:k1")
+    line = json.loads(logs.JsonFormatter("ingress").format(rec))
+    assert (line["msg"], line["key"]) == ("[d:k1] upload_completed accepted", "d:k1")
+
+
 @pytest.mark.parametrize(("fmt", "is_json"), [("json", True), ("plain", False), ("auto", True)])
 def test_the_format_setting_applies_to_the_whole_process(fmt: str, is_json: bool) -> None:
     script = textwrap.dedent(
@@ -84,7 +115,8 @@ def test_the_format_setting_applies_to_the_whole_process(fmt: str, is_json: bool
         from uphooks import logs
         from uphooks.settings import Settings
         logs.configure(Settings(log_format=sys.argv[1]), "worker")
-        logging.getLogger("uphooks.worker").info("[d:k1 h1] done")
+        extra = {"delivery_key": "d:k1", "handler": "h1"}
+        logging.getLogger("uphooks.worker").info("done", extra=extra)
         logging.getLogger("celery").debug("not shown at INFO")
         """
     )
@@ -128,9 +160,8 @@ def test_one_grep_follows_a_delivery_through_a_real_worker(stack: Stack) -> None
     lines = [json.loads(x) for x in worker.log.read_text().splitlines() if x.startswith("{")]
     about = [line for line in lines if key in line["msg"]]
     assert about, "no worker line names the delivery"
-    # The built-in log handler's line names the key inside its message only, until
-    # handlers/log.py passes it as ``extra`` (see docs/operations.md); grep finds it either way.
-    assert all(line.get("key") == key for line in about if line["logger"] != "uphooks.events")
+    assert all(line.get("key") == key for line in about)
+    assert any(line["logger"] == "uphooks.events" for line in about)  # the built-in log handler
     assert any(
         line.get("handler") == "test.flaky" and "attempt 1 failed" in line["msg"] for line in about
     )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 
-from handlers import Context, Router
+from handlers import Context, Options, Router
 from handlers.registry import Backoff
 from tests.conftest import Stack, fixture_bodies, wait_for
 from uphooks.errors import ConfigurationError
@@ -105,14 +106,44 @@ def test_filters_on_newer_event_names_are_allowed() -> None:
     ],
 )
 def test_bad_options_are_refused(options: dict[str, Any], message: str) -> None:
+    name = options.pop("name", None)
     with pytest.raises(ConfigurationError, match=message):
-        Router().on("upload_completed", **options)(noop)
+        Router().on("upload_completed", name=name, options=Options(**options))(noop)
+
+
+def test_options_as_keywords_still_work_for_one_release_with_a_deprecation_warning() -> None:
+    router = Router()
+    with pytest.warns(DeprecationWarning, match=r"options=Options\(queue='slow', max_attempts=2\)"):
+        router.on("upload_completed", success=False, name="old", queue="slow", max_attempts=2)(noop)
+    spec = router.get("old")
+    assert spec is not None
+    assert (spec.queue, spec.max_attempts, dict(spec.filters)) == (
+        "slow",
+        2,
+        {"success": frozenset({False})},
+    )
+    with (
+        pytest.warns(DeprecationWarning),
+        pytest.raises(ConfigurationError, match="both as keywords and in options="),
+    ):
+        router.on("upload_completed", queue="a", options=Options(queue="b"))(noop)
+
+
+def test_filters_and_options_never_share_a_name() -> None:
+    from handlers.filters import FILTERS
+    from handlers.options import KEYWORD_OPTIONS
+
+    reserved = {"name", "options", *KEYWORD_OPTIONS}
+    assert not reserved & set(FILTERS)
+    assert set(KEYWORD_OPTIONS) <= {f.name for f in dataclasses.fields(Options)}
 
 
 def test_options_are_kept_on_the_spec() -> None:
     router = Router()
     router.on(
-        "upload_completed", name="h", max_attempts=3, backoff=(1, 30), queue="slow", time_limit=5
+        "upload_completed",
+        name="h",
+        options=Options(max_attempts=3, backoff=(1, 30), queue="slow", time_limit=5),
     )(noop)
     spec = router.get("h")
     assert spec is not None
@@ -223,13 +254,13 @@ def test_the_default_queue_hands_pairs_on_grouped_per_queue_and_only_once(redis_
     ran: list[str] = []
 
     def record(event: object, ctx: Context) -> None:
-        ran.append(ctx.idempotency_key)
+        ran.append(ctx.pair_key)
 
     router = Router()
     router.on("*", name="here")(record)
-    router.on("upload_completed", name="slow_a", queue=slow)(record)
-    router.on("upload_completed", success=False, name="slow_b", queue=slow)(record)
-    router.on("social_account_connected", name="other", queue=other)(record)
+    router.on("upload_completed", name="slow_a", options=Options(queue=slow))(record)
+    router.on("upload_completed", success=False, name="slow_b", options=Options(queue=slow))(record)
+    router.on("social_account_connected", name="other", options=Options(queue=other))(record)
     dispatcher = Dispatcher(client, settings, router, lambda keys: None)
     bodies = {"ok": UPLOAD, "failed": FAILED, "connected": CONNECTED}
 
@@ -269,3 +300,39 @@ def test_the_default_queue_hands_pairs_on_grouped_per_queue_and_only_once(redis_
     finally:
         client.delete(*client.keys(f"{settings.key_prefix}:*"))
         client.close()
+
+
+def test_the_context_names_its_two_keys_and_keeps_the_old_name_deprecated() -> None:
+    ctx = Context("d:k1:team.crm", "d:k1", "team.crm", 1, "upload_completed", 0.0)
+    assert (ctx.delivery_key, ctx.pair_key) == ("d:k1", "d:k1:team.crm")
+    with pytest.warns(DeprecationWarning, match="ctx.pair_key"):
+        assert ctx.idempotency_key == ctx.pair_key
+
+
+def test_the_plugin_api_exports_what_a_plugin_needs() -> None:
+    import handlers
+    from uphooks import errors, events
+
+    assert handlers.ConfigurationError is errors.ConfigurationError
+    assert handlers.AccountEvent is events.AccountEvent
+    router = Router()
+
+    @router.on(
+        "social_account_disconnected",
+        "social_account_reauth_required",
+        name="two",
+        options=handlers.Options(queue="q"),
+    )
+    def two(event: handlers.AccountEvent, ctx: Context) -> None: ...
+
+    spec = router.get("two")
+    assert spec is not None and spec.queue == "q"
+    assert set(handlers.__all__) >= {"AccountEvent", "ConfigurationError", "Options", "on"}
+
+
+def test_a_context_built_with_the_old_key_name_still_works_with_a_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="pair_key"):
+        ctx = Context(idempotency_key="d:k:h", delivery_key="d:k", handler_name="h")
+    assert (ctx.pair_key, ctx.attempt, dict(ctx.headers), ctx.source) == ("d:k:h", 1, {}, "webhook")
+    with pytest.raises(TypeError, match="pair_key"):
+        Context(delivery_key="d:k", handler_name="h")

@@ -1,4 +1,4 @@
-"""receiver/verify.py, sources.py and limits.py on their own: no server, no Redis.
+"""receiver/verify.py, allowed_networks.py and limits.py on their own: no server, no Redis.
 
 Signatures are built here by hand (hmac, base64), not with the module's own helpers, except where
 a helper is itself under test; the Standard Webhooks case uses the specification's published test
@@ -16,17 +16,16 @@ import pytest
 from pydantic import ValidationError
 from starlette.datastructures import Headers
 
+from receiver.allowed_networks import AllowedNetworks, parse_address
 from receiver.limits import LogThrottle, too_deep
-from receiver.sources import SourceFilter, parse_address
 from receiver.verify import (
     Failed,
     Passed,
     Pending,
     Reason,
     Verifier,
-    sign_standard_webhooks,
-    sign_upload_post,
 )
+from uphooks import signatures
 from uphooks.errors import ConfigurationError
 from uphooks.settings import Settings
 
@@ -78,8 +77,8 @@ def test_upload_post_also_accepts_the_base64_decoded_key_since_the_scheme_is_unc
     assert isinstance(verdict, Passed)
 
 
-def test_sign_upload_post_helper_matches_the_scheme() -> None:
-    headers = Headers(sign_upload_post(SECRET, BODY, NOW))
+def test_the_upload_post_signer_matches_the_scheme() -> None:
+    headers = Headers(signatures.upload_post_headers(SECRET, BODY, NOW))
     assert headers == upload_post_headers(SECRET.encode(), BODY)
 
 
@@ -236,7 +235,9 @@ def test_standard_webhooks_published_test_vector_passes_and_vouches_for_its_id()
         "standard-webhooks", SW_ID, SW_TIMESTAMP
     )
     assert (
-        sign_standard_webhooks(SW_SECRET, SW_ID, SW_BODY, SW_TIMESTAMP)["webhook-signature"]
+        signatures.standard_webhooks_headers(SW_SECRET, SW_ID, SW_BODY, SW_TIMESTAMP)[
+            "webhook-signature"
+        ]
         == SW_SIGNATURE
     )
 
@@ -375,7 +376,7 @@ def test_a_settings_error_next_to_a_secret_does_not_print_the_secret(
     assert SECRET not in str(caught.value)
 
 
-# -- sources -----------------------------------------------------------------------------------
+# -- allowed networks --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -419,18 +420,18 @@ PROXIES = [ip_network("10.0.0.0/8")]
     ],
 )
 def test_client_address_right_to_left(peer: str, forwarded: list[str], client: str | None) -> None:
-    found = SourceFilter([ip_network("0.0.0.0/0")], PROXIES).client(peer, forwarded)
+    found = AllowedNetworks([ip_network("0.0.0.0/0")], PROXIES).client(peer, forwarded)
     assert found == (ip_address(client) if client else None)
 
 
 def test_allow_list_reads_the_asgi_scope() -> None:
-    sources = SourceFilter([ip_network("198.51.100.0/24")], PROXIES)
+    sources = AllowedNetworks([ip_network("198.51.100.0/24")], PROXIES)
     via_proxy = {"client": ("10.0.0.2", 1), "headers": [(b"x-forwarded-for", b"198.51.100.1")]}
     spoofed = {"client": ("203.0.113.7", 1), "headers": [(b"x-forwarded-for", b"198.51.100.1")]}
     assert sources.allows(via_proxy)
     assert not sources.allows(spoofed)
     assert not sources.allows({"client": None, "headers": []})
-    assert SourceFilter([], []).allows(spoofed)
+    assert AllowedNetworks([], []).allows(spoofed)
 
 
 # -- limits ------------------------------------------------------------------------------------

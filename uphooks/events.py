@@ -10,15 +10,20 @@ address, and only what the spec calls optional is optional.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 __all__ = [
+    "ACCOUNT_EVENTS",
+    "CATALOGUE",
+    "DOCUMENTED_EVENTS",
     "EVENT_MODELS",
     "AccountEvent",
     "BaseEvent",
+    "EventKind",
     "EventValidationError",
     "SocialAccountConnected",
     "SocialAccountDisconnected",
@@ -89,15 +94,50 @@ class UnknownEvent(BaseEvent):
     """An event name this release does not model (``dm_received``, ``comment_received``, ...)."""
 
 
-EVENT_MODELS: dict[str, type[BaseEvent]] = {
-    model.name: model
-    for model in (
-        UploadCompleted,
-        SocialAccountConnected,
-        SocialAccountDisconnected,
-        SocialAccountReauthRequired,
-    )
+#: The documented events, in the docs' order: the one list every other one is derived from.
+_DOCUMENTED: tuple[type[BaseEvent], ...] = (
+    UploadCompleted,
+    SocialAccountConnected,
+    SocialAccountDisconnected,
+    SocialAccountReauthRequired,
+)
+
+
+def _field_paths(model: type[BaseModel], prefix: str = "") -> frozenset[str]:
+    """Every field a model declares, nested models' as dotted paths (``result.success``)."""
+    paths: set[str] = set()
+    for name, info in model.model_fields.items():
+        paths.add(prefix + name)
+        nested = info.annotation
+        if isinstance(nested, type) and issubclass(nested, BaseModel):
+            paths |= _field_paths(nested, f"{prefix}{name}.")
+    return frozenset(paths)
+
+
+@dataclass(frozen=True)
+class EventKind:
+    """What the catalogue knows of one documented event."""
+
+    name: str
+    model: type[BaseEvent]
+    #: The fields its payload is documented to carry, nested ones dotted (``result.success``).
+    fields: frozenset[str]
+
+    @property
+    def is_account_event(self) -> bool:
+        """About a social account (platform + account name + status), not an upload."""
+        return issubclass(self.model, AccountEvent)
+
+
+#: Event name -> what it is. An event name not in it is a newer one: :class:`UnknownEvent`.
+CATALOGUE: dict[str, EventKind] = {
+    model.name: EventKind(model.name, model, _field_paths(model)) for model in _DOCUMENTED
 }
+EVENT_MODELS: dict[str, type[BaseEvent]] = {name: kind.model for name, kind in CATALOGUE.items()}
+DOCUMENTED_EVENTS: tuple[str, ...] = tuple(CATALOGUE)
+ACCOUNT_EVENTS: tuple[str, ...] = tuple(
+    name for name, kind in CATALOGUE.items() if kind.is_account_event
+)
 
 
 class EventValidationError(ValueError):

@@ -14,7 +14,7 @@ same fact when they share at least one name:
   within about :data:`NEAR_SECONDS`. Every result writes the window its time falls in; only a
   result without post ids (every failure) looks for it, in that window and both neighbours.
 
-Account events (drift, uphooks/drift.py) are ``account|<profile>|<platform>|<status>|<window>``
+Account events (drift, uphooks_cli/drift.py) are ``account|<profile>|<platform>|<status>|<window>``
 with a window of :data:`ACCOUNT_SECONDS`.
 
 The names are hashed into Redis keys (``<prefix>:fact:<sha256 prefix>``) by
@@ -30,14 +30,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from uphooks.events import ACCOUNT_EVENTS
+
 #: Two failures (or results without post id) of one profile and platform this close together
 #: are taken for one fact: timestamps on the two sides are not the same clock reading.
 NEAR_SECONDS = 15 * 60
 #: Account events of one profile, platform and status this close together are one fact.
 ACCOUNT_SECONDS = 6 * 3600
-_ACCOUNT_EVENTS = frozenset(
-    {"social_account_connected", "social_account_disconnected", "social_account_reauth_required"}
-)
 
 
 @dataclass(frozen=True)
@@ -110,7 +109,7 @@ def result_facts(
 def webhook_facts(payload: Mapping[str, Any]) -> Facts:
     """The facts a received (or injected) event reports; NONE for events that are not facts."""
     event = payload.get("event")
-    if event in _ACCOUNT_EVENTS:
+    if event in ACCOUNT_EVENTS:
         return account_facts(
             payload.get("profile_username"),
             payload.get("platform"),

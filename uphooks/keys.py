@@ -52,3 +52,40 @@ class Keys:
     @property
     def worker_heartbeat(self) -> str:
         return f"{self.prefix}:worker-heartbeat"
+
+    # -- console indexes (docs/design.md section 11) ------------------------------------------
+    # Sorted sets of delivery keys scored by receipt time, like ``events``; written where the
+    # data is born (receiver/enqueue.lua, workers/index.lua) and pruned with the retention.
+
+    @property
+    def index_prefix(self) -> str:
+        """What every console index name starts with (the Lua scripts build the names)."""
+        return f"{self.prefix}:ix:"
+
+    def index(self, kind: str, value: str) -> str:
+        """Deliveries with one attribute: kind ``ev`` (event name), ``pf`` (platform), ``pr``
+        (profile), ``st`` (aggregate state), or ``hs`` (value ``<handler>|<pair state>``)."""
+        return f"{self.prefix}:ix:{kind}:{value}"
+
+    def index_state(self, state: str) -> str:
+        return self.index("st", state)
+
+    def index_pair(self, handler: str, state: str) -> str:
+        return self.index("hs", f"{handler}|{state}")
+
+    def lookup_bucket(self, n: int) -> str:
+        """The job and post ids named by deliveries received in one time bucket (uphooks/
+        indexes.py ``lookup_bucket_seconds``): members ``j:<job id>|<key>``, ``p:<post id>|<key>``,
+        all scored 0 (a lookup is a lex range); expires one retention after the bucket's end."""
+        return f"{self.prefix}:ix:find:{n}"
+
+    @property
+    def index_registry(self) -> str:
+        """Every console index (not the lookups), scored by its oldest entry's receipt time:
+        what the pruner (workers/index_prune.py) has to look at."""
+        return f"{self.prefix}:ix"
+
+    def attempts(self, key: str, handler: str) -> str:
+        """One pair's attempt history (JSON details, oldest first, capped), when it had more
+        than one attempt or failed; expires with the ledger hash."""
+        return f"{self.prefix}:attempts:{key}|{handler}"

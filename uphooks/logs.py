@@ -4,10 +4,13 @@
 stderr is a terminal, JSON otherwise).
 
 One grep follows one delivery: the ingress logs the delivery key when it keeps a delivery, and
-every line the worker writes about it (its own, and each handler's ``ctx.log``) starts with
-``[<key>]`` or ``[<key> <handler>]``. In JSON those also become the fields ``key`` and
-``handler``, so ``jq 'select(.key == "d:...")'`` works as well as ``grep d:...``. A caller may
-also pass them as ``extra={"key": ..., "handler": ...}``.
+every line the worker writes about it (its own, and each handler's ``ctx.log``) carries it. The
+context travels as record attributes, never inside the text: a caller passes
+``extra={"delivery_key": ..., "handler": ...}`` (``ctx.log`` does it for handlers), and the
+formatters write it out: in both formats the message starts with ``[<key>]`` or
+``[<key> <handler>]``, and in JSON they are also the fields ``key`` and ``handler``, so
+``jq 'select(.key == "d:...")'`` works as well as ``grep d:...``. ``extra={"key": ...}`` is
+read as the delivery key too (its older name).
 
 JSON fields: ``ts`` (UTC, ISO 8601), ``level``, ``logger``, ``msg``, ``service`` (ingress or
 worker), ``pid``, then when known ``key``, ``handler``, ``event``, ``exc`` (a traceback),
@@ -29,9 +32,10 @@ import orjson
 
 from uphooks.settings import Settings
 
-# "[d:abc]" or "[e:0123 team.notify]" at the start of a message.
-_KEYED = re.compile(r"^\[(?P<key>[de]:[A-Za-z0-9._:-]+)(?: (?P<handler>[^\]\s]+))?\]")
-_EXTRA_FIELDS = ("key", "handler", "event", "attempt", "handler_mismatch")
+# Transitional: lines that still write "[d:abc]" or "[e:0123 team.notify]" into their text
+# (workers/ until it passes extra=) still get the JSON fields. Remove with the last such line.
+_KEYED_TEXT = re.compile(r"^\[(?P<key>[de]:[A-Za-z0-9._:-]+)(?: (?P<handler>[^\]\s]+))?\]")
+_EXTRA_FIELDS = ("handler", "event", "attempt", "handler_mismatch")
 # receiver/access.py's access line (uvicorn's own gets them from its arguments, below).
 _ACCESS_FIELDS = ("client", "method", "path", "status")
 PLAIN_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -44,12 +48,23 @@ def _access_args(record: logging.LogRecord) -> tuple[Any, ...] | None:
     return None
 
 
+def delivery_key_of(record: logging.LogRecord) -> str | None:
+    """The delivery a line is about, from ``extra={"delivery_key": ...}`` (or ``"key"``)."""
+    key = getattr(record, "delivery_key", None) or getattr(record, "key", None)
+    return None if key is None else str(key)
+
+
 def message_of(record: logging.LogRecord) -> str:
-    """The line's text; uvicorn's access lines keep its wording, ``202 Accepted`` included."""
+    """The line's text, after ``[<key> <handler>]`` when it is about a delivery; uvicorn's
+    access lines keep its wording, ``202 Accepted`` included."""
     args = _access_args(record)
     if args is None:
-        key = getattr(record, "delivery_key", None)  # context passed as extra= (access lines)
-        return record.getMessage() if key is None else f"[{key}] {record.getMessage()}"
+        key = delivery_key_of(record)
+        if key is None:
+            return record.getMessage()
+        handler = getattr(record, "handler", None)
+        context = f"{key} {handler}" if handler else key
+        return f"[{context}] {record.getMessage()}"
     client, method, path, version, status = args
     try:
         phrase = " " + HTTPStatus(int(status)).phrase
@@ -63,15 +78,19 @@ class PlainFormatter(logging.Formatter):
         super().__init__(PLAIN_FORMAT)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = message_of(record)
+        record.message = message_of(record)  # "[key handler] " from extra= included, once
         return super().formatMessage(record)
 
 
 def keyed_fields(record: logging.LogRecord, message: str) -> dict[str, Any]:
-    """The delivery key and handler of a line: from ``extra`` first, else its ``[key handler]``."""
-    fields = {name: getattr(record, name) for name in _EXTRA_FIELDS if hasattr(record, name)}
-    if "key" not in fields:
-        found = _KEYED.match(message)
+    """The JSON fields of a line's context: the delivery key, handler, event, ..."""
+    fields: dict[str, Any] = {}
+    key = delivery_key_of(record)
+    if key is not None:
+        fields["key"] = key
+    fields.update((name, getattr(record, name)) for name in _EXTRA_FIELDS if hasattr(record, name))
+    if key is None:
+        found = _KEYED_TEXT.match(message)
         if found:
             fields["key"] = found.group("key")
             if found.group("handler"):
@@ -178,9 +197,8 @@ def configure(settings: Settings, service: str, *, capture_warnings: bool = Fals
 def delivery_kept(log: logging.Logger, key: str, event: str, is_new: bool) -> None:
     """The ingress's line for a delivery it acknowledged: the first line of its trail."""
     log.info(
-        "[%s] %s %s",
-        key,
+        "%s %s",
         event,
         "accepted" if is_new else "duplicate, already kept",
-        extra={"key": key, "event": event},
+        extra={"delivery_key": key, "event": event},
     )

@@ -5,8 +5,8 @@ Nothing else in the project reads ``os.environ``. Values come from ``UPHOOKS_*``
 
 The class is put together from one part per concern, each in its own module with its checks:
 Redis (``settings_redis.py``), the ingress (``settings_ingress.py``), the workers
-(``settings_workers.py``), operations (``settings_operations.py``); and here the built-in
-handlers'.
+(``settings_workers.py``), operations (``settings_operations.py``), the operator console
+(``settings_console.py``); and here the built-in handlers'.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from uphooks.settings_console import ConsoleSettings
 from uphooks.settings_ingress import IngressSettings
 from uphooks.settings_operations import OperationsSettings
 from uphooks.settings_redis import RedisSettings
@@ -24,8 +25,15 @@ from uphooks.settings_workers import WorkerSettings
 
 
 # pydantic takes the parts' fields from the last base to the first: Redis, ingress, workers,
-# operations, then this class's own.
-class Settings(OperationsSettings, WorkerSettings, IngressSettings, RedisSettings, BaseSettings):
+# operations, the console, then this class's own.
+class Settings(
+    ConsoleSettings,
+    OperationsSettings,
+    WorkerSettings,
+    IngressSettings,
+    RedisSettings,
+    BaseSettings,
+):
     model_config = SettingsConfigDict(
         env_prefix="UPHOOKS_",
         env_file=".env",

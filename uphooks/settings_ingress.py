@@ -1,7 +1,7 @@
 """Settings of the ingress: the webhook path, acknowledgement and de-duplication, how a delivery
-proves where it comes from (receiver/verify.py, sources.py, limits.py) and what the edge allows
-(receiver/connections.py, throttle.py). Part of :class:`uphooks.settings.Settings`; docs/security.md
-says why each default is what it is."""
+proves where it comes from (receiver/verify.py, allowed_networks.py, limits.py) and what the
+edge allows (receiver/connections.py, throttle.py). Part of :class:`uphooks.settings.Settings`;
+docs/security.md says why each default is what it is."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class IngressSettings(BaseModel):
     # How often the ingress reads INFO memory for that check (never per request).
     redis_memory_poll_seconds: float = Field(default=0.5, gt=0, le=10)
 
-    # --- Ingress security (receiver/verify.py, sources.py, limits.py; docs/security.md says why)
+    # --- Ingress security (receiver/verify.py, allowed_networks.py, limits.py; docs/security.md)
     # How a delivery proves it comes from the sender, comma-separated; any one passing is enough:
     # upload-post, standard-webhooks, token, none. ``none`` is for development only.
     verify: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["upload-post"])

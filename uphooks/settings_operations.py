@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator
 
-from uphooks.settings_values import DAY
+from uphooks.settings_values import DAY, base_url
 
 
 class OperationsSettings(BaseModel):
@@ -56,14 +56,7 @@ class OperationsSettings(BaseModel):
     notify_min_interval_seconds: float = Field(default=600.0, gt=0)
     notify_check_seconds: float = Field(default=15.0, gt=0)
 
-    @field_validator("upload_post_api_url", "public_url")
-    @classmethod
-    def _base_url(cls, value: str | None) -> str | None:
-        if not value:
-            return None
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"expected an http(s) URL, got {value!r}")
-        return value.rstrip("/")
+    _base_urls = field_validator("upload_post_api_url", "public_url")(base_url)
 
     @field_validator("heartbeat_stale_seconds")
     @classmethod

@@ -1,5 +1,5 @@
-"""What the parts of :class:`uphooks.settings.Settings` share: units, and how a list is written
-in one environment variable."""
+"""What the parts of :class:`uphooks.settings.Settings` share: units, how a list is written in one
+environment variable, what a base URL may be."""
 
 from __future__ import annotations
 
@@ -13,3 +13,12 @@ def comma_list(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+def base_url(value: str | None) -> str | None:
+    """An http(s) URL without its trailing slash; empty as None. For URL fields' validators."""
+    if not value:
+        return None
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"expected an http(s) URL, got {value!r}")
+    return value.rstrip("/")

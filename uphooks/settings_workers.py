@@ -24,6 +24,10 @@ class WorkerSettings(BaseModel):
     task_soft_time_limit_seconds: int = 240
     task_time_limit_seconds: int = 300
     worker_concurrency: int | None = None
+    # Consume-side batching (workers/intake.py): a worker running a route message also takes up
+    # to this many deliveries' further route messages from its queue, while handlers are fast.
+    # 1 turns it off.
+    worker_batch_max: int = Field(default=32, ge=1, le=1000)
     # A message whose worker died this many times is split up, then dead-lettered (poison).
     poison_max_deliveries: int = 3
     # Retries of a failing handler: exponential backoff with full jitter. A retry waits in Redis

@@ -32,6 +32,7 @@ from uphooks.settings import Settings
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context as OtelContext
+    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Span, Tracer
 
 log = logging.getLogger("uphooks.tracing")
@@ -40,7 +41,7 @@ log = logging.getLogger("uphooks.tracing")
 ON = False
 _tracer: Tracer | None = None
 _pid = 0
-_provider: Any = None
+_provider: TracerProvider | None = None
 
 Attributes = Mapping[str, str | int | float | bool]
 

@@ -5,7 +5,7 @@ two, honcho runs the Procfile's processes (ingress and worker). The stack stops 
 SIGTERM and SIGHUP (a closed terminal, ``tmux kill-session``): honcho gives each child a session
 of its own, so nothing else would stop them. The Redis data folder is locked while a server uses
 it, so a second stack refuses to start instead of sharing it. ``var/dev.json`` tells the other
-CLI commands where this stack is (``uphooks/devstate.py``). Once the ingress answers and a
+CLI commands where this stack is (``uphooks_cli/devstate.py``). Once the ingress answers and a
 worker beats, the lines to try it are printed (the Celery banner would scroll them away).
 """
 

@@ -14,13 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from uphooks.events import ACCOUNT_EVENTS
 from uphooks_cli.eventlog import EventFilter, EventLog
-
-ACCOUNT_EVENTS = (
-    "social_account_connected",
-    "social_account_disconnected",
-    "social_account_reauth_required",
-)
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,9 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 import redis
-from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 
 from uphooks.errors import ConfigurationError
-from uphooks.provider_api import ProviderAPIError
 from uphooks.settings import get_settings
 from uphooks_cli.devstate import redacted
 
@@ -54,6 +52,9 @@ def redis_unreachable(exc: Exception) -> str:
 
 def one_line(exc: BaseException) -> str | None:
     """The line to print for a failure the user can fix, or None for anything else."""
+    # Here, not at the top: every command loads this module, few of them kombu.
+    from kombu.exceptions import OperationalError
+
     if isinstance(exc, ValidationError) and exc.title == "Settings":
         return settings_problem(exc)
     if isinstance(exc, ConfigurationError):
@@ -81,6 +82,8 @@ class FriendlyGroup(click.Group):
 def api_errors(func: Callable[P, R]) -> Callable[P, R]:
     """A command calling Upload-Post's API: its refusals (a wrong key, an unknown id) are one
     line, as ProviderAPIError already words them."""
+
+    from uphooks.provider_api import ProviderAPIError  # only the API commands need httpx
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:

@@ -134,6 +134,3 @@ def drift_command(inject_missing: bool) -> None:
         metrics.reconciled(drift.event()["event"], int(result.kept))
         state = f"injected {result.key}" if result.kept else "already injected"
         click.echo(f"{state}: {drift.profile} {drift.platform}")
-
-
-COMMANDS = (reconcile_command, watch_command, drift_command)

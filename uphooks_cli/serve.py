@@ -46,7 +46,7 @@ def serve(host: str, port: int, processes: int) -> None:
         log_level=settings.log_level.lower(),
         log_config=logs.dict_config(settings, "ingress"),
         timeout_graceful_shutdown=20,
-        # Client addresses come from UPHOOKS_TRUSTED_PROXIES only (receiver/sources.py).
+        # Client addresses come from UPHOOKS_TRUSTED_PROXIES only (receiver/allowed_networks.py).
         proxy_headers=False,
         server_header=False,
     )

@@ -12,8 +12,6 @@ keyed with the secret string as given (``whsec_...`` included).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import random
 import string
 import time
@@ -27,13 +25,10 @@ from typing import Any
 import httpx
 import orjson
 
+from uphooks import signatures
+from uphooks.events import DOCUMENTED_EVENTS as DOCUMENTED_EVENTS  # for the CLI
+
 USER_AGENT = "Upload-Post-Webhooks/1.0"
-DOCUMENTED_EVENTS = (
-    "upload_completed",
-    "social_account_connected",
-    "social_account_disconnected",
-    "social_account_reauth_required",
-)
 PLATFORMS = (
     "instagram",
     "youtube",
@@ -194,8 +189,7 @@ def build_event(
 
 
 def signature(secret: str, timestamp: int | str, body: bytes) -> str:
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
+    return signatures.upload_post_signature(secret, timestamp, body)
 
 
 def headers_for(

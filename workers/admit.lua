@@ -8,6 +8,7 @@
 -- this message is a copy and does nothing. An ordered pair that is not the head of its set
 -- waits there (state "waiting") instead of being claimed or scheduled.
 --#include order.lua
+--#include index.lua
 local due, prefix, now = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local lease_ms, holder, ttl = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local out, a = {}, 7
@@ -16,6 +17,7 @@ for d = 1, tonumber(ARGV[6]) do
   a = a + 2
   local hk = prefix .. ':handled:' .. key
   local flags = {}
+  redis.call('HDEL', hk, '~t')  -- routed now: no longer counted as taken (intake.lua)
   if redis.call('HSETNX', hk, '~', n) == 0 then
     flags[1] = -1
     a = a + 5 * n
@@ -46,6 +48,7 @@ for d = 1, tonumber(ARGV[6]) do
     end
   end
   redis.call('EXPIRE', hk, ttl)
+  if flags[1] ~= -1 then ix_sync(prefix, key) end
   out[d] = flags
 end
 return out

@@ -10,6 +10,7 @@
 -- A pair waiting behind another in its ordering set is not claimed ({0, "waiting"}); a claimed
 -- ordered pair is pinned at the head of its set (order.lua).
 --#include order.lua
+--#include index.lua
 local due, prefix, now = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local lease_ms, holder, poison = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local out = {}
@@ -39,6 +40,7 @@ for i = 6, #ARGV, 3 do
     redis.call('HSET', hk, h, 'running')
     redis.call('ZADD', due, now + lease_ms / 1000, key .. '|' .. h)
     order_pin(hk, h)
+    ix_claimed(prefix, key, h, state, now)
     r = {code, value}
     if code == 1 and value > 1 then r[3] = redis.call('HGET', hk, h .. '@') or '' end
   else

@@ -126,10 +126,10 @@ class LeaseKeeper:
                 if not ok and self._holds(holder, pair):  # else it was settled meanwhile
                     lost += 1
                     log.error(
-                        "[%s %s] lease lost while the handler runs (was this process paused "
-                        "longer than UPHOOKS_LEASE_SECONDS?); another worker may run it too, "
-                        "and this run's outcome will not be recorded",
-                        *pair,
+                        "lease lost while the handler runs (was this process paused longer "
+                        "than UPHOOKS_LEASE_SECONDS?); another worker may run it too, and this "
+                        "run's outcome will not be recorded",
+                        extra={"delivery_key": pair[0], "handler": pair[1]},
                     )
                     self.release(holder, [pair])
         self._confirmed = sent  # every renewal above was answered

@@ -11,6 +11,7 @@ Messages are wake-ups; this is the source of truth. Per delivery, one hash ``han
 | ``<handler>!`` / ``<handler>%`` | runs lost (holder died) / times published again |
 | ``<handler>&`` / ``<handler>=`` | an ordered pair's ordering set and its member there |
 | ``~`` | the delivery was routed, to this many handlers (0: to none) |
+| ``~t`` | taken with another message (consume-side batching) this often and not yet routed |
 
 And one schedule, the sorted set ``due``: every pair not yet settled, and every delivery not yet
 routed, scored by when something must happen next (workers/schedule.py moves what is due).

@@ -32,8 +32,9 @@ import orjson
 import redis
 
 from handlers import _http
-from handlers.forward import decode_secret, sign
+from handlers.forward import decode_secret
 from handlers.telegram import send_message
+from uphooks import signatures
 from uphooks.backlog import ledger_backlog
 from uphooks.errors import ConfigurationError
 from uphooks.keys import Keys
@@ -149,11 +150,7 @@ class Notifier:
             if s.forward_secret is not None:
                 msg_id, stamp = f"notify-{notice.kind}-{time.time_ns()}", int(time.time())
                 key = decode_secret(s.forward_secret.get_secret_value())
-                headers |= {
-                    "webhook-id": msg_id,
-                    "webhook-timestamp": str(stamp),
-                    "webhook-signature": sign(key, msg_id, stamp, body),
-                }
+                headers |= signatures.standard_webhooks_headers(key, msg_id, body, stamp)
             what = "notification webhook"
             response = _http.post(
                 what, s.notify_webhook_url, s.forward_timeout_seconds, content=body, headers=headers

@@ -8,6 +8,7 @@
 -- before the pairs of that key still waiting that happened after it, never before a pair of
 -- that key that has started (order.lua).
 --#include order.lua
+--#include index.lua
 local due, dlq, prefix, now, ttl = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local key, h = ARGV[4], ARGV[5]
 local hk = prefix .. ':handled:' .. key
@@ -41,4 +42,5 @@ else
 end
 redis.call('DEL', prefix .. ':dlq:' .. member)
 redis.call('ZREM', dlq, member)
+ix_sync(prefix, key)
 return r

@@ -9,6 +9,7 @@
 -- An ordered pair that is done or dead leaves its ordering set and the next one is promoted,
 -- due now; a retrying or released one stays at the head and holds the others (order.lua).
 --#include order.lua
+--#include index.lua
 local due, dlq, prefix = KEYS[1], KEYS[2], ARGV[1]
 local now, holder, ttl, keep = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local out = {}
@@ -50,6 +51,7 @@ for i = 6, #ARGV, 6 do
   end
   if mine then redis.call('DEL', lk) end
   redis.call('EXPIRE', hk, ttl)
+  if r == 'ok' then ix_settled(prefix, key, h, token, kind, details, ttl) end
   out[#out + 1] = r
 end
 return out

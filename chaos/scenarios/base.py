@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chaos.load import Delivery, Sender, make_delivery
-from chaos.report import Row
+from chaos.load import Delivery, Sender, acked_keys, make_delivery
+from chaos.report import Row, check_runs, count, drain, quiesce
 from chaos.stack import SECRET, Cluster, Proc, wait_ready
 
 
@@ -72,6 +72,30 @@ def settle_queue(cluster: Cluster) -> Callable[[], bool]:
             return int(r.llen(cluster.settings.queue)) == 0 and int(r.hlen("unacked")) == 0
 
     return settled
+
+
+def account(
+    row: Row,
+    cluster: Cluster,
+    sent: Iterable[Delivery],
+    *,
+    drain_s: float | None = None,
+    expected: Callable[[str], int] = lambda key: 1,
+    killed: Mapping[int, float] | None = None,
+    keys: Collection[str] | None = None,
+) -> float | None:
+    """The end of every scenario: optionally wait ``drain_s`` for the acknowledged deliveries'
+    effects and an empty queue, wait until no copy of a message can come any more, then fill
+    the counting columns and check the handler runs per pair (``keys``: the acknowledged ones
+    unless given). Returns the drain's seconds when it drained."""
+    sent = list(sent)
+    waited = None
+    if drain_s is not None:
+        waited = drain(cluster, acked_keys(sent), drain_s, settle=settle_queue(cluster))
+    quiesce(row, cluster)
+    count(row, cluster, sent)
+    check_runs(row, cluster, acked_keys(sent) if keys is None else keys, expected, killed)
+    return waited
 
 
 def timed(row: Row, start: float) -> Row:

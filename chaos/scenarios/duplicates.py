@@ -8,8 +8,8 @@ from collections import Counter, defaultdict
 from dataclasses import replace
 
 from chaos.load import Delivery, acked_keys
-from chaos.report import Row, check_runs, count, drain, quiesce
-from chaos.scenarios.base import Ctx, deliveries, sender, settle_queue, start_stack, timed
+from chaos.report import Row, drain
+from chaos.scenarios.base import Ctx, account, deliveries, sender, start_stack, timed
 from chaos.stack import wait_ready
 
 
@@ -24,10 +24,7 @@ def same_delivery_concurrently(ctx: Ctx) -> Row:
             replace(d, attempts=[]) for d in originals for _ in range(copies)
         ]
         sender(url, max_connections=100).all_at_once(everything)
-        drain(cluster, acked_keys(everything), 60, settle=settle_queue(cluster))
-        quiesce(row, cluster)
-        count(row, cluster, everything)
-        check_runs(row, cluster, acked_keys(everything))
+        account(row, cluster, everything, drain_s=60)
         row.p99_ack_ms = None  # 1000 requests at once: the client's own queue, not the ingress
         firsts: Counter[str] = Counter()
         statuses: dict[str, Counter[int]] = defaultdict(Counter)
@@ -77,9 +74,7 @@ def same_task_two_workers(ctx: Ctx) -> Row:
         # Read the delivery counters before they expire (2 x visibility timeout).
         drain(cluster, acked_keys(batch), 30, settle=lambda: delivered() == [2] * n)
         twice = delivered()
-        quiesce(row, cluster)
-        count(row, cluster, batch)
-        check_runs(row, cluster, acked_keys(batch))
+        account(row, cluster, batch)
         runs = Counter(r.key for r in cluster.store.runs())
         row.figures.update(
             messages_queued=queued,

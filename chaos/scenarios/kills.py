@@ -9,9 +9,9 @@ from typing import Any
 
 from chaos.holds import Hold
 from chaos.keeper import Keeper, release_after
-from chaos.load import Background, acked_keys
-from chaos.report import Row, check_runs, count, drain, quiesce
-from chaos.scenarios.base import Ctx, deliveries, sender, settle_queue, start_stack, timed
+from chaos.load import Background
+from chaos.report import Row
+from chaos.scenarios.base import Ctx, account, deliveries, sender, start_stack, timed
 from chaos.stack import Cluster, Proc, children_of, parent_of
 
 HOLD = {"mode": "hold"}
@@ -47,12 +47,9 @@ def pool_child_killed(ctx: Ctx) -> Row:
 
         with Keeper(cluster.holds, decide) as keeper:
             batch = Background(sender(url), "at_rate", batch, rate).start().join(duration + 120)
-            row.recovery_s = drain(
-                cluster, acked_keys(batch), _drain_deadline(cluster), settle=settle_queue(cluster)
+            row.recovery_s = account(
+                row, cluster, batch, drain_s=_drain_deadline(cluster), killed=keeper.killed_at
             )
-        quiesce(row, cluster)
-        count(row, cluster, batch)
-        check_runs(row, cluster, acked_keys(batch), killed=keeper.killed_at)
         row.figures.update(children_killed=len(keeper.killed), holds_released=keeper.released)
         row.check("pool children were killed mid-handler", len(keeper.killed) >= duration / 3)
         row.check("nothing dead-lettered", row.dlq == 0, row.dlq)
@@ -98,12 +95,8 @@ def whole_worker_killed(ctx: Ctx) -> Row:
             t_kill = time.time()
             a.popen.wait()
             batch = load.join(duration + 120)
-            drain(
-                cluster, acked_keys(batch), _drain_deadline(cluster), settle=settle_queue(cluster)
-            )
-            quiesce(row, cluster)
-        count(row, cluster, batch)
-        check_runs(row, cluster, acked_keys(batch), killed=dict.fromkeys(pids, t_kill))
+            killed = dict.fromkeys(pids, t_kill)
+            account(row, cluster, batch, drain_s=_drain_deadline(cluster), killed=killed)
         effects = cluster.store.effect_times()
         before = {d.key for d in batch if d.key and d.acked_at and d.acked_at < t_kill}
         stranded = {k for k in before if effects.get(k, t_kill) > t_kill + 2}
@@ -162,12 +155,10 @@ def sigterm_mid_handler(ctx: Ctx, group: bool) -> Row:
             except Exception:
                 exit_s = None
             batch = load.join(duration + 120)
-            row.recovery_s = drain(
-                cluster, acked_keys(batch), _drain_deadline(cluster), settle=settle_queue(cluster)
+            killed = dict.fromkeys(pids, t_term)
+            row.recovery_s = account(
+                row, cluster, batch, drain_s=_drain_deadline(cluster), killed=killed
             )
-            quiesce(row, cluster)
-        count(row, cluster, batch)
-        check_runs(row, cluster, acked_keys(batch), killed=dict.fromkeys(pids, t_term))
         held_runs = cluster.store.runs(held.key) if held else []
         row.figures.update(
             worker_exit_after_s=exit_s,

@@ -6,8 +6,8 @@ import itertools
 import time
 
 from chaos.load import Background, acked_keys
-from chaos.report import Row, check_runs, count, drain, quiesce
-from chaos.scenarios.base import Ctx, deliveries, sender, settle_queue, start_stack, timed
+from chaos.report import Row
+from chaos.scenarios.base import Ctx, account, deliveries, sender, start_stack, timed
 
 
 def poison(ctx: Ctx) -> Row:
@@ -21,11 +21,8 @@ def poison(ctx: Ctx) -> Row:
         limit = cluster.settings.poison_max_deliveries
         batch = deliveries(n, "s6", lambda i: {"mode": "poison"} if i in poisoned else None)
         batch = Background(sender(url), "at_rate", batch, rate).start().join(duration + 120)
-        drain(cluster, acked_keys(batch), 90, settle=settle_queue(cluster))
-        quiesce(row, cluster)
-        count(row, cluster, batch)
         poison_keys = {batch[i].key for i in poisoned if batch[i].key}
-        check_runs(row, cluster, acked_keys(batch) - poison_keys)
+        account(row, cluster, batch, drain_s=90, keys=acked_keys(batch) - poison_keys)
         runs = {k: len(cluster.store.runs(k)) for k in poison_keys}
         dead = cluster.dead_lettered()
         # The others kept flowing: the longest pause between two effects while poison was live.

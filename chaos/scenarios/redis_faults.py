@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 from chaos.load import Attempt, Background, Delivery, ack_rate, acked_keys, percentile
 from chaos.proxy import BRPOP, Proxy
-from chaos.report import Row, check_runs, count, drain, quiesce
-from chaos.scenarios.base import Ctx, deliveries, sender, settle_queue, start_stack, timed
+from chaos.report import Row, drain
+from chaos.scenarios.base import Ctx, account, deliveries, sender, settle_queue, start_stack, timed
 from chaos.stack import Cluster
 
 
@@ -80,9 +80,7 @@ def redis_killed(ctx: Ctx, fsync: str, sid: str) -> Row:
             return t_down, t_up
 
         batch, probe, t_down, t_up = _fault_during_load(ctx, cluster, url, sid, kill_and_restart)
-        quiesce(row, cluster)
-        count(row, cluster, [*burst, *batch, *probe])
-        check_runs(row, cluster, acked_keys([*burst, *batch, *probe]))
+        account(row, cluster, [*burst, *batch, *probe])
         _window_checks(row, [*batch, *probe], t_down, t_up)
         effects = cluster.store.effect_times()
         acked_before = [d.key for d in batch if d.key and d.acked_at and d.acked_at < t_down]
@@ -151,9 +149,7 @@ def redis_paused(ctx: Ctx) -> Row:
             return t_stop, time.time()
 
         batch, probe, t_stop, t_cont = _fault_during_load(ctx, cluster, url, "s10a", pause)
-        quiesce(row, cluster)
-        count(row, cluster, [*batch, *probe])
-        check_runs(row, cluster, acked_keys([*batch, *probe]))
+        account(row, cluster, [*batch, *probe])
         _window_checks(row, [*batch, *probe], t_stop, t_cont)
         limit = cluster.settings.ack_timeout_seconds + 1
         _answered_in_time(row, probe, batch, limit, t_stop)
@@ -179,9 +175,7 @@ def redis_slowed(ctx: Ctx) -> Row:
                 return t_slow, time.time()
 
             batch, probe, t_slow, t_fast = _fault_during_load(ctx, cluster, url, "s10b", slow_down)
-            quiesce(row, cluster)
-            count(row, cluster, [*batch, *probe])
-            check_runs(row, cluster, acked_keys([*batch, *probe]))
+            account(row, cluster, [*batch, *probe])
             _window_checks(row, [*batch, *probe], t_slow, t_fast)
             limit = cluster.settings.ack_timeout_seconds + 1
             _answered_in_time(row, probe, batch, limit, t_slow)
@@ -226,11 +220,8 @@ def _lost_after_brpop(
             # recover_after_seconds and the scheduler publishes it again; past the visibility
             # timeout too (a restored message would be back by then).
             deadline = max(s.visibility_timeout_seconds, 2 * s.recover_after_seconds) + 20
-            drain(cluster, acked_keys(batch), deadline, settle=settle_queue(cluster))
-            quiesce(row, cluster)
-            count(row, cluster, batch)
             expected = 1 + int(str((chaos or {}).get("k", 0)))
-            check_runs(row, cluster, acked_keys(batch), expected=lambda key: expected)
+            account(row, cluster, batch, drain_s=deadline, expected=lambda key: expected)
             effect_at = cluster.store.effect_times().get(batch[0].key or "")
             if effect_at is not None and proxy.tripped_at is not None:
                 row.recovery_s = round(effect_at - proxy.tripped_at, 1)

@@ -14,8 +14,8 @@ from collections import Counter
 
 from chaos.load import Background, Delivery, acked_keys
 from chaos.proxy import Proxy
-from chaos.report import Row, check_runs, count, drain, quiesce
-from chaos.scenarios.base import Ctx, deliveries, sender, settle_queue, start_stack, timed
+from chaos.report import Row, drain
+from chaos.scenarios.base import Ctx, account, deliveries, sender, start_stack, timed
 from chaos.stack import Cluster
 from workers.ledger import script_source
 
@@ -38,10 +38,7 @@ def transient_failures(ctx: Ctx) -> Row:
         url, _ = start_stack(cluster)
         batch = deliveries(n, "s5a", lambda i: {"mode": "fail", "k": k})
         batch = Background(sender(url), "at_rate", batch, 10.0).start().join(120)
-        row.recovery_s = drain(cluster, acked_keys(batch), 60, settle=settle_queue(cluster))
-        quiesce(row, cluster)
-        count(row, cluster, batch)
-        check_runs(row, cluster, acked_keys(batch), expected=lambda key: k + 1)
+        row.recovery_s = account(row, cluster, batch, drain_s=60, expected=lambda key: k + 1)
         shapes: Counter[str] = Counter()
         for key in acked_keys(batch):
             runs = cluster.store.runs(key)
@@ -77,10 +74,7 @@ def kill_between_publish_and_ack(ctx: Ctx) -> Row:
             proxy.arm(SETTLE, action="after_reply", on_trip=kill_the_settler, reply_prefix=b"*")
             sender(url).at_rate([event], 1.0)
             tripped = proxy.tripped.wait(30)
-            row.recovery_s = drain(cluster, acked_keys([event]), 60, settle=settle_queue(cluster))
-            quiesce(row, cluster)
-            count(row, cluster, [event])
-            check_runs(row, cluster, acked_keys([event]), expected=lambda key: 2)
+            row.recovery_s = account(row, cluster, [event], drain_s=60, expected=lambda key: 2)
             runs = cluster.store.runs(event.key) if event.key else []
             messages = _task_deliveries(cluster)
             row.figures.update(
@@ -135,13 +129,11 @@ def redis_gone_at_retry_publish(ctx: Ctx, outage_s: float, sid: str) -> Row:
             everything: list[Delivery] = [*warm, event]
             s = cluster.settings
             deadline = outage_s + s.visibility_timeout_seconds + s.restore_sweep_seconds + 40
-            drain(cluster, acked_keys(everything), deadline, settle=settle_queue(cluster))
-            quiesce(row, cluster)
-            count(row, cluster, everything)
-            check_runs(
+            account(
                 row,
                 cluster,
-                acked_keys(everything),
+                everything,
+                drain_s=deadline,
                 expected=lambda key: 2 if key == event.key else 1,
             )
             runs = cluster.store.runs(event.key) if event.key else []

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 from chaos.load import Background, ack_rate, acked_keys, percentile
-from chaos.report import Row, check_runs, count, drain, quiesce
-from chaos.scenarios.base import Ctx, deliveries, sender, start_stack, timed
+from chaos.report import Row, count, drain
+from chaos.scenarios.base import Ctx, account, deliveries, sender, start_stack, timed
 
 
 def maximum(ctx: Ctx) -> Row:
@@ -50,9 +50,7 @@ def steady(ctx: Ctx) -> Row:
         batch = load.join(duration + 120)
         t_sent = max((d.acked_at for d in batch if d.acked_at), default=time.time())
         drain(cluster, acked_keys(batch), 60)
-        quiesce(row, cluster)
-        count(row, cluster, batch)
-        check_runs(row, cluster, acked_keys(batch))
+        account(row, cluster, batch)
         effects = cluster.store.effect_times()
         last = max(effects.values(), default=t_sent)
         row.recovery_s = round(max(0.0, last - t_sent), 1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from handlers import Context, Router
+from handlers import Context, Options, Router
 from uphooks.events import BaseEvent
 from uphooks.settings import Settings
 
@@ -10,7 +10,11 @@ from uphooks.settings import Settings
 def build_router(settings: Settings) -> Router:
     router = Router()
 
-    @router.on("upload_completed", name="test.configured", queue=f"{settings.queue}.configured")
+    @router.on(
+        "upload_completed",
+        name="test.configured",
+        options=Options(queue=f"{settings.queue}.configured"),
+    )
     def configured(event: BaseEvent, ctx: Context) -> None:
         pass
 

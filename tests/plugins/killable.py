@@ -19,8 +19,8 @@ def _hold(flag: str, ctx: Context) -> None:
 
 @on("upload_completed", name="test.killable")
 def killable(event: BaseEvent, ctx: Context) -> None:
-    store.count(f"runs:{ctx.idempotency_key}")
+    store.count(f"runs:{ctx.pair_key}")
     _hold("hold_before", ctx)
-    # The effect is keyed by ctx.idempotency_key, as the docs tell handler authors to do.
-    store.record_once(ctx.handler_name, ctx.idempotency_key)
+    # The effect is keyed by ctx.pair_key, as the docs tell handler authors to do.
+    store.record_once(ctx.handler_name, ctx.pair_key)
     _hold("hold_after", ctx)

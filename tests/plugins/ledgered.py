@@ -10,7 +10,7 @@ import os
 import signal
 import time
 
-from handlers import Context, PermanentError, TransientError, on
+from handlers import Context, Options, PermanentError, TransientError, on
 from tests.plugins import store
 from uphooks.events import BaseEvent
 
@@ -24,7 +24,7 @@ def steady(event: BaseEvent, ctx: Context) -> None:
     _ran(ctx)
 
 
-@on("upload_completed", name="ledger.flaky", max_attempts=5, backoff=(0.2, 0.4))
+@on("upload_completed", name="ledger.flaky", options=Options(max_attempts=5, backoff=(0.2, 0.4)))
 def flaky(event: BaseEvent, ctx: Context) -> None:
     """Fails until its attempt reaches the ``ok_at`` control value (default 3)."""
     _ran(ctx)

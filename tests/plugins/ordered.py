@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from handlers import Context, TransientError, on
+from handlers import Context, Options, TransientError, on
 from tests.plugins import store
 from uphooks.events import AccountEvent
 
@@ -20,7 +20,9 @@ ACCOUNT_EVENTS = (
 )
 
 
-@on(*ACCOUNT_EVENTS, name="ordered.account", ordered_by="account", max_attempts=100)
+@on(
+    *ACCOUNT_EVENTS, name="ordered.account", options=Options(ordered_by="account", max_attempts=100)
+)
 def account(event: AccountEvent, ctx: Context) -> None:
     r = store.client()
     who = f"{event.platform}:{event.account_name}"

@@ -18,4 +18,4 @@ def poison(event: BaseEvent, ctx: Context) -> None:
 
 @on("upload_completed", name="test.healthy")
 def healthy(event: BaseEvent, ctx: Context) -> None:
-    store.record(ctx.handler_name, ctx.idempotency_key)
+    store.record(ctx.handler_name, ctx.pair_key)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from handlers import Context, TransientError, on
+from handlers import Context, Options, TransientError, on
 from tests.plugins import store
 from uphooks.events import BaseEvent
 from uphooks.settings import get_settings
@@ -23,14 +23,14 @@ def _role() -> str:
 
 @on("upload_completed", name="test.fast")
 def fast(event: BaseEvent, ctx: Context) -> None:
-    store.record(ctx.handler_name, f"{ctx.idempotency_key}@{_role()}")
+    store.record(ctx.handler_name, f"{ctx.pair_key}@{_role()}")
 
 
-@on("upload_completed", name="test.slow", queue=SLOW_QUEUE, backoff=(0.1, 0.3))
+@on("upload_completed", name="test.slow", options=Options(queue=SLOW_QUEUE, backoff=(0.1, 0.3)))
 def slow(event: BaseEvent, ctx: Context) -> None:
     """Fails while its attempts are fewer than the ``slow_fail_times`` control value."""
-    attempts = store.count(f"attempts:{ctx.idempotency_key}")
+    attempts = store.count(f"attempts:{ctx.pair_key}")
     if attempts <= int(store.client().get(store.key("ctl:slow_fail_times")) or 0):
-        store.record("test.slow.failed", f"{ctx.idempotency_key}#attempt={ctx.attempt}@{_role()}")
+        store.record("test.slow.failed", f"{ctx.pair_key}#attempt={ctx.attempt}@{_role()}")
         raise TransientError("failing on purpose")
-    store.record(ctx.handler_name, f"{ctx.idempotency_key}#attempt={ctx.attempt}@{_role()}")
+    store.record(ctx.handler_name, f"{ctx.pair_key}#attempt={ctx.attempt}@{_role()}")

@@ -14,6 +14,6 @@ SLEEP = 3.0
 
 @on("upload_completed", name="test.sleeping")
 def sleeping(event: BaseEvent, ctx: Context) -> None:
-    store.count(f"runs:{ctx.idempotency_key}")
-    store.client().set(store.key("running"), ctx.idempotency_key)
+    store.count(f"runs:{ctx.pair_key}")
+    store.client().set(store.key("running"), ctx.pair_key)
     time.sleep(SLEEP)

@@ -12,7 +12,7 @@ RETRY_AFTER = 10.0
 
 @on("upload_completed", name="test.retry_later")
 def retry_later(event: BaseEvent, ctx: Context) -> None:
-    attempts = store.count(f"attempts:{ctx.idempotency_key}")
+    attempts = store.count(f"attempts:{ctx.pair_key}")
     if attempts == 1:
         raise TransientError("first attempt fails on purpose", retry_after=RETRY_AFTER)
-    store.record_once(ctx.handler_name, ctx.idempotency_key)
+    store.record_once(ctx.handler_name, ctx.pair_key)

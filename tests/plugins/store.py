@@ -23,14 +23,14 @@ def key(name: str) -> str:
     return f"{get_settings().key_prefix}:test:{name}"
 
 
-def record(handler: str, idempotency_key: str) -> None:
-    client().rpush(key("effects"), f"{handler}|{idempotency_key}")
+def record(handler: str, pair_key: str) -> None:
+    client().rpush(key("effects"), f"{handler}|{pair_key}")
 
 
-def record_once(handler: str, idempotency_key: str) -> bool:
-    """An idempotent effect: keyed by ctx.idempotency_key, a repeat changes nothing."""
-    if client().set(key(f"effect:{idempotency_key}"), 1, nx=True):
-        record(handler, idempotency_key)
+def record_once(handler: str, pair_key: str) -> bool:
+    """An idempotent effect: keyed by ctx.pair_key, a repeat changes nothing."""
+    if client().set(key(f"effect:{pair_key}"), 1, nx=True):
+        record(handler, pair_key)
         return True
     return False
 

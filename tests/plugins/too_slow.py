@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from handlers import Context, Router
+from handlers import Context, Options, Router
 from uphooks.events import BaseEvent
 
 router = Router()
 
 
-@router.on("upload_completed", name="test.too_slow", time_limit=100_000)
+@router.on("upload_completed", name="test.too_slow", options=Options(time_limit=100_000))
 def too_slow(event: BaseEvent, ctx: Context) -> None:
     pass

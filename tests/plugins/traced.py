@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from handlers import Context, TransientError, on
+from handlers import Context, Options, TransientError, on
 from uphooks.events import BaseEvent
 
 
@@ -12,7 +12,7 @@ def child(event: BaseEvent, ctx: Context) -> None:
         assert span is not None  # tracing is on in these tests
 
 
-@on("upload_completed", name="traced.flaky", backoff=(0.2, 0.2))
+@on("upload_completed", name="traced.flaky", options=Options(backoff=(0.2, 0.2)))
 def flaky(event: BaseEvent, ctx: Context) -> None:
     if ctx.attempt == 1:
         raise TransientError("the first attempt fails on purpose")

@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 from uphooks_example import handlers
 
-from handlers import Context
-from uphooks.events import parse_event
+from handlers import Context, SocialAccountReauthRequired, UploadCompleted
 
 FAILED_UPLOAD: dict[str, Any] = {
     "event": "upload_completed",
@@ -50,7 +49,7 @@ def db_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 def ctx_for(handler: str, key: str = "e:abc") -> Context:
     return Context(
-        idempotency_key=f"{key}:{handler}",
+        pair_key=f"{key}:{handler}",
         delivery_key=key,
         handler_name=handler,
         attempt=1,
@@ -77,8 +76,8 @@ def test_router_sends_each_event_to_the_right_handler() -> None:
     assert names_for({**REAUTH, "event": "social_account_connected"}) == []
 
 
-def test_failed_upload_is_kept_once_per_idempotency_key(db_path: Path) -> None:
-    event = parse_event(FAILED_UPLOAD)
+def test_failed_upload_is_kept_once_per_pair_key(db_path: Path) -> None:
+    event = UploadCompleted.model_validate(FAILED_UPLOAD)
     handlers.failed_upload(event, ctx_for("example.failed_upload"))
     handlers.failed_upload(event, ctx_for("example.failed_upload"))  # a rerun after a crash
     assert rows(db_path, "failed_uploads") == [
@@ -94,6 +93,7 @@ def test_failed_upload_is_kept_once_per_idempotency_key(db_path: Path) -> None:
 
 
 def test_account_needing_attention_is_kept(db_path: Path) -> None:
-    handlers.account_attention(parse_event(REAUTH), ctx_for("example.account_attention"))
+    event = SocialAccountReauthRequired.model_validate(REAUTH)
+    handlers.account_attention(event, ctx_for("example.account_attention"))
     [row] = rows(db_path, "account_attention")
     assert row[1:5] == ("youtube", "UCxxxx", "reauth_required", "token_refresh_threshold_exceeded")

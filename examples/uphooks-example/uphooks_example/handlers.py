@@ -8,9 +8,10 @@ What to copy from here:
 - one ``Router`` per plugin module, exposed as ``router``; the entry point in pyproject.toml names
   this module;
 - explicit, stable handler names (``name=...``): markers and dead letters are keyed by them;
-- per-handler options only where the default does not fit;
+- per-handler options (``options=Options(...)``) only where the default does not fit, kept
+  apart from the filters (``success=False``);
 - the plugin's own settings class with its own prefix (``UPHOOKS_EXAMPLE_*``), read lazily;
-- the effect keyed by ``ctx.idempotency_key`` (a primary key here), so a handler run twice for
+- the effect keyed by ``ctx.pair_key`` (a primary key here), so a handler run twice for
   one delivery (a crash after the write, before the worker recorded it) still writes one row.
 """
 
@@ -24,13 +25,13 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from handlers import Context, Router, SocialAccountDisconnected, UploadCompleted
+from handlers import AccountEvent, Context, Options, Router, UploadCompleted
 
 router = Router()
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS failed_uploads (
-    idempotency_key TEXT PRIMARY KEY,
+    pair_key TEXT PRIMARY KEY,
     platform TEXT NOT NULL,
     profile TEXT,
     title TEXT,
@@ -38,7 +39,7 @@ CREATE TABLE IF NOT EXISTS failed_uploads (
     created_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS account_attention (
-    idempotency_key TEXT PRIMARY KEY,
+    pair_key TEXT PRIMARY KEY,
     platform TEXT NOT NULL,
     account TEXT NOT NULL,
     status TEXT NOT NULL,
@@ -72,13 +73,15 @@ def database() -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-@router.on("upload_completed", success=False, name="example.failed_upload", max_attempts=5)
+@router.on(
+    "upload_completed", success=False, name="example.failed_upload", options=Options(max_attempts=5)
+)
 def failed_upload(event: UploadCompleted, ctx: Context) -> None:
     with database() as db:
         added = db.execute(
             "INSERT OR IGNORE INTO failed_uploads VALUES (?, ?, ?, ?, ?, ?)",
             (
-                ctx.idempotency_key,
+                ctx.pair_key,
                 event.platform,
                 event.profile_username,
                 event.title,
@@ -93,16 +96,15 @@ def failed_upload(event: UploadCompleted, ctx: Context) -> None:
     "social_account_disconnected",
     "social_account_reauth_required",
     name="example.account_attention",
-    backoff=(2, 60),
-    time_limit=10,
+    options=Options(backoff=(2, 60), time_limit=10),
 )
-def account_attention(event: SocialAccountDisconnected, ctx: Context) -> None:
-    # Both events share the fields used here (SocialAccountReauthRequired has the same ones).
+def account_attention(event: AccountEvent, ctx: Context) -> None:
+    # AccountEvent: the fields every account event has, whichever of the two this is.
     with database() as db:
         db.execute(
             "INSERT OR IGNORE INTO account_attention VALUES (?, ?, ?, ?, ?, ?)",
             (
-                ctx.idempotency_key,
+                ctx.pair_key,
                 event.platform,
                 event.account_name,
                 event.status,

@@ -37,7 +37,9 @@ def parse_address(text: str) -> Address | None:
     return address
 
 
-class SourceFilter:
+class AllowedNetworks:
+    """The ingress's allow-list of sender networks, and who the client is behind our proxies."""
+
     def __init__(self, allowed: Sequence[Network], trusted_proxies: Sequence[Network]) -> None:
         self.allowed = tuple(allowed)
         self.trusted = tuple(trusted_proxies)

@@ -1,0 +1,1 @@
+"""The operator console: `uphooks console`, a web app on the pipeline's Redis."""
