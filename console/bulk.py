@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import orjson
 import redis
 
+from console.background import Background
 from console.store import ConsoleStore, EventQuery
 from uphooks.keys import Keys
 from uphooks.settings import Settings
@@ -234,22 +234,13 @@ class Jobs:
         return self._ledger.replay(key, handler, text)
 
 
-class Runner:
+class Runner(Background):
     """The console process's background thread that runs bulk jobs."""
 
     def __init__(self, jobs: Jobs, interval: float = 0.5) -> None:
+        super().__init__("bulk-replay", interval)
         self._jobs = jobs
-        self._interval = interval
-        self._stop = threading.Event()
         self._holder = f"console-{secrets.token_hex(4)}"
-        self._thread = threading.Thread(target=self._loop, name="bulk-replay", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import orjson
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from console.background import Background
 from uphooks.backlog import ledger_backlog
 from uphooks.collector import queues_of
 from uphooks.keys import Keys
@@ -156,21 +156,12 @@ def mean_durations(points: list[Point]) -> list[Line]:
     return [Line("mean seconds per call", line)]
 
 
-class Sampler:
+class Sampler(Background):
     """The console process's background thread that takes the points."""
 
     def __init__(self, series: Series, interval: float) -> None:
+        super().__init__("series", interval)
         self._series = series
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="series", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
