@@ -66,34 +66,33 @@ def document(settings: Settings) -> dict[str, Any]:
             "The sender's delivery id, kept for de-duplication when the mode vouches for it.",
         )
     ]
+
+    def scheme(name: str, header: str, description: str | None = None) -> None:
+        """A mode's credential: one header holding a key or a signature."""
+        security_schemes[name] = {"type": "apiKey", "in": "header", "name": header}
+        if description is not None:
+            security_schemes[name]["description"] = description
+        security.append({name: []})
+
     if "upload-post" in modes:
-        security_schemes["uploadPost"] = {
-            "type": "apiKey",
-            "in": "header",
-            "name": "X-Upload-Post-Signature",
-            "description": 'sha256=<hex HMAC-SHA256 of "<X-Upload-Post-Timestamp>." + raw body>',
-        }
-        security.append({"uploadPost": []})
+        scheme(
+            "uploadPost",
+            "X-Upload-Post-Signature",
+            'sha256=<hex HMAC-SHA256 of "<X-Upload-Post-Timestamp>." + raw body>',
+        )
         parameters.append(_header("X-Upload-Post-Timestamp", _TIMESTAMP, "Unix seconds."))
     if "standard-webhooks" in modes:
-        security_schemes["standardWebhooks"] = {
-            "type": "apiKey",
-            "in": "header",
-            "name": "webhook-signature",
-            "description": "Space-separated v1,<base64 HMAC-SHA256 of id.timestamp.body>.",
-        }
-        security.append({"standardWebhooks": []})
+        scheme(
+            "standardWebhooks",
+            "webhook-signature",
+            "Space-separated v1,<base64 HMAC-SHA256 of id.timestamp.body>.",
+        )
         parameters += [
             _header("webhook-id", {"type": "string"}, "Message id, signed."),
             _header("webhook-timestamp", _TIMESTAMP, "Unix seconds."),
         ]
     if "token" in modes:
-        security_schemes["token"] = {
-            "type": "apiKey",
-            "in": "header",
-            "name": settings.token_header,
-        }
-        security.append({"token": []})
+        scheme("token", settings.token_header)
 
     responses: dict[str, Any] = {
         "202": _answer("Kept in the queue; it will be processed.", "Accepted"),
