@@ -13,7 +13,7 @@ from chaos.holds import Hold
 from chaos.keeper import Keeper, release_after
 from chaos.load import Background, Delivery
 from chaos.report import Row
-from chaos.scenarios.base import Ctx, account, deliveries, sender, start_stack, timed
+from chaos.scenarios.base import Ctx, account, deliveries, sender, start_stack
 from chaos.stack import Cluster, Proc, children_of, parent_of
 
 HOLD = {"mode": "hold"}
@@ -32,7 +32,6 @@ def pool_child_killed(ctx: Ctx) -> Row:
     """Every ~1 s, a pool child holding an event (before its effect) is SIGKILLed."""
     rate, duration = ctx.fault_rate, ctx.pick(12, 6)
     row = Row("2", f"pool child SIGKILL mid-handler, every ~1s ({rate:.0f}/s)")
-    start = time.time()
     with ctx.cluster("s2-child-kill") as cluster:
         url, _ = start_stack(cluster)
         batch = deliveries(int(rate * duration), "s2", held_every(10))
@@ -58,7 +57,7 @@ def pool_child_killed(ctx: Ctx) -> Row:
         lost = [line for p in cluster.procs for line in p.log_lines("WorkerLostError")]
         row.figures["worker_lost_log_lines"] = len(lost)
         row.evidence += lost[:2]
-    return timed(row, start)
+    return row
 
 
 def _wait_for_hold_in(keeper: Keeper, worker: Proc, timeout: float) -> Hold | None:
@@ -109,7 +108,6 @@ def whole_worker_killed(ctx: Ctx) -> Row:
     """Worker A (parent and children) SIGKILLed while it holds an event; worker B carries on."""
     rate, duration = ctx.fault_rate, ctx.pick(12, 8)
     row = Row("3", f"whole worker SIGKILL (process group) during load ({rate:.0f}/s)")
-    start = time.time()
     with ctx.cluster("s3-worker-kill") as cluster:
         url, (a, _b) = start_stack(cluster)
         batch = deliveries(int(rate * duration), "s3", held_every(10))
@@ -139,7 +137,7 @@ def whole_worker_killed(ctx: Ctx) -> Row:
             row.recovery_s <= bound + 2,
             f"{row.recovery_s}s",
         )
-    return timed(row, start)
+    return row
 
 
 def sigterm_mid_handler(ctx: Ctx, group: bool) -> Row:
@@ -147,7 +145,6 @@ def sigterm_mid_handler(ctx: Ctx, group: bool) -> Row:
     rate, duration = ctx.fault_rate, ctx.pick(10, 6)
     target = "process group" if group else "main process"
     row = Row("4b" if group else "4a", f"SIGTERM to a worker's {target} mid-handler")
-    start = time.time()
     with ctx.cluster("s4b-sigterm-group" if group else "s4a-sigterm") as cluster:
         url, (a, _b) = start_stack(cluster)
         batch = deliveries(int(rate * duration), "s4", held_every(10))
@@ -178,7 +175,7 @@ def sigterm_mid_handler(ctx: Ctx, group: bool) -> Row:
         row.check("worker A had a handler running at SIGTERM", caught.held is not None)
         row.check("worker A exited after SIGTERM", exit_s is not None)
         row.evidence += a.log_lines("shutdown", "Lost", "lost", "Restoring", "restor")[:6]
-    return timed(row, start)
+    return row
 
 
 def sigterm_main(ctx: Ctx) -> Row:

@@ -23,7 +23,7 @@ import redis
 from chaos.load import Background, acked_keys
 from chaos.proxy import BRPOP, redis_proxy
 from chaos.report import Row, check_runs, count, drain, quiesce
-from chaos.scenarios.base import Ctx, deliveries, sender, settle_queue, start_stack, timed
+from chaos.scenarios.base import Ctx, deliveries, sender, settle_queue, start_stack
 from chaos.stack import Cluster, Proc, children_of
 
 SLOW = {"mode": "sleep", "s": 0.2}
@@ -118,7 +118,6 @@ def loss_and_kills(ctx: Ctx) -> Row:
     rate = float(round(max(10.0, min(cap, 0.6 * ctx.max_rate))))
     duration, every = ctx.pick(300, 30), 100
     row = Row("11a", f"1% of pops lost + child kills, {duration:.0f}s at {rate:.0f}/s")
-    start = time.time()
     with ctx.cluster("s11a-loss-and-kills") as cluster, redis_proxy(cluster) as proxy:
         url, workers = start_stack(cluster, worker_redis_url=proxy.url)
         proxy.arm(BRPOP, action="cut_on_reply", reply_prefix=b"*2\r\n", every=every)
@@ -182,7 +181,7 @@ def loss_and_kills(ctx: Ctx) -> Row:
             unrecovered[:5],
         )
         row.check("nothing dead-lettered", row.dlq == 0, row.dlq)
-    return timed(row, start)
+    return row
 
 
 class Copier:
@@ -221,7 +220,6 @@ def three_copies(ctx: Ctx) -> Row:
     time late, after everything settled: runs per pair == expected attempts."""
     rate, n, k = min(ctx.fault_rate, 20.0), int(ctx.pick(300, 60)), 2
     row = Row("11c", f"every message delivered 3x, + a late copy ({n} deliveries)")
-    start = time.time()
 
     def flaky(i: int) -> dict[str, Any] | None:
         return {"mode": "fail", "k": k} if i % 3 == 1 else None
@@ -254,4 +252,4 @@ def three_copies(ctx: Ctx) -> Row:
         row.check("the scheduler's pair messages were copied too", copier.pair_messages > 0)
         row.check("nothing left in <prefix>:due", left == 0, left)
         row.check("nothing dead-lettered", row.dlq == 0, row.dlq)
-    return timed(row, start)
+    return row

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from chaos.load import Attempt, Background, Delivery, ack_rate, acked_keys, percentile
 from chaos.proxy import BRPOP, redis_proxy
 from chaos.report import Row, drain
-from chaos.scenarios.base import Ctx, account, deliveries, sender, settle_queue, start_stack, timed
+from chaos.scenarios.base import Ctx, account, deliveries, sender, settle_queue, start_stack
 from chaos.stack import Cluster
 
 
@@ -59,7 +59,6 @@ def _fault_during_load(
 def redis_killed(ctx: Ctx, fsync: str, sid: str) -> Row:
     down_s = 3.0
     row = Row(sid, f"redis-server SIGKILL {down_s:.0f}s + AOF restart ({fsync})")
-    start = time.time()
     with ctx.cluster(f"s{sid}-redis-kill-{fsync}", appendfsync=fsync) as cluster:
         server = cluster.redis_server
         assert server is not None
@@ -100,7 +99,7 @@ def redis_killed(ctx: Ctx, fsync: str, sid: str) -> Row:
             for p in cluster.procs
             for line in p.log_lines("goes back to the queue", "Unrecoverable", "lost")
         ][:4]
-    return timed(row, start)
+    return row
 
 
 def redis_killed_always(ctx: Ctx) -> Row:
@@ -153,7 +152,6 @@ def _answers_through(
 def redis_paused(ctx: Ctx) -> Row:
     pause_s = ctx.pick(6, 4)
     row = Row("10a", f"redis-server paused {pause_s:.0f}s (SIGSTOP)")
-    start = time.time()
     with ctx.cluster("s10a-redis-paused") as cluster:
         server = cluster.redis_server
         assert server is not None and server.process is not None
@@ -168,13 +166,12 @@ def redis_paused(ctx: Ctx) -> Row:
             return t_stop, time.time()
 
         _answers_through(ctx, row, cluster, url, "s10a", pause)
-    return timed(row, start)
+    return row
 
 
 def redis_slowed(ctx: Ctx) -> Row:
     slow_s, latency = ctx.pick(6, 4), 4.0
     row = Row("10b", f"Redis {latency:.0f}s slower for {slow_s:.0f}s (proxy, ingress side)")
-    start = time.time()
     with ctx.cluster("s10b-redis-slowed") as cluster, redis_proxy(cluster) as proxy:
         url, _ = start_stack(cluster, ingress_redis_url=proxy.url)
 
@@ -186,7 +183,7 @@ def redis_slowed(ctx: Ctx) -> Row:
             return t_slow, time.time()
 
         _answers_through(ctx, row, cluster, url, "s10b", slow_down)
-    return timed(row, start)
+    return row
 
 
 def _lost_after_brpop(
@@ -201,7 +198,6 @@ def _lost_after_brpop(
     """Redis pops a message for a worker (BRPOP) and that connection drops before the reply
     arrives: the message is in neither the queue nor kombu's unacknowledged set."""
     row = Row(sid, title)
-    start = time.time()
     # One pool process per worker: a busy worker does not fetch, so who gets what is known.
     overrides = {"worker_concurrency": 1}
     with (
@@ -233,7 +229,7 @@ def _lost_after_brpop(
         runs = cluster.store.runs(batch[0].key) if batch[0].key else []
         row.figures["runs"] = [f"{r.attempt}:{r.outcome}" for r in runs]
         row.evidence += [line for p in cluster.procs for line in p.log_lines("published again")][:2]
-    return timed(row, start)
+    return row
 
 
 def connection_lost_after_brpop(ctx: Ctx) -> Row:

@@ -15,7 +15,7 @@ from collections import Counter
 from chaos.load import Background, Delivery, acked_keys
 from chaos.proxy import redis_proxy
 from chaos.report import Row, drain
-from chaos.scenarios.base import Ctx, account, deliveries, sender, start_stack, timed
+from chaos.scenarios.base import Ctx, account, deliveries, sender, start_stack
 from chaos.stack import Cluster
 from workers.ledger import script_source
 
@@ -33,7 +33,6 @@ def _task_deliveries(cluster: Cluster) -> list[int]:
 def transient_failures(ctx: Ctx) -> Row:
     k, n = 3, int(ctx.pick(20, 5))
     row = Row("5a", f"handler fails transiently k={k} times")
-    start = time.time()
     with ctx.cluster("s5a-transient") as cluster:
         url, _ = start_stack(cluster)
         batch = deliveries(n, "s5a", lambda i: {"mode": "fail", "k": k})
@@ -46,7 +45,7 @@ def transient_failures(ctx: Ctx) -> Row:
         expected = " ".join([f"{a}:fail" for a in range(1, k + 1)] + [f"{k + 1}:effect"])
         row.figures.update(run_shapes=dict(shapes), expected_shape=expected)
         row.check(f"every event ran k+1={k + 1} times, 1 effect", shapes == {expected: n}, shapes)
-    return timed(row, start)
+    return row
 
 
 def kill_between_publish_and_ack(ctx: Ctx) -> Row:
@@ -54,7 +53,6 @@ def kill_between_publish_and_ack(ctx: Ctx) -> Row:
     before the original message was acknowledged: the original comes back (a copy, a no-op by
     fencing) and the retry runs once: runs 1:fail 2:effect, 1 effect."""
     row = Row("5b", "kill between retry settle and original's ack")
-    start = time.time()
     with ctx.cluster("s5b-publish-kill") as cluster, redis_proxy(cluster) as proxy:
         url, _ = start_stack(cluster, workers=1, worker_redis_url=proxy.url)
         [event] = deliveries(1, "s5b", lambda i: {"mode": "fail", "k": 1})
@@ -93,14 +91,13 @@ def kill_between_publish_and_ack(ctx: Ctx) -> Row:
         row.evidence += [line for p in cluster.procs for line in p.log_lines("WorkerLostError(")][
             :1
         ]
-    return timed(row, start)
+    return row
 
 
 def redis_gone_at_retry_publish(ctx: Ctx, outage_s: float, sid: str) -> Row:
     """Workers reach Redis through a proxy; the settle call recording a handler's retry cuts
     Redis off (the call never reaches Redis; the worker retries it, or the lease lapses)."""
     row = Row(sid, f"Redis gone {outage_s:.0f}s when a retry is recorded")
-    start = time.time()
     # Time limits above the dispatcher's 20 s of Redis retries around the settle, so the limits
     # do not cut them short (as production's defaults do not).
     timings = {
@@ -149,7 +146,7 @@ def redis_gone_at_retry_publish(ctx: Ctx, outage_s: float, sid: str) -> Row:
             for p in cluster.procs
             for line in p.log_lines("goes back to the queue", "Connection to broker lost")
         ][:3]
-    return timed(row, start)
+    return row
 
 
 def retry_publish_short_outage(ctx: Ctx) -> Row:
