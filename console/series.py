@@ -22,12 +22,12 @@ import orjson
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from console.background import Background
 from uphooks.backlog import ledger_backlog
 from uphooks.collector import queues_of
 from uphooks.keys import Keys
 from uphooks.liveness import workers_seen
 from uphooks.settings import Settings
+from workers.background import Periodic
 
 log = logging.getLogger("uphooks.console.series")
 HOUR = 3600.0
@@ -156,17 +156,9 @@ def mean_durations(points: list[Point]) -> list[Line]:
     return [Line("mean seconds per call", line)]
 
 
-class Sampler(Background):
-    """The console process's background thread that takes the points."""
+class Sampler(Periodic):
+    """The console process's background thread that takes the points, the first at once."""
 
     def __init__(self, series: Series, interval: float) -> None:
-        super().__init__("series", interval)
-        self._series = series
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._series.sample()
-            except redis.RedisError as exc:
-                log.warning("overview sample not taken: %s", exc)
-            self._stop.wait(self._interval)
+        what = "overview sample"
+        super().__init__("series", interval, series.sample, log=log, what=what, at_once=True)
