@@ -22,10 +22,10 @@ from typing import Any
 import orjson
 import redis
 
-from console.background import Background
 from console.store import ConsoleStore, EventQuery
 from uphooks.keys import Keys
 from uphooks.settings import Settings
+from workers.background import Periodic
 from workers.deadletter import DeadLetters, entry_id
 from workers.ledger import Ledger
 
@@ -234,19 +234,17 @@ class Jobs:
         return self._ledger.replay(key, handler, text)
 
 
-class Runner(Background):
-    """The console process's background thread that runs bulk jobs."""
+class Runner(Periodic):
+    """The console process's background thread that runs bulk jobs: every ``interval`` s (the
+    first time at once) it takes a job that needs a runner and runs it to its end."""
 
     def __init__(self, jobs: Jobs, interval: float = 0.5) -> None:
-        super().__init__("bulk-replay", interval)
-        self._jobs = jobs
-        self._holder = f"console-{secrets.token_hex(4)}"
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self._jobs.run_once(self._holder):
-                    continue
-            except redis.RedisError as exc:
-                log.warning("bulk replay runner: Redis: %s", exc)
-            self._stop.wait(self._interval)
+        holder = f"console-{secrets.token_hex(4)}"
+        super().__init__(
+            "bulk-replay",
+            interval,
+            lambda: jobs.run_once(holder),
+            log=log,
+            what="bulk replay runner",
+            at_once=True,
+        )
