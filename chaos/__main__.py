@@ -62,6 +62,7 @@ def main(
             rows.append(row)
             click.echo(table_line(row))
             continue
+        t_scenario = time.time()
         try:
             row = scenario(ctx)
         except Exception as exc:
@@ -69,6 +70,7 @@ def main(
             row = Row(sid, f"{scenario.__name__}: harness error")
             row.check("scenario ran to the end", False, repr(exc))
             row.evidence.append(traceback.format_exc(limit=5))
+        row.seconds = round(time.time() - t_scenario, 1)
         rows.append(row)
         click.echo(table_line(row))
         for line in details(row):

@@ -24,9 +24,10 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from chaos.stack import Cluster
 from uphooks_cli.embedded import free_port
 
 #: Commands as redis-py sends them (RESP bulk strings).
@@ -255,3 +256,14 @@ class Proxy:
                     return
             conn.writer.write(data)
             await conn.writer.drain()
+
+
+@contextlib.contextmanager
+def redis_proxy(cluster: Cluster) -> Iterator[Proxy]:
+    """A proxy in front of the cluster's redis-server, stopped at the end."""
+    assert cluster.redis_server is not None
+    proxy = Proxy(cluster.redis_server.port).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()

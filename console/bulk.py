@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -26,6 +25,7 @@ import redis
 from console.store import ConsoleStore, EventQuery
 from uphooks.keys import Keys
 from uphooks.settings import Settings
+from workers.background import Periodic
 from workers.deadletter import DeadLetters, entry_id
 from workers.ledger import Ledger
 
@@ -234,28 +234,17 @@ class Jobs:
         return self._ledger.replay(key, handler, text)
 
 
-class Runner:
-    """The console process's background thread that runs bulk jobs."""
+class Runner(Periodic):
+    """The console process's background thread that runs bulk jobs: every ``interval`` s (the
+    first time at once) it takes a job that needs a runner and runs it to its end."""
 
     def __init__(self, jobs: Jobs, interval: float = 0.5) -> None:
-        self._jobs = jobs
-        self._interval = interval
-        self._stop = threading.Event()
-        self._holder = f"console-{secrets.token_hex(4)}"
-        self._thread = threading.Thread(target=self._loop, name="bulk-replay", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self._jobs.run_once(self._holder):
-                    continue
-            except redis.RedisError as exc:
-                log.warning("bulk replay runner: Redis: %s", exc)
-            self._stop.wait(self._interval)
+        holder = f"console-{secrets.token_hex(4)}"
+        super().__init__(
+            "bulk-replay",
+            interval,
+            lambda: jobs.run_once(holder),
+            log=log,
+            what="bulk replay runner",
+            at_once=True,
+        )

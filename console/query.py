@@ -53,7 +53,8 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class Filters:
-    """What an :class:`console.store.EventQuery` filters on (handler: an exact name)."""
+    """What a query filters on (handler: an exact name); console/shapes.py's ``EventQuery``
+    is one, with where its page starts."""
 
     state: str | None = None
     event: str | None = None
@@ -154,9 +155,10 @@ class Pager:
         found, scanned, next_score, next_key, total = self._script(args=args)
         nxt = None
         if next_score is not None:
-            nxt = encode_cursor(_text(next_score), _text(next_key))
+            nxt = encode_cursor(text(next_score), text(next_key))
         return Walk(list(found), int(scanned), nxt, int(total))
 
 
-def _text(value: object) -> str:
+def text(value: object) -> str:
+    """A Redis reply's bytes (or number) as text."""
     return value.decode() if isinstance(value, bytes) else str(value)

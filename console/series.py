@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from uphooks.collector import queues_of
 from uphooks.keys import Keys
 from uphooks.liveness import workers_seen
 from uphooks.settings import Settings
+from workers.background import Periodic
 
 log = logging.getLogger("uphooks.console.series")
 HOUR = 3600.0
@@ -156,26 +156,9 @@ def mean_durations(points: list[Point]) -> list[Line]:
     return [Line("mean seconds per call", line)]
 
 
-class Sampler:
-    """The console process's background thread that takes the points."""
+class Sampler(Periodic):
+    """The console process's background thread that takes the points, the first at once."""
 
     def __init__(self, series: Series, interval: float) -> None:
-        self._series = series
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="series", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._series.sample()
-            except redis.RedisError as exc:
-                log.warning("overview sample not taken: %s", exc)
-            self._stop.wait(self._interval)
+        what = "overview sample"
+        super().__init__("series", interval, series.sample, log=log, what=what, at_once=True)

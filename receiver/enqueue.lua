@@ -21,15 +21,18 @@ local cut = tonumber(ARGV[6]) + 1
 local records = ARGV[8]
 local fresh, flags = {}, {}
 local recover_at = tonumber(now) + tonumber(ARGV[9])
-local specs, fact_prefix = {}, ARGV[10]
-if ARGV[11] then
-  local at = 1
-  for len in string.gmatch(ARGV[11] .. ',', '(%d*),') do
+local function unpack_parts(lengths, packed)
+  -- The parts of ``packed``, one per length in the comma-separated ``lengths`` (empty ones too).
+  local parts, at = {}, 1
+  for len in string.gmatch(lengths .. ',', '(%d*),') do
     local n = tonumber(len) or 0
-    specs[#specs + 1] = string.sub(ARGV[12], at, at + n - 1)
+    parts[#parts + 1] = string.sub(packed, at, at + n - 1)
     at = at + n
   end
+  return parts
 end
+local specs, fact_prefix = {}, ARGV[10]
+if ARGV[11] then specs = unpack_parts(ARGV[11], ARGV[12]) end
 local function known(spec, key)
   -- Whether a fact this delivery looks at is held by another delivery it must yield to.
   if spec == nil or spec == '' then return false end
@@ -50,14 +53,7 @@ end
 -- bucket "<prefix>:ix:find:<n>" (ARGV[16] its width, s) as "<term>|<key>", all scored 0 so a
 -- lookup is a lex range, and the bucket expires a retention after its end.
 local ixp, terms, adds, finds = ARGV[13], {}, {}, {}
-if ixp then
-  local at = 1
-  for len in string.gmatch(ARGV[14] .. ',', '(%d*),') do
-    local n = tonumber(len) or 0
-    terms[#terms + 1] = string.sub(ARGV[15], at, at + n - 1)
-    at = at + n
-  end
-end
+if ixp then terms = unpack_parts(ARGV[14], ARGV[15]) end
 local function add(name, key)
   local members = adds[name]
   if not members then members = {}; adds[name] = members end

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse
 from uphooks.settings import Settings
 
 _TIMESTAMP = {"type": "string", "pattern": "^[0-9]{1,12}$"}
+_RETRY_AFTER = {"Retry-After": {"schema": {"type": "string", "pattern": "^[0-9]+$"}}}
 
 
 def _version() -> str:
@@ -26,17 +27,21 @@ def _version() -> str:
         return "0"
 
 
-def _error(description: str, *, retry: bool = False) -> dict[str, Any]:
-    schema = "Unavailable" if retry else "Rejected"
-    response: dict[str, Any] = {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
-    }
-    if retry:
-        response["headers"] = {
-            "Retry-After": {"schema": {"type": "string", "pattern": "^[0-9]+$"}},
-        }
+def _json(schema: str) -> dict[str, Any]:
+    """A JSON body of one of the document's own schemas (``components.schemas``)."""
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
+
+
+def _answer(description: str, schema: str, *, retry_after: bool = False) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description, "content": _json(schema)}
+    if retry_after:
+        response["headers"] = dict(_RETRY_AFTER)
     return response
+
+
+def _error(description: str, *, retry: bool = False) -> dict[str, Any]:
+    """A refusal: final (``Rejected``), or ``Unavailable`` with a Retry-After for the sender."""
+    return _answer(description, "Unavailable" if retry else "Rejected", retry_after=retry)
 
 
 def _header(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -61,38 +66,37 @@ def document(settings: Settings) -> dict[str, Any]:
             "The sender's delivery id, kept for de-duplication when the mode vouches for it.",
         )
     ]
+
+    def scheme(name: str, header: str, description: str | None = None) -> None:
+        """A mode's credential: one header holding a key or a signature."""
+        security_schemes[name] = {"type": "apiKey", "in": "header", "name": header}
+        if description is not None:
+            security_schemes[name]["description"] = description
+        security.append({name: []})
+
     if "upload-post" in modes:
-        security_schemes["uploadPost"] = {
-            "type": "apiKey",
-            "in": "header",
-            "name": "X-Upload-Post-Signature",
-            "description": 'sha256=<hex HMAC-SHA256 of "<X-Upload-Post-Timestamp>." + raw body>',
-        }
-        security.append({"uploadPost": []})
+        scheme(
+            "uploadPost",
+            "X-Upload-Post-Signature",
+            'sha256=<hex HMAC-SHA256 of "<X-Upload-Post-Timestamp>." + raw body>',
+        )
         parameters.append(_header("X-Upload-Post-Timestamp", _TIMESTAMP, "Unix seconds."))
     if "standard-webhooks" in modes:
-        security_schemes["standardWebhooks"] = {
-            "type": "apiKey",
-            "in": "header",
-            "name": "webhook-signature",
-            "description": "Space-separated v1,<base64 HMAC-SHA256 of id.timestamp.body>.",
-        }
-        security.append({"standardWebhooks": []})
+        scheme(
+            "standardWebhooks",
+            "webhook-signature",
+            "Space-separated v1,<base64 HMAC-SHA256 of id.timestamp.body>.",
+        )
         parameters += [
             _header("webhook-id", {"type": "string"}, "Message id, signed."),
             _header("webhook-timestamp", _TIMESTAMP, "Unix seconds."),
         ]
     if "token" in modes:
-        security_schemes["token"] = {
-            "type": "apiKey",
-            "in": "header",
-            "name": settings.token_header,
-        }
-        security.append({"token": []})
+        scheme("token", settings.token_header)
 
     responses: dict[str, Any] = {
-        "202": _ok("Kept in the queue; it will be processed.", "Accepted"),
-        "200": _ok("Already kept earlier (a retry or a replay); not queued again.", "Accepted"),
+        "202": _answer("Kept in the queue; it will be processed.", "Accepted"),
+        "200": _answer("Already kept earlier (a retry or a replay); not queued again.", "Accepted"),
         "400": _error("Not a JSON object with an event name; final."),
         "413": _error(f"The body is over {settings.max_body_bytes} bytes; final."),
         "415": _error("Not a JSON content type; final."),
@@ -102,13 +106,12 @@ def document(settings: Settings) -> dict[str, Any]:
             retry=True,
         ),
     }
-    responses["429"] = _error(
+    responses["429"] = _answer(
         "This source sent too many requests that were refused; the sender retries after "
         "Retry-After seconds.",
+        "Rejected",
+        retry_after=True,
     )
-    responses["429"]["headers"] = {
-        "Retry-After": {"schema": {"type": "string", "pattern": "^[0-9]+$"}},
-    }
     if checked:
         responses["401"] = _error("Not verified and can never be; final.")
     if settings.allowed_networks:
@@ -125,7 +128,7 @@ def document(settings: Settings) -> dict[str, Any]:
         "parameters": parameters,
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Delivery"}}},
+            "content": _json("Delivery"),
         },
         "responses": responses,
     }
@@ -171,13 +174,6 @@ def document(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _ok(description: str, schema: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
-    }
-
-
 def _probe(description: str, operation: str, may_fail: bool) -> dict[str, Any]:
     status = {
         "type": "object",
@@ -193,6 +189,19 @@ def _probe(description: str, operation: str, may_fail: bool) -> dict[str, Any]:
             "content": {"application/json": {"schema": status}},
         }
     return {"summary": description, "operationId": operation, "responses": responses}
+
+
+def _refusal(status: str) -> dict[str, Any]:
+    """A refusal's body: its status, a machine-readable error and a sentence for people."""
+    return {
+        "type": "object",
+        "required": ["status", "error", "detail"],
+        "properties": {
+            "status": {"const": status},
+            "error": {"type": "string"},
+            "detail": {"type": "string"},
+        },
+    }
 
 
 _SCHEMAS: dict[str, Any] = {
@@ -222,24 +231,8 @@ _SCHEMAS: dict[str, Any] = {
             "duplicate": {"type": "boolean"},
         },
     },
-    "Rejected": {
-        "type": "object",
-        "required": ["status", "error", "detail"],
-        "properties": {
-            "status": {"const": "rejected"},
-            "error": {"type": "string"},
-            "detail": {"type": "string"},
-        },
-    },
-    "Unavailable": {
-        "type": "object",
-        "required": ["status", "error", "detail"],
-        "properties": {
-            "status": {"const": "unavailable"},
-            "error": {"type": "string"},
-            "detail": {"type": "string"},
-        },
-    },
+    "Rejected": _refusal("rejected"),
+    "Unavailable": _refusal("unavailable"),
 }
 
 

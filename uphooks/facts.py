@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from uphooks.events import ACCOUNT_EVENTS
+from uphooks.indexes import ids_of, post_ids_of
 
 #: Two failures (or results without post id) of one profile and platform this close together
 #: are taken for one fact: timestamps on the two sides are not the same clock reading.
@@ -64,15 +65,6 @@ def timestamp(value: object) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
-
-
-def _ids(value: object) -> list[str]:
-    if isinstance(value, str | int) and not isinstance(value, bool):
-        text = str(value).strip()
-        return [text] if text else []
-    if isinstance(value, list | tuple):
-        return [i for v in value for i in _ids(v)]
-    return []
 
 
 def _windowed(base: str, at: float | None, width: int) -> Facts:
@@ -124,7 +116,7 @@ def webhook_facts(payload: Mapping[str, Any]) -> Facts:
     return result_facts(
         platform=payload.get("platform"),
         success=result.get("success"),
-        post_ids=[i for n in ("post_id", "publish_id", "post_ids") for i in _ids(result.get(n))],
+        post_ids=post_ids_of(payload),
         job_id=payload.get("job_id") or payload.get("request_id"),
         profile=payload.get("profile_username"),
         at=timestamp(payload.get("created_at")),
@@ -136,7 +128,7 @@ def history_facts(item: Mapping[str, Any]) -> Facts:
     return result_facts(
         platform=item.get("platform"),
         success=item.get("success"),
-        post_ids=_ids(item.get("platform_post_id")),
+        post_ids=ids_of(item.get("platform_post_id")),
         job_id=item.get("request_id") or item.get("job_id"),
         profile=item.get("profile_username"),
         at=timestamp(item.get("upload_timestamp")),

@@ -35,18 +35,19 @@ def term_value(value: str) -> str:
     return "h:" + hashlib.sha256(value.encode()).hexdigest()[:32]
 
 
-def _ids(value: object) -> list[str]:
+def ids_of(value: object) -> list[str]:
+    """The ids a payload field holds: one string or number, or a list of them (blanks left out)."""
     if isinstance(value, str | int) and not isinstance(value, bool):
         text = str(value).strip()
         return [text] if text else []
     if isinstance(value, list | tuple):
-        return [i for v in value for i in _ids(v)]
+        return [i for v in value for i in ids_of(v)]
     return []
 
 
 def platforms_of(payload: Mapping[str, Any]) -> tuple[str, ...]:
     """The platform(s) an event names (``platform``: a string, or a list on some items)."""
-    return tuple(dict.fromkeys(p for p in _ids(payload.get("platform")) if p))
+    return tuple(dict.fromkeys(p for p in ids_of(payload.get("platform")) if p))
 
 
 def profile_of(payload: Mapping[str, Any]) -> str | None:
@@ -55,7 +56,7 @@ def profile_of(payload: Mapping[str, Any]) -> str | None:
 
 
 def job_id_of(payload: Mapping[str, Any]) -> str | None:
-    ids = _ids(payload.get("job_id") or payload.get("request_id"))
+    ids = ids_of(payload.get("job_id") or payload.get("request_id"))
     return ids[0] if ids else None
 
 
@@ -65,7 +66,7 @@ def post_ids_of(payload: Mapping[str, Any]) -> tuple[str, ...]:
     if not isinstance(result, Mapping):
         return ()
     names = ("post_id", "publish_id", "post_ids")
-    return tuple(dict.fromkeys(i for n in names for i in _ids(result.get(n))))
+    return tuple(dict.fromkeys(i for n in names for i in ids_of(result.get(n))))
 
 
 def receipt_terms(event: str, payload: Mapping[str, Any]) -> bytes:

@@ -52,74 +52,68 @@ HANDLER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 
 class _Metrics:
     def __init__(self, registry: CollectorRegistry | None) -> None:
-        self.requests = Counter(
-            "uphooks_ingress_requests",
-            "Webhook requests answered, by HTTP status code.",
-            ["status"],
-            registry=registry,
+        def counter(name: str, doc: str, *labels: str) -> Counter:
+            return Counter(name, doc, labels, registry=registry)
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...], *labels: str) -> Histogram:
+            return Histogram(name, doc, labels, buckets=buckets, registry=registry)
+
+        self.requests = counter(
+            "uphooks_ingress_requests", "Webhook requests answered, by HTTP status code.", "status"
         )
-        self.ack_seconds = Histogram(
+        self.ack_seconds = histogram(
             "uphooks_ingress_ack_seconds",
             "Time from a webhook request's arrival to its status line (the acknowledgement).",
-            buckets=ACK_BUCKETS,
-            registry=registry,
+            ACK_BUCKETS,
         )
-        self.enqueue_failures = Counter(
+        self.enqueue_failures = counter(
             "uphooks_ingress_enqueue_failures",
             "Deliveries answered 503 because Redis failed (error), was late (timeout) or "
             "refused the write for lack of memory (oom).",
-            ["reason"],
-            registry=registry,
+            "reason",
         )
-        self.duplicates = Counter(
+        self.duplicates = counter(
             "uphooks_ingress_duplicates",
             "Deliveries already known: answered 200 and not queued again.",
-            registry=registry,
         )
-        self.redis_full = Counter(
+        self.redis_full = counter(
             "uphooks_ingress_refused_redis_full",
             "Deliveries answered 503 because Redis's used memory was above "
             "UPHOOKS_REDIS_MEMORY_LIMIT_RATIO of its maxmemory; nothing was kept.",
-            registry=registry,
         )
-        self.connections_closed = Counter(
+        self.connections_closed = counter(
             "uphooks_ingress_connections_closed",
             "Connections the ingress closed itself: head_timeout, body_timeout, head_too_large, "
             "idle, or refused at once (total, per_source).",
-            ["reason"],
-            registry=registry,
+            "reason",
         )
-        self.handler_runs = Counter(
+        self.handler_runs = counter(
             "uphooks_handler_runs",
             "Handler outcomes per (delivery, handler) run: done, retried or dead.",
-            ["handler", "outcome"],
-            registry=registry,
+            "handler",
+            "outcome",
         )
-        self.scheduled = Counter(
+        self.scheduled = counter(
             "uphooks_scheduler_published",
             "Items the scheduler published when due: pairs (retries, hand-offs, replays) and "
             "recoveries (a delivery or pair whose message or run was lost, published again).",
-            ["kind"],
-            registry=registry,
+            "kind",
         )
-        self.reconciled = Counter(
+        self.reconciled = counter(
             "uphooks_reconciled",
             "Deliveries injected by reconciliation (no webhook told us), by event name.",
-            ["event"],
-            registry=registry,
+            "event",
         )
-        self.reconcile_passes = Counter(
+        self.reconcile_passes = counter(
             "uphooks_reconcile_passes",
             "Reconciliation passes: complete, or cut_short (request budget or API failure).",
-            ["outcome"],
-            registry=registry,
+            "outcome",
         )
-        self.handler_seconds = Histogram(
+        self.handler_seconds = histogram(
             "uphooks_handler_duration_seconds",
             "Time one handler call took, whatever its outcome.",
-            ["handler"],
-            buckets=HANDLER_BUCKETS,
-            registry=registry,
+            HANDLER_BUCKETS,
+            "handler",
         )
 
 

@@ -24,7 +24,7 @@ The API key is never printed: it is sent in one header, and scrubbed from any er
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -63,7 +63,10 @@ def _message_of(response: httpx.Response) -> str:
     return ""
 
 
-class UploadPostAPI:
+class KeyedClient:
+    """An HTTP client of Upload-Post's API: the key sent in one header and scrubbed from every
+    error text, an answer read as one JSON object. Use as a context manager."""
+
     def __init__(
         self,
         base_url: str,
@@ -87,12 +90,57 @@ class UploadPostAPI:
             },
         )
 
-    def __enter__(self) -> UploadPostAPI:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_: object) -> None:
         self._client.close()
 
+    def scrub(self, text: str) -> str:
+        return text.replace(self._key, "***")
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request; no answer (a timeout, no connection) raises :meth:`_no_answer`."""
+        where = f"{method} {self.base_url}{path}"
+        try:
+            return self._client.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise self._no_answer(
+                f"Upload-Post did not answer in time ({where}); try again later"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise self._no_answer(
+                self.scrub(f"could not reach Upload-Post ({where}): {exc}")
+            ) from exc
+
+    def _no_answer(self, message: str) -> ProviderAPIError:
+        return ProviderAPIError(message)
+
+    def _detail(self, response: httpx.Response) -> str:
+        """The API's own explanation as ``": <text>"`` (the key scrubbed), or ""."""
+        said = self.scrub(_message_of(response))
+        return f": {said}" if said else ""
+
+    def _json_object(self, response: httpx.Response, answered: str) -> dict[str, Any]:
+        """The answer's JSON object; ``answered`` (``HTTP 200``, ``GET <path>``) for errors."""
+        status = response.status_code
+        try:
+            data = response.json()
+        except ValueError as exc:
+            kind = response.headers.get("content-type", "no content type")
+            raise ProviderAPIError(
+                f"Upload-Post answered {answered} with something that is not JSON ({kind}); "
+                f"is UPHOOKS_UPLOAD_POST_API_URL ({self.base_url}) right?",
+                status,
+            ) from exc
+        if not isinstance(data, dict):
+            raise ProviderAPIError(
+                f"Upload-Post answered {answered} with {type(data).__name__}", status
+            )
+        return data
+
+
+class UploadPostAPI(KeyedClient):
     # -- calls ---------------------------------------------------------------------------
     def read(self) -> dict[str, Any]:
         """The current notification settings (``GET``, see the module docstring)."""
@@ -103,27 +151,13 @@ class UploadPostAPI:
         return self._call("POST", changes)
 
     # -- plumbing -----------------------------------------------------------------------
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._key, "***")
-
     def _call(self, method: str, body: dict[str, Any] | None) -> dict[str, Any]:
-        where = f"{method} {self.base_url}{NOTIFICATIONS_PATH}"
-        try:
-            response = self._client.request(method, NOTIFICATIONS_PATH, json=body)
-        except httpx.TimeoutException as exc:
-            raise ProviderAPIError(
-                f"Upload-Post did not answer in time ({where}); try again later"
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise ProviderAPIError(
-                self._scrub(f"could not reach Upload-Post ({where}): {exc}")
-            ) from exc
-        return self._answer(method, where, response)
+        response = self._request(method, NOTIFICATIONS_PATH, json=body)
+        return self._answer(method, f"{method} {self.base_url}{NOTIFICATIONS_PATH}", response)
 
     def _answer(self, method: str, where: str, response: httpx.Response) -> dict[str, Any]:
         status = response.status_code
-        said = self._scrub(_message_of(response))
-        detail = f": {said}" if said else ""
+        detail = self._detail(response)
         if status in (401, 403):
             raise ProviderAPIError(
                 f"Upload-Post refused the API key (HTTP {status}{detail}). {KEY_HINT}", status
@@ -153,17 +187,7 @@ class UploadPostAPI:
             raise ProviderAPIError(
                 f"Upload-Post refused the request (HTTP {status}{detail}).", status
             )
-        try:
-            data = response.json()
-        except ValueError as exc:
-            kind = response.headers.get("content-type", "no content type")
-            raise ProviderAPIError(
-                f"Upload-Post answered HTTP {status} with something that is not JSON ({kind}); "
-                f"is UPHOOKS_UPLOAD_POST_API_URL ({self.base_url}) right?",
-                status,
-            ) from exc
-        if not isinstance(data, dict):
-            raise ProviderAPIError(f"Upload-Post answered HTTP {status} with {type(data)}", status)
+        data = self._json_object(response, f"HTTP {status}")
         if data.get("success") is False:
             raise ProviderAPIError(
                 f"Upload-Post did not apply it (success: false{detail or ''}).", status

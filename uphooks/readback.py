@@ -29,7 +29,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from uphooks.provider_api import KEY_HINT, ProviderAPIError, _message_of
+from uphooks.provider_api import KEY_HINT, KeyedClient, ProviderAPIError
 from uphooks.retry_after import retry_after
 from uphooks.settings import Settings
 
@@ -61,7 +61,7 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, Unavailable)
 
 
-class ReadBack:
+class ReadBack(KeyedClient):
     """One client, one budget. Use as a context manager."""
 
     def __init__(
@@ -76,37 +76,19 @@ class ReadBack:
         max_wait: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if not api_key:
-            raise ProviderAPIError(f"no Upload-Post API key is set. {KEY_HINT}")
-        self.base_url = base_url.rstrip("/")
-        self._key = api_key
+        super().__init__(base_url, api_key, timeout=timeout)
         self.budget = budget
         self.used = 0
         self._attempts = attempts
         self._backoff = backoff
         self._max_wait = max_wait
         self._sleep = sleep
-        self._client = httpx.Client(
-            base_url=self.base_url,
-            timeout=timeout,
-            headers={
-                "Authorization": f"Apikey {api_key}",
-                "Accept": "application/json",
-                "User-Agent": "uphooks",
-            },
-        )
 
     @classmethod
     def from_settings(cls, settings: Settings, **options: Any) -> ReadBack:
         key = settings.upload_post_api_key
         options.setdefault("timeout", settings.upload_post_timeout_seconds)
         return cls(settings.upload_post_api_url, key.get_secret_value() if key else "", **options)
-
-    def __enter__(self) -> ReadBack:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._client.close()
 
     # -- calls ---------------------------------------------------------------------------
     def history_page(self, page: int, limit: int = 100) -> dict[str, Any]:
@@ -156,9 +138,6 @@ class ReadBack:
         return self._send("POST", RETRY_PATH, json=_one_id(request_id, job_id), headers=headers)
 
     # -- plumbing -----------------------------------------------------------------------
-    def scrub(self, text: str) -> str:
-        return text.replace(self._key, "***")
-
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         if self.used >= self.budget:
             raise BudgetExhausted(
@@ -166,15 +145,10 @@ class ReadBack:
                 "spent; the rest waits for the next pass (UPHOOKS_RECONCILE_REQUEST_BUDGET)"
             )
         self.used += 1
-        where = f"{method} {self.base_url}{path}"
-        try:
-            return self._client.request(method, path, **kwargs)
-        except httpx.TimeoutException as exc:
-            raise Unavailable(f"Upload-Post did not answer in time ({where})", None, None) from exc
-        except httpx.HTTPError as exc:
-            raise Unavailable(
-                self.scrub(f"could not reach Upload-Post ({where}): {exc}"), None, None
-            ) from exc
+        return self._request(method, path, **kwargs)
+
+    def _no_answer(self, message: str) -> ProviderAPIError:
+        return Unavailable(message, None, None)
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -196,8 +170,7 @@ class ReadBack:
 
     def _read(self, path: str, response: httpx.Response) -> dict[str, Any]:
         status = response.status_code
-        said = self.scrub(_message_of(response))
-        detail = f": {said}" if said else ""
+        detail = self._detail(response)
         if status in (401, 403):
             raise ProviderAPIError(
                 f"the API key was refused (HTTP {status}{detail}). {KEY_HINT}", status
@@ -212,17 +185,7 @@ class ReadBack:
             raise ProviderAPIError(
                 f"Upload-Post refused GET {path} (HTTP {status}{detail})", status
             )
-        try:
-            data = response.json()
-        except ValueError as exc:
-            raise ProviderAPIError(
-                f"Upload-Post answered GET {path} with something that is not JSON; is "
-                f"UPHOOKS_UPLOAD_POST_API_URL ({self.base_url}) right?",
-                status,
-            ) from exc
-        if not isinstance(data, dict):
-            raise ProviderAPIError(f"Upload-Post answered GET {path} with {type(data).__name__}")
-        return data
+        return self._json_object(response, f"GET {path}")
 
 
 def _one_id(request_id: str | None, job_id: str | None) -> dict[str, str]:

@@ -7,7 +7,8 @@ demoted), so the ingress, the workers and the CLI follow a failover without a re
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aioredis
@@ -39,38 +40,41 @@ def _sentinel_kwargs(target: SentinelTarget, timeout: float) -> dict[str, Any]:
 
 
 def sync_client(settings: Settings, *, timeout: float = 5.0) -> redis.Redis:
-    target = settings.sentinel()
-    if target is not None:
-        manager = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
-            list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target, timeout)
-        )
-        client: redis.Redis = manager.master_for(  # type: ignore[no-untyped-call]
-            target.master_name, health_check_interval=30, **_master_kwargs(target, timeout)
-        )
-        return client
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        health_check_interval=30,
+    return _client(
+        settings, timeout, redis.Redis, redis.sentinel.Sentinel, health_check_interval=30
     )
 
 
 def async_client(settings: Settings) -> aioredis.Redis:
     # Bounded well under the sender's ~10 s so a slow or absent Redis becomes a 503, not a hang.
-    timeout = settings.ack_timeout_seconds
-    target = settings.sentinel()
-    if target is not None:
-        manager = aiosentinel.Sentinel(  # type: ignore[no-untyped-call]
-            list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target, timeout)
-        )
-        client: aioredis.Redis = manager.master_for(
-            target.master_name, max_connections=64, **_master_kwargs(target, timeout)
-        )
-        return client
-    return aioredis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
+    return _client(
+        settings,
+        settings.ack_timeout_seconds,
+        aioredis.Redis,
+        aiosentinel.Sentinel,
         max_connections=64,
     )
+
+
+_R = TypeVar("_R", redis.Redis, aioredis.Redis)
+
+
+def _client(
+    settings: Settings,
+    timeout: float,
+    kind: type[_R],
+    sentinel: Callable[..., Any],
+    **pool: Any,
+) -> _R:
+    """A ``kind`` client of the master the sentinels name (with Sentinel), else of
+    UPHOOKS_REDIS_URL; ``pool``: what the sync and the async client add of their own."""
+    target = settings.sentinel()
+    if target is None:
+        return kind.from_url(
+            settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, **pool
+        )
+    manager = sentinel(list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target, timeout))
+    client: _R = manager.master_for(
+        target.master_name, redis_class=kind, **pool, **_master_kwargs(target, timeout)
+    )
+    return client

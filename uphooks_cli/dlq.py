@@ -14,6 +14,7 @@ from uphooks.keys import Keys
 from uphooks.redis import sync_client
 from uphooks.settings import get_settings
 from uphooks_cli.eventlog import fmt_time
+from uphooks_cli.output import echo_json, json_option, listed
 from workers.deadletter import DeadLetter, DeadLetters, Filter
 from workers.ledger import Ledger
 
@@ -51,15 +52,12 @@ def dlq() -> None:
 
 @dlq.command("ls")
 @with_filters
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 def dlq_ls(event: str | None, handler: str | None, platform: str | None, as_json: bool) -> None:
     """List dead letters, oldest first."""
     rows = [dl.summary() for dl in _dead_letters().iter(_filter(event, handler, platform))]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
+    if listed(rows, as_json, "no dead letters"):
         return
-    if not rows:
-        click.echo("no dead letters")
     for row in rows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row["dead_at"]))
         click.echo(
@@ -69,15 +67,13 @@ def dlq_ls(event: str | None, handler: str | None, platform: str | None, as_json
 
 @dlq.command("show")
 @click.argument("entry_id")
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 def dlq_show(entry_id: str, as_json: bool) -> None:
     """Show one dead letter: the delivery, the error and its traceback."""
-    dl = _dead_letters().get(entry_id)
-    if dl is None:
-        raise click.ClickException(f"no dead letter {entry_id!r}; `uphooks dlq ls` lists them")
+    dl = _dead_letter(_dead_letters(), entry_id)
     data = dl.summary() | {"traceback": dl.traceback, "record": json.loads(dl.record)}
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        echo_json(data)
         return
     for key, value in data.items():
         if key.endswith("_at") and isinstance(value, int | float):
@@ -88,13 +84,17 @@ def dlq_show(entry_id: str, as_json: bool) -> None:
     click.echo(f"traceback:\n{dl.traceback}")
 
 
+def _dead_letter(store: DeadLetters, entry_id: str) -> DeadLetter:
+    dl = store.get(entry_id)
+    if dl is None:
+        raise click.ClickException(f"no dead letter {entry_id!r}; `uphooks dlq ls` lists them")
+    return dl
+
+
 def _selected(entry_id: str | None, all_: bool, flt: Filter) -> list[DeadLetter]:
     store = _dead_letters()
     if entry_id:
-        dl = store.get(entry_id)
-        if dl is None:
-            raise click.ClickException(f"no dead letter {entry_id!r}; `uphooks dlq ls` lists them")
-        return [dl]
+        return [_dead_letter(store, entry_id)]
     if not all_ and flt == _filter(None, None, None):
         raise click.UsageError("name an entry id, give filters, or pass --all")
     return list(store.iter(flt))

@@ -22,7 +22,7 @@ import fnmatch
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,16 +44,6 @@ class HandlerOutcome:
     at: float | None = None
     next_at: float | None = None
     error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "handler": self.handler,
-            "state": self.state,
-            "attempt": self.attempt,
-            "at": self.at,
-            "next_at": self.next_at,
-            "error": self.error,
-        }
 
 
 @dataclass(frozen=True)
@@ -90,7 +80,7 @@ class Delivery:
             "profile": self.profile,
             "status": self.status,
             "source": self.source,
-            "handlers": [o.as_dict() for o in self.outcomes],
+            "handlers": [asdict(o) for o in self.outcomes],
         }
 
     def full(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from uphooks.keys import Keys
 from uphooks.redis import sync_client
 from uphooks.settings import get_settings
 from uphooks_cli.eventlog import EventFilter, EventLog, fmt_time, parse_time
+from uphooks_cli.output import echo_json, json_option, listed
 
 
 def _event_log() -> EventLog:
@@ -49,7 +50,7 @@ def events() -> None:
 @click.option("--since", help="received after: 15m, 2h, 7d, unix seconds or ISO 8601")
 @click.option("--until", help="received before (same forms)")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@json_option()
 def events_ls(
     event: str | None,
     platform: str | None,
@@ -72,11 +73,7 @@ def events_ls(
         until=_time_option(until),
     )
     rows = [d.summary() for d in islice(_event_log().iter(flt), limit)]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        click.echo("no deliveries match")
+    if listed(rows, as_json, "no deliveries match"):
         return
     for row in rows:
         click.echo(
@@ -101,7 +98,7 @@ def _outcome_text(h: dict[str, Any]) -> str:
 
 @events.command("show")
 @click.argument("key")
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@json_option()
 def events_show(key: str, as_json: bool) -> None:
     """Show one delivery: headers, body and every handler's outcome."""
     delivery = _event_log().get(key)
@@ -112,7 +109,7 @@ def events_show(key: str, as_json: bool) -> None:
         )
     data = delivery.full()
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        echo_json(data)
         return
     click.echo(f"key:      {data['key']}")
     click.echo(f"event:    {data['event']}")

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from uphooks.errors import ConfigurationError
 from uphooks.settings import get_settings
+from uphooks_cli.output import json_option, listed
 from workers.plugins import describe, load_handlers
 
 
 @click.command("handlers")
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@json_option()
 def list_handlers(as_json: bool) -> None:
     """Show every handler the worker would load: where it came from, the events and filters it
     takes, its queue and its retry policy (defaults from the UPHOOKS_* settings filled in)."""
@@ -22,11 +21,10 @@ def list_handlers(as_json: bool) -> None:
     except ConfigurationError as exc:
         raise click.ClickException(f"a worker would not start: {exc}") from exc
     rows = [describe(spec, settings, loaded.sources[spec.name]) for spec in loaded.router]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
+    if listed(
+        rows, as_json, "no handlers: set UPHOOKS_HANDLER_MODULES or install a plugin package"
+    ):
         return
-    if not rows:
-        click.echo("no handlers: set UPHOOKS_HANDLER_MODULES or install a plugin package")
     for row in rows:
         filters = " ".join(f"{k}={','.join(map(str, v))}" for k, v in row["filters"].items())
         backoff = row["backoff"]

@@ -3,7 +3,6 @@ and no webhook told us (docs/reconciliation.md)."""
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
@@ -18,6 +17,7 @@ from uphooks.settings import get_settings
 from uphooks_cli.drift import compare, our_view
 from uphooks_cli.errors import api_errors
 from uphooks_cli.eventlog import EventLog, fmt_time, parse_time
+from uphooks_cli.output import echo_json, json_option
 from uphooks_cli.watch import as_history_items, follow
 
 
@@ -38,7 +38,7 @@ def _reconciler() -> Reconciler:
     "[default: the last checkpoint minus UPHOOKS_RECONCILE_OVERLAP_SECONDS]",
 )
 @click.option("--dry-run", is_flag=True, help="list what would be injected; change nothing")
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@json_option()
 @api_errors
 def reconcile_command(since: str | None, dry_run: bool, as_json: bool) -> None:
     """One reconciliation pass: inject the upload results Upload-Post's history knows and no
@@ -54,7 +54,7 @@ def reconcile_command(since: str | None, dry_run: bool, as_json: bool) -> None:
     with _api() as api:
         result = _reconciler().run(api, since=start, dry_run=dry_run)
     if as_json:
-        click.echo(json.dumps(result.as_dict(), indent=2))
+        echo_json(result.as_dict())
     else:
         click.echo(
             f"history from {fmt_time(result.since)} to {fmt_time(result.until)}: "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from typing import BinaryIO
@@ -11,6 +10,7 @@ import click
 
 from uphooks.settings import get_settings
 from uphooks_cli import devstate, simulate
+from uphooks_cli.output import echo_json, json_option
 
 
 def _default_webhook_url(path: str) -> str:
@@ -67,7 +67,7 @@ def _default_webhook_url(path: str) -> str:
 @click.option("--timeout", default=15.0, show_default=True, type=float, help="per request, s")
 @click.option("--seed", type=int, help="make the generated bodies reproducible")
 @click.option("--dry-run", is_flag=True, help="print the requests instead of sending them")
-@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+@json_option("print the summary as JSON")
 def send_command(
     event: str | None,
     url: str | None,
@@ -145,7 +145,7 @@ def send_command(
     summary["url"] = target
     summary["signed"] = secret is not None
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        echo_json(summary)
     else:
         codes = ", ".join(f"{code}: {n}" for code, n in summary["statuses"].items())
         errors = ", ".join(f"{name}: {n}" for name, n in summary["errors"].items())

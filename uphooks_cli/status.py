@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict
 from typing import Any
@@ -15,6 +14,7 @@ from uphooks.keys import Keys
 from uphooks.liveness import workers_seen
 from uphooks.redis import sync_client
 from uphooks.settings import get_settings
+from uphooks_cli.output import echo_json, json_option
 
 
 def _builtin_queues() -> tuple[str | None, ...]:
@@ -33,7 +33,7 @@ def _builtin_queues() -> tuple[str | None, ...]:
 
 
 @click.command("status")
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@json_option()
 def status_command(as_json: bool) -> None:
     """Is anybody processing? Workers seen (heartbeats), queue depths, dead letters.
 
@@ -59,7 +59,7 @@ def status_command(as_json: bool) -> None:
         "ingress_limit_ratio": settings.redis_memory_limit_ratio,
     }
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        echo_json(data)
     else:
         click.echo(
             f"workers alive: {seen.alive}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
@@ -12,6 +11,7 @@ from uphooks.settings import get_settings
 from uphooks_cli import simulate
 from uphooks_cli.errors import api_errors
 from uphooks_cli.notifications import changes, describe, event_switches, problems, warnings
+from uphooks_cli.output import echo_json, json_option
 
 
 def _provider() -> UploadPostAPI:
@@ -41,7 +41,7 @@ def upload_post() -> None:
 
 
 @upload_post.command("show")
-@click.option("--json", "as_json", is_flag=True, help="the API's settings object as JSON")
+@json_option("the API's settings object as JSON")
 @api_errors
 def upload_post_show(as_json: bool) -> None:
     """Show where and what Upload-Post sends (channels, webhook URL, events, Telegram chat).
@@ -51,7 +51,7 @@ def upload_post_show(as_json: bool) -> None:
     with _provider() as api:
         current = api.read()
     if as_json:
-        click.echo(json.dumps(current, indent=2))
+        echo_json(current)
         return
     for line in describe(current):
         click.echo(line)
@@ -77,7 +77,7 @@ def upload_post_show(as_json: bool) -> None:
 )
 @click.option("--all-events", is_flag=True, help="receive every event")
 @click.option("--dry-run", is_flag=True, help="print the request body, change nothing")
-@click.option("--json", "as_json", is_flag=True, help="the resulting settings as JSON")
+@json_option("the resulting settings as JSON")
 @api_errors
 def upload_post_set(
     url: str | None,
@@ -133,11 +133,11 @@ def upload_post_set(
         if not body:
             raise click.UsageError("nothing to change: see `uphooks upload-post set --help`")
         if dry_run:
-            click.echo(json.dumps(body, indent=2))
+            echo_json(body)
             return
         result = api.update(body)
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        echo_json(result)
         return
     click.echo("Upload-Post now has:")
     for line in describe(result):

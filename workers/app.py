@@ -1,14 +1,11 @@
-"""The Celery app: built here and nowhere else.
-
-Every option below serves at-least-once processing: a message is acknowledged only after its
-events were handled, dead-lettered or handed on to a retry message.
-"""
+"""The Celery app: built here and nowhere else, with the options of workers/celery_options.py."""
 
 from __future__ import annotations
 
 from celery import Celery
 
 from uphooks.settings import Settings, get_settings
+from workers.celery_options import delivery_options
 from workers.transport import broker_settings
 
 
@@ -17,34 +14,14 @@ def create_celery(settings: Settings) -> Celery:
     broker = target.broker_url() if target is not None else settings.redis_url
     app = Celery("uphooks", broker=broker, set_as_current=True)
     app.conf.update(
-        task_default_queue=settings.queue,
-        task_serializer="json",
-        accept_content=["json"],
-        task_ignore_result=True,
-        result_backend=None,
-        # Acknowledge after the task returned, and put the message back if the process running
-        # it died (SIGKILL, OOM) or hit its hard time limit; poison messages are caught by our
-        # own delivery counter (workers/dispatch.py), not by Celery.
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        task_acks_on_timeout=False,
-        task_acks_on_failure=True,
-        worker_prefetch_multiplier=1,
-        task_soft_time_limit=settings.task_soft_time_limit_seconds,
-        task_time_limit=settings.task_time_limit_seconds,
-        # One visibility timeout for every place kombu reads one. It must exceed the longest
-        # countdown we ask for plus the hard time limit (checked in Settings).
-        broker_transport_options={
-            "visibility_timeout": settings.visibility_timeout_seconds,
-            # kombu's default sweep runs every 10 x 10 s; ours every restore_sweep_seconds.
-            "unacked_restore_interval": settings.restore_sweep_seconds,
-            "unacked_restore_throttle": 1,
-        },
-        broker_connection_retry_on_startup=True,
+        delivery_options(
+            settings.queue,
+            soft_time_limit=settings.task_soft_time_limit_seconds,
+            time_limit=settings.task_time_limit_seconds,
+            visibility_timeout=settings.visibility_timeout_seconds,
+            restore_sweep=settings.restore_sweep_seconds,
+        ),
         worker_concurrency=settings.worker_concurrency,
-        worker_hijack_root_logger=False,
-        worker_send_task_events=False,
-        task_send_sent_event=False,
     )
     if target is not None:
         # kombu's Sentinel transport asks the sentinels for the master on every connection, so

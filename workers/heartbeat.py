@@ -15,7 +15,6 @@ The read side is ``uphooks/liveness.py`` (the ingress may not import ``workers``
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -26,6 +25,7 @@ import redis
 from uphooks.keys import Keys
 from uphooks.liveness import HandlerMismatch, info_key, workers_seen
 from uphooks.settings import Settings
+from workers.background import Periodic
 
 log = logging.getLogger("uphooks.worker")
 
@@ -81,8 +81,7 @@ class Heartbeat:
         self._interval = interval
         self._stale = stale_seconds if stale_seconds is not None else 6 * interval
         self._script = client.register_script(_BEAT)
-        self._stopped = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop: Periodic | None = None
         self._failing = False
         self._mismatch_said: tuple[str, float] | None = None  # (what, when) last logged
 
@@ -142,21 +141,20 @@ class Heartbeat:
     def start(self) -> Heartbeat:
         self.beat()
         self.check_handlers()
-        self._thread = threading.Thread(target=self._run, name="uphooks-heartbeat", daemon=True)
-        self._thread.start()
+        self._loop = Periodic(
+            "uphooks-heartbeat", self._interval, self._beat_and_check, log=log, what="heartbeat"
+        ).start()
         return self
 
-    def _run(self) -> None:
-        while not self._stopped.wait(self._interval):
-            if self.beat():
-                self.check_handlers()
+    def _beat_and_check(self) -> None:
+        if self.beat():
+            self.check_handlers()
 
     def stop(self, *, remove: bool = True) -> None:
         """Stop beating; ``remove`` takes the node out at once (a clean shutdown)."""
-        self._stopped.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self._interval + 5)
-            self._thread = None
+        if self._loop is not None:
+            self._loop.stop()
+            self._loop = None
         if remove:
             try:
                 pipe = self._client.pipeline(transaction=True)

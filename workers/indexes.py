@@ -13,7 +13,6 @@ index nobody wrote for a week, a burst that expired at once) is cleared in one p
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import redis
 
 from uphooks.keys import Keys
 from uphooks.settings import Settings
-from workers.background import while_worker_runs
+from workers.background import Periodic, while_worker_runs
 from workers.ledger import script_source
 
 log = logging.getLogger("uphooks.worker")
@@ -67,35 +66,22 @@ class IndexPruner:
             return None
         return self.prune()
 
+    def run_and_say(self) -> Pruned | None:
+        """:meth:`run_once`, logging what it removed (the background loop's pass)."""
+        done = self.run_once()
+        if done is not None and done.removed:
+            log.info(
+                "console indexes: %d entries past the retention pruned from %d indexes",
+                done.removed,
+                done.indexes,
+            )
+        return done
 
-class PrunerThread:
+
+class PrunerThread(Periodic):
     def __init__(self, pruner: IndexPruner, interval: float = PRUNE_INTERVAL) -> None:
-        self._pruner = pruner
-        self._interval = interval
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="uphooks-ix-prune", daemon=True)
-
-    def start(self) -> PrunerThread:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stopped.wait(self._interval):
-            try:
-                done = self._pruner.run_once()
-            except Exception as exc:  # Redis down: the next interval, said each time
-                log.warning("console index pruning failed (will try again): %r", exc)
-                continue
-            if done is not None and done.removed:
-                log.info(
-                    "console indexes: %d entries past the retention pruned from %d indexes",
-                    done.removed,
-                    done.indexes,
-                )
+        what = "console index pruning"
+        super().__init__("uphooks-ix-prune", interval, pruner.run_and_say, log=log, what=what)
 
 
 def install(settings: Settings) -> None:

@@ -22,7 +22,6 @@ message that could not be sent opens the gate again and is tried at the next che
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from uphooks.backlog import ledger_backlog
 from uphooks.errors import ConfigurationError
 from uphooks.keys import Keys
 from uphooks.settings import Settings
+from workers.background import Periodic, while_worker_runs
 from workers.deadletter import DeadLetter
 
 log = logging.getLogger("uphooks.notify")
@@ -170,57 +170,21 @@ def configured(settings: Settings) -> bool:
     return bool(settings.notify_telegram_chat_id or settings.notify_webhook_url)
 
 
-class NotifierThread:
-    """Runs :meth:`Notifier.check` every ``interval`` seconds until stopped."""
-
-    def __init__(self, notifier: Notifier, interval: float) -> None:
-        self._notifier = notifier
-        self._interval = interval
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="uphooks-notify", daemon=True)
-
-    def start(self) -> NotifierThread:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stopped.wait(self._interval):
-            try:
-                self._notifier.check()
-            except Exception as exc:  # Redis away: the next check tries again
-                log.warning("notification check failed (will keep trying): %r", exc)
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._thread.join(timeout=self._interval + 5)
-
-
-_running: NotifierThread | None = None
-
-
 def install(settings: Settings) -> None:
     """Check from the worker's main process once it is ready, when notifications are configured.
 
     Call once where the Celery app's signals are wired (``workers/tasks.py``)."""
     if not configured(settings):
         return
-    from celery import signals
-
     from uphooks.redis import sync_client
 
     Notifier(sync_client(settings), settings)  # a configuration that cannot work stops the start
 
-    def ready(**_: Any) -> None:
-        global _running
-        if _running is None:
-            notifier = Notifier(sync_client(settings), settings)
-            _running = NotifierThread(notifier, settings.notify_check_seconds).start()
+    def start() -> Periodic:
+        notifier = Notifier(sync_client(settings), settings)
+        interval = settings.notify_check_seconds
+        return Periodic(
+            "uphooks-notify", interval, notifier.check, log=log, what="notification check"
+        ).start()
 
-    def shutdown(**_: Any) -> None:
-        global _running
-        if _running is not None:
-            _running.stop()
-            _running = None
-
-    signals.worker_ready.connect(ready, weak=False)
-    signals.worker_shutdown.connect(shutdown, weak=False)
+    while_worker_runs(start)

@@ -11,7 +11,6 @@ Off unless ``UPHOOKS_RECONCILE_ENABLED``.
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 
 import redis
@@ -21,7 +20,7 @@ from uphooks.provider_api import ProviderAPIError
 from uphooks.readback import ReadBack
 from uphooks.reconcile import Reconciler
 from uphooks.settings import Settings
-from workers.background import while_worker_runs
+from workers.background import Periodic, while_worker_runs
 
 log = logging.getLogger("uphooks.worker")
 
@@ -37,16 +36,11 @@ class ReconcileJob:
         self._tick = tick or min(settings.reconcile_interval_seconds, 5.0)
         self._interval_key = f"{settings.key_prefix}:reconcile:lock"
         self._running_key = f"{settings.key_prefix}:reconcile:running"
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="uphooks-reconcile", daemon=True)
 
-    def start(self) -> ReconcileJob:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._thread.join(timeout=self._tick + 5)
+    def start(self) -> Periodic:
+        """Tick from a background thread until the returned loop is stopped."""
+        what = "reconcile pass"
+        return Periodic("uphooks-reconcile", self._tick, self.tick, log=log, what=what).start()
 
     def run_once(self) -> bool:
         """Run a pass if this worker takes the lock; True when it ran one."""
@@ -71,14 +65,12 @@ class ReconcileJob:
             self._r.eval(_RELEASE, 1, self._running_key, token)
         return True
 
-    def _run(self) -> None:
-        while not self._stopped.wait(self._tick):
-            try:
-                self.run_once()
-            except ProviderAPIError as exc:
-                log.warning("reconcile pass failed: %s", exc)
-            except Exception as exc:  # Redis down, a bug: next interval, said each time
-                log.warning("reconcile pass failed (will try again): %r", exc)
+    def tick(self) -> None:
+        """:meth:`run_once`; the provider's API failing is said plainly (the next tick retries)."""
+        try:
+            self.run_once()
+        except ProviderAPIError as exc:
+            log.warning("reconcile pass failed: %s", exc)
 
 
 def install(settings: Settings) -> None:

@@ -19,7 +19,6 @@ metrics export it.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from uphooks.backlog import ledger_backlog
 from uphooks.keys import Keys
 from uphooks.settings import Settings
 from uphooks.taskmessage import EMBED_JSON, Envelope, lua_template
-from workers.background import while_worker_runs
+from workers.background import Periodic, while_worker_runs
 from workers.ledger import _script
 
 log = logging.getLogger("uphooks.worker")
@@ -108,46 +107,29 @@ class Scheduler:
         """Seconds the oldest overdue item has waited (0.0 when nothing is overdue)."""
         return ledger_backlog(self._r, self._keys, now).oldest_overdue_seconds
 
-
-class SchedulerThread:
-    """Runs :meth:`Scheduler.move_due` every ``interval`` seconds until stopped."""
-
-    def __init__(self, scheduler: Scheduler, interval: float) -> None:
-        self._scheduler = scheduler
-        self._interval = interval
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="uphooks-scheduler", daemon=True)
-        self._failing = False
-
-    def start(self) -> SchedulerThread:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
+    def pass_and_count(self) -> Moved:
+        """One :meth:`move_due`, counted in the worker's metrics (the background loop's pass)."""
         from workers import metrics
 
-        while not self._stopped.wait(self._interval):
-            try:
-                moved = self._scheduler.move_due()
-                metrics.scheduler_pass(moved.pairs, moved.routes + moved.again + moved.lost_runs)
-            except Exception as exc:  # Redis down: try again next time, say so once
-                if not self._failing:
-                    log.warning("scheduler pass failed (will keep trying): %r", exc)
-                self._failing = True
-            else:
-                self._failing = False
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._thread.join(timeout=self._interval + 5)
+        moved = self.move_due()
+        metrics.scheduler_pass(moved.pairs, moved.routes + moved.again + moved.lost_runs)
+        return moved
 
 
 def install(settings: Settings) -> None:
     """Move due work from the worker's main process once it is ready; stop on shutdown."""
     from uphooks.redis import sync_client
 
-    def start() -> SchedulerThread:
+    def start() -> Periodic:
         scheduler = Scheduler(sync_client(settings), settings)
-        return SchedulerThread(scheduler, settings.schedule_interval_seconds).start()
+        interval = settings.schedule_interval_seconds
+        return Periodic(
+            "uphooks-scheduler",
+            interval,
+            scheduler.pass_and_count,
+            log=log,
+            what="scheduler pass",
+            once_per_outage=True,
+        ).start()
 
     while_worker_runs(start)

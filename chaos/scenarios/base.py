@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,8 +95,3 @@ def account(
     count(row, cluster, sent)
     check_runs(row, cluster, acked_keys(sent) if keys is None else keys, expected, killed)
     return waited
-
-
-def timed(row: Row, start: float) -> Row:
-    row.seconds = round(time.time() - start, 1)
-    return row

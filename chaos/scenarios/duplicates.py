@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter, defaultdict
 from dataclasses import replace
 
 from chaos.load import Delivery, acked_keys
 from chaos.report import Row, drain
-from chaos.scenarios.base import Ctx, account, deliveries, sender, start_stack, timed
+from chaos.scenarios.base import Ctx, account, deliveries, sender, start_stack
 from chaos.stack import wait_ready
 
 
 def same_delivery_concurrently(ctx: Ctx) -> Row:
     copies, n = 20, int(ctx.pick(50, 10))
     row = Row("7a", f"same delivery sent {copies}x concurrently ({n} deliveries)")
-    start = time.time()
     with ctx.cluster("s7a-same-delivery") as cluster:
         url, _ = start_stack(cluster)
         originals = deliveries(n, "s7a")
@@ -39,14 +37,13 @@ def same_delivery_concurrently(ctx: Ctx) -> Row:
         )
         row.check("exactly one 202 (new) per delivery", set(firsts.values()) == {1}, firsts)
         row.check("the handler ran once per delivery", set(runs.values()) == {1}, runs)
-    return timed(row, start)
+    return row
 
 
 def same_task_two_workers(ctx: Ctx) -> Row:
     """Queue each Celery message twice (an exact copy: same task id), then start two workers."""
     n = int(ctx.pick(10, 4))
     row = Row("7b", f"same task message delivered to two workers ({n} messages)")
-    start = time.time()
     with ctx.cluster("s7b-same-task") as cluster:
         url, _ = cluster.ingress()
         batch = deliveries(n, "s7b", lambda i: {"mode": "sleep", "s": 1.0})
@@ -84,4 +81,4 @@ def same_task_two_workers(ctx: Ctx) -> Row:
         row.check(f"{n} messages, each queued twice", queued == 2 * n == 2 * len(messages))
         row.check("every message was delivered twice", twice == [2] * n, twice)
         row.check("the handler ran once per delivery", set(runs.values()) == {1}, runs)
-    return timed(row, start)
+    return row

@@ -22,7 +22,7 @@ import redis
 
 from chaos.load import Background, Delivery, acked_keys, percentile
 from chaos.report import Row, check_runs, count, drain, quiesce
-from chaos.scenarios.base import Ctx, deliveries, sender, start_stack, timed
+from chaos.scenarios.base import Ctx, deliveries, sender, start_stack
 from chaos.sentinels import ReplicatedRedis
 from chaos.stack import Cluster
 from uphooks.redis import sync_client
@@ -68,7 +68,6 @@ def _failover(ctx: Ctx, sid: str, ack_replicas: int, replicas: int = 1) -> Row:
         sid,
         f"master SIGKILL, Sentinel failover: {replicas} replica(s), ACK_REPLICAS={ack_replicas}",
     )
-    start = time.time()
     overrides = {**OVERRIDES, "ack_replicas": ack_replicas}
     cluster = SentinelCluster(ctx.out / f"s{sid}-failover", overrides=overrides, replicas=replicas)
     try:
@@ -127,7 +126,7 @@ def _failover(ctx: Ctx, sid: str, ack_replicas: int, replicas: int = 1) -> Row:
             check_runs(row, cluster, acked - set(lost))
     finally:
         cluster.stop()
-    return timed(row, start)
+    return row
 
 
 def _latencies(batch: list[Delivery], until: float | None = None) -> list[float]:

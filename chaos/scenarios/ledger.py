@@ -16,20 +16,42 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Self
 
 import redis
 
 from chaos.load import Background, acked_keys
-from chaos.proxy import BRPOP, Proxy
+from chaos.proxy import BRPOP, redis_proxy
 from chaos.report import Row, check_runs, count, drain, quiesce
-from chaos.scenarios.base import Ctx, deliveries, sender, settle_queue, start_stack, timed
+from chaos.scenarios.base import Ctx, deliveries, sender, settle_queue, start_stack
 from chaos.stack import Cluster, Proc, children_of
 
 SLOW = {"mode": "sleep", "s": 0.2}
 
 
-class LagSampler:
+class _Beside:
+    """A daemon thread (``_run``, until ``_stop`` is set) that runs inside :meth:`running`."""
+
+    join_s = 5.0
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Self]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join(self.join_s)
+
+
+class LagSampler(_Beside):
     """Samples the age of the oldest overdue item in ``<prefix>:due`` (what
     ``Scheduler.lag()`` returns and ``uphooks_ledger_oldest_overdue_seconds`` exports)."""
 
@@ -38,8 +60,7 @@ class LagSampler:
         self._every = every_s
         self.peak = 0.0
         self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
 
     def _run(self) -> None:
         with self._cluster.client() as r:
@@ -50,26 +71,18 @@ class LagSampler:
                     self.peak = max(self.peak, lag)
                     self.samples += 1
 
-    @contextlib.contextmanager
-    def running(self) -> Iterator[LagSampler]:
-        self._thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            self._thread.join(5)
 
-
-class ChildKiller:
+class ChildKiller(_Beside):
     """SIGKILLs a random pool process of a random worker every ``low``-``high`` seconds."""
+
+    join_s = 10.0
 
     def __init__(self, workers: list[Proc], low: float, high: float, seed: int = 11) -> None:
         self._workers = workers
         self._low, self._high = low, high
         self._rng = random.Random(seed)
         self.killed: dict[int, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
 
     def _run(self) -> None:
         while not self._stop.wait(self._rng.uniform(self._low, self._high)):
@@ -83,15 +96,6 @@ class ChildKiller:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
                 self.killed[pid] = time.time()
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[ChildKiller]:
-        self._thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            self._thread.join(10)
 
 
 def message_keys(reply: bytes) -> list[str]:
@@ -114,78 +118,70 @@ def loss_and_kills(ctx: Ctx) -> Row:
     rate = float(round(max(10.0, min(cap, 0.6 * ctx.max_rate))))
     duration, every = ctx.pick(300, 30), 100
     row = Row("11a", f"1% of pops lost + child kills, {duration:.0f}s at {rate:.0f}/s")
-    start = time.time()
-    with ctx.cluster("s11a-loss-and-kills") as cluster:
-        assert cluster.redis_server is not None
-        proxy = Proxy(cluster.redis_server.port).start()
-        try:
-            url, workers = start_stack(cluster, worker_redis_url=proxy.url)
-            proxy.arm(BRPOP, action="cut_on_reply", reply_prefix=b"*2\r\n", every=every)
-            batch = deliveries(
-                int(rate * duration), "s11a", lambda i: SLOW if i % 50 == 25 else None
+    with ctx.cluster("s11a-loss-and-kills") as cluster, redis_proxy(cluster) as proxy:
+        url, workers = start_stack(cluster, worker_redis_url=proxy.url)
+        proxy.arm(BRPOP, action="cut_on_reply", reply_prefix=b"*2\r\n", every=every)
+        batch = deliveries(int(rate * duration), "s11a", lambda i: SLOW if i % 50 == 25 else None)
+        with (
+            LagSampler(cluster).running() as lag,
+            ChildKiller(workers, 2, 5).running() as killer,
+        ):
+            batch = Background(sender(url), "at_rate", batch, rate).start().join(duration + 300)
+            t_sent = time.time()
+            proxy.disarm()
+            killer_done = dict(killer.killed)
+        s = cluster.settings
+        acked = acked_keys(batch)
+        with LagSampler(cluster).running() as lag_after:
+            drain(
+                cluster,
+                acked,
+                s.lease_seconds + 8 * s.recover_after_seconds + 120,
+                settle=settle_queue(cluster),
             )
-            with (
-                LagSampler(cluster).running() as lag,
-                ChildKiller(workers, 2, 5).running() as killer,
-            ):
-                batch = Background(sender(url), "at_rate", batch, rate).start().join(duration + 300)
-                t_sent = time.time()
-                proxy.disarm()
-                killer_done = dict(killer.killed)
-            s = cluster.settings
-            acked = acked_keys(batch)
-            with LagSampler(cluster).running() as lag_after:
-                drain(
-                    cluster,
-                    acked,
-                    s.lease_seconds + 8 * s.recover_after_seconds + 120,
-                    settle=settle_queue(cluster),
-                )
-                row.recovery_s = round(time.time() - t_sent, 1)
-                quiesce(row, cluster)
-            count(row, cluster, batch)
-            check_runs(row, cluster, acked, killed=killer_done)
-            effects = cluster.store.effect_times()
-            acked_at = {d.key: d.acked_at for d in batch if d.key and d.acked_at}
-            dropped = [(at, message_keys(reply)) for at, reply in proxy.dropped]
-            dropped_keys = {k for _, keys in dropped for k in keys}
-            unrecovered = sorted(dropped_keys - set(effects) - cluster.dead_lettered())
-            lags = [effects[k] - at for at, keys in dropped for k in keys if k in effects]
-            from_ack = [
-                effects[k] - acked_at[k] for k in dropped_keys if k in effects and k in acked_at
-            ]
-            recovered = [line for p in cluster.procs for line in p.log_lines("published again")]
-            row.figures.update(
-                rate_used_per_s=rate,
-                measured_max_per_s=round(ctx.max_rate, 1),
-                brpop_replies_with_a_message=proxy.replies_seen,
-                messages_dropped=len(dropped),
-                unparsed_drops=sum(1 for _, keys in dropped if not keys),
-                deliveries_in_dropped_messages=len(dropped_keys),
-                recovered=len(dropped_keys) - len(unrecovered),
-                recovery_lag_max_s_from_drop=round(max(lags), 1) if lags else None,
-                recovery_lag_max_s_from_ack=round(max(from_ack), 1) if from_ack else None,
-                oldest_overdue_peak_s_under_load=round(lag.peak, 1),
-                oldest_overdue_peak_s_draining=round(lag_after.peak, 1),
-                children_killed=len(killer_done),
-                scheduler_recovery_log_lines=len(recovered),
-            )
-            row.evidence += recovered[:2]
-            row.check("messages were dropped (about 1 in 100 pops)", bool(dropped), len(dropped))
-            row.check(
-                "pool processes were killed every few seconds",
-                len(killer_done) >= duration / 6,
-                len(killer_done),
-            )
-            row.check(
-                "every delivery in a dropped message took effect (recovered)",
-                not unrecovered,
-                unrecovered[:5],
-            )
-            row.check("nothing dead-lettered", row.dlq == 0, row.dlq)
-        finally:
-            proxy.stop()
-    return timed(row, start)
+            row.recovery_s = round(time.time() - t_sent, 1)
+            quiesce(row, cluster)
+        count(row, cluster, batch)
+        check_runs(row, cluster, acked, killed=killer_done)
+        effects = cluster.store.effect_times()
+        acked_at = {d.key: d.acked_at for d in batch if d.key and d.acked_at}
+        dropped = [(at, message_keys(reply)) for at, reply in proxy.dropped]
+        dropped_keys = {k for _, keys in dropped for k in keys}
+        unrecovered = sorted(dropped_keys - set(effects) - cluster.dead_lettered())
+        lags = [effects[k] - at for at, keys in dropped for k in keys if k in effects]
+        from_ack = [
+            effects[k] - acked_at[k] for k in dropped_keys if k in effects and k in acked_at
+        ]
+        recovered = [line for p in cluster.procs for line in p.log_lines("published again")]
+        row.figures.update(
+            rate_used_per_s=rate,
+            measured_max_per_s=round(ctx.max_rate, 1),
+            brpop_replies_with_a_message=proxy.replies_seen,
+            messages_dropped=len(dropped),
+            unparsed_drops=sum(1 for _, keys in dropped if not keys),
+            deliveries_in_dropped_messages=len(dropped_keys),
+            recovered=len(dropped_keys) - len(unrecovered),
+            recovery_lag_max_s_from_drop=round(max(lags), 1) if lags else None,
+            recovery_lag_max_s_from_ack=round(max(from_ack), 1) if from_ack else None,
+            oldest_overdue_peak_s_under_load=round(lag.peak, 1),
+            oldest_overdue_peak_s_draining=round(lag_after.peak, 1),
+            children_killed=len(killer_done),
+            scheduler_recovery_log_lines=len(recovered),
+        )
+        row.evidence += recovered[:2]
+        row.check("messages were dropped (about 1 in 100 pops)", bool(dropped), len(dropped))
+        row.check(
+            "pool processes were killed every few seconds",
+            len(killer_done) >= duration / 6,
+            len(killer_done),
+        )
+        row.check(
+            "every delivery in a dropped message took effect (recovered)",
+            not unrecovered,
+            unrecovered[:5],
+        )
+        row.check("nothing dead-lettered", row.dlq == 0, row.dlq)
+    return row
 
 
 class Copier:
@@ -224,15 +220,12 @@ def three_copies(ctx: Ctx) -> Row:
     time late, after everything settled: runs per pair == expected attempts."""
     rate, n, k = min(ctx.fault_rate, 20.0), int(ctx.pick(300, 60)), 2
     row = Row("11c", f"every message delivered 3x, + a late copy ({n} deliveries)")
-    start = time.time()
 
     def flaky(i: int) -> dict[str, Any] | None:
         return {"mode": "fail", "k": k} if i % 3 == 1 else None
 
     with ctx.cluster("s11c-three-copies") as cluster, cluster.client() as r:
-        assert cluster.redis_server is not None
-        proxy = Proxy(cluster.redis_server.port).start()
-        try:
+        with redis_proxy(cluster) as proxy:
             url, _ = start_stack(cluster, worker_redis_url=proxy.url)
             batch = deliveries(n, "s11c", flaky)
             expected = {d.delivery_id: k + 1 if i % 3 == 1 else 1 for i, d in enumerate(batch)}
@@ -245,8 +238,6 @@ def three_copies(ctx: Ctx) -> Row:
             late = copier.push_late_copies()
             quiesce(row, cluster)
             row.check("the copier worked", not proxy.trip_errors, proxy.trip_errors[:3])
-        finally:
-            proxy.stop()
         count(row, cluster, batch)
         by_key = {d.key: expected[d.delivery_id] for d in batch if d.key}
         check_runs(row, cluster, acked, expected=lambda key: by_key[key])
@@ -261,4 +252,4 @@ def three_copies(ctx: Ctx) -> Row:
         row.check("the scheduler's pair messages were copied too", copier.pair_messages > 0)
         row.check("nothing left in <prefix>:due", left == 0, left)
         row.check("nothing dead-lettered", row.dlq == 0, row.dlq)
-    return timed(row, start)
+    return row

@@ -9,9 +9,9 @@ from collections import Counter
 from collections.abc import Callable
 
 from chaos.load import Attempt, Background, Delivery, ack_rate, acked_keys, percentile
-from chaos.proxy import BRPOP, Proxy
+from chaos.proxy import BRPOP, redis_proxy
 from chaos.report import Row, drain
-from chaos.scenarios.base import Ctx, account, deliveries, sender, settle_queue, start_stack, timed
+from chaos.scenarios.base import Ctx, account, deliveries, sender, settle_queue, start_stack
 from chaos.stack import Cluster
 
 
@@ -59,7 +59,6 @@ def _fault_during_load(
 def redis_killed(ctx: Ctx, fsync: str, sid: str) -> Row:
     down_s = 3.0
     row = Row(sid, f"redis-server SIGKILL {down_s:.0f}s + AOF restart ({fsync})")
-    start = time.time()
     with ctx.cluster(f"s{sid}-redis-kill-{fsync}", appendfsync=fsync) as cluster:
         server = cluster.redis_server
         assert server is not None
@@ -100,7 +99,7 @@ def redis_killed(ctx: Ctx, fsync: str, sid: str) -> Row:
             for p in cluster.procs
             for line in p.log_lines("goes back to the queue", "Unrecoverable", "lost")
         ][:4]
-    return timed(row, start)
+    return row
 
 
 def redis_killed_always(ctx: Ctx) -> Row:
@@ -131,10 +130,28 @@ def _answered_in_time(
         )
 
 
+def _answers_through(
+    ctx: Ctx,
+    row: Row,
+    cluster: Cluster,
+    url: str,
+    run: str,
+    fault: Callable[[], tuple[float, float]],
+) -> None:
+    """A fault the ingress answers through (Redis paused or slow): every delivery accounted
+    for, the answers inside the fault checked, the probe answered within the ack timeout, and
+    the recovery is the first 2xx after the fault."""
+    batch, probe, t_from, t_to = _fault_during_load(ctx, cluster, url, run, fault)
+    account(row, cluster, [*batch, *probe])
+    _window_checks(row, [*batch, *probe], t_from, t_to)
+    limit = cluster.settings.ack_timeout_seconds + 1
+    _answered_in_time(row, probe, batch, limit, t_from)
+    row.recovery_s = row.figures["first_2xx_after_fault_s"]
+
+
 def redis_paused(ctx: Ctx) -> Row:
     pause_s = ctx.pick(6, 4)
     row = Row("10a", f"redis-server paused {pause_s:.0f}s (SIGSTOP)")
-    start = time.time()
     with ctx.cluster("s10a-redis-paused") as cluster:
         server = cluster.redis_server
         assert server is not None and server.process is not None
@@ -148,41 +165,25 @@ def redis_paused(ctx: Ctx) -> Row:
             os.kill(pid, signal.SIGCONT)
             return t_stop, time.time()
 
-        batch, probe, t_stop, t_cont = _fault_during_load(ctx, cluster, url, "s10a", pause)
-        account(row, cluster, [*batch, *probe])
-        _window_checks(row, [*batch, *probe], t_stop, t_cont)
-        limit = cluster.settings.ack_timeout_seconds + 1
-        _answered_in_time(row, probe, batch, limit, t_stop)
-        row.recovery_s = row.figures["first_2xx_after_fault_s"]
-    return timed(row, start)
+        _answers_through(ctx, row, cluster, url, "s10a", pause)
+    return row
 
 
 def redis_slowed(ctx: Ctx) -> Row:
     slow_s, latency = ctx.pick(6, 4), 4.0
     row = Row("10b", f"Redis {latency:.0f}s slower for {slow_s:.0f}s (proxy, ingress side)")
-    start = time.time()
-    with ctx.cluster("s10b-redis-slowed") as cluster:
-        assert cluster.redis_server is not None
-        proxy = Proxy(cluster.redis_server.port).start()
-        try:
-            url, _ = start_stack(cluster, ingress_redis_url=proxy.url)
+    with ctx.cluster("s10b-redis-slowed") as cluster, redis_proxy(cluster) as proxy:
+        url, _ = start_stack(cluster, ingress_redis_url=proxy.url)
 
-            def slow_down() -> tuple[float, float]:
-                proxy.latency_s = latency
-                t_slow = time.time()
-                time.sleep(slow_s)
-                proxy.latency_s = 0.0
-                return t_slow, time.time()
+        def slow_down() -> tuple[float, float]:
+            proxy.latency_s = latency
+            t_slow = time.time()
+            time.sleep(slow_s)
+            proxy.latency_s = 0.0
+            return t_slow, time.time()
 
-            batch, probe, t_slow, t_fast = _fault_during_load(ctx, cluster, url, "s10b", slow_down)
-            account(row, cluster, [*batch, *probe])
-            _window_checks(row, [*batch, *probe], t_slow, t_fast)
-            limit = cluster.settings.ack_timeout_seconds + 1
-            _answered_in_time(row, probe, batch, limit, t_slow)
-            row.recovery_s = row.figures["first_2xx_after_fault_s"]
-        finally:
-            proxy.stop()
-    return timed(row, start)
+        _answers_through(ctx, row, cluster, url, "s10b", slow_down)
+    return row
 
 
 def _lost_after_brpop(
@@ -197,43 +198,38 @@ def _lost_after_brpop(
     """Redis pops a message for a worker (BRPOP) and that connection drops before the reply
     arrives: the message is in neither the queue nor kombu's unacknowledged set."""
     row = Row(sid, title)
-    start = time.time()
     # One pool process per worker: a busy worker does not fetch, so who gets what is known.
     overrides = {"worker_concurrency": 1}
-    with ctx.cluster(f"s{sid}-brpop-reply-lost", overrides=overrides) as cluster:
-        assert cluster.redis_server is not None
-        proxy = Proxy(cluster.redis_server.port).start()
-        try:
-            url, _ = start_stack(cluster, workers=workers, worker_redis_url=proxy.url)
-            proxy.arm(
-                BRPOP,
-                action="cut_on_reply",
-                reply_prefix=b"*2\r\n",
-                reply_contains=reply_contains,
-                nth=nth,
-            )
-            time.sleep(2)  # kombu's BRPOPs block 1 s: let every one be sent again, armed
-            batch = sender(url).at_rate(deliveries(1, f"s{sid}", lambda i: chaos), 1.0)
-            tripped = proxy.tripped.wait(30)
-            s = cluster.settings
-            # The lost message's item in the ledger's schedule comes due after
-            # recover_after_seconds and the scheduler publishes it again; past the visibility
-            # timeout too (a restored message would be back by then).
-            deadline = max(s.visibility_timeout_seconds, 2 * s.recover_after_seconds) + 20
-            expected = 1 + int(str((chaos or {}).get("k", 0)))
-            account(row, cluster, batch, drain_s=deadline, expected=lambda key: expected)
-            effect_at = cluster.store.effect_times().get(batch[0].key or "")
-            if effect_at is not None and proxy.tripped_at is not None:
-                row.recovery_s = round(effect_at - proxy.tripped_at, 1)
-            row.check("a BRPOP reply carrying the message was cut off", tripped)
-            runs = cluster.store.runs(batch[0].key) if batch[0].key else []
-            row.figures["runs"] = [f"{r.attempt}:{r.outcome}" for r in runs]
-            row.evidence += [
-                line for p in cluster.procs for line in p.log_lines("published again")
-            ][:2]
-        finally:
-            proxy.stop()
-    return timed(row, start)
+    with (
+        ctx.cluster(f"s{sid}-brpop-reply-lost", overrides=overrides) as cluster,
+        redis_proxy(cluster) as proxy,
+    ):
+        url, _ = start_stack(cluster, workers=workers, worker_redis_url=proxy.url)
+        proxy.arm(
+            BRPOP,
+            action="cut_on_reply",
+            reply_prefix=b"*2\r\n",
+            reply_contains=reply_contains,
+            nth=nth,
+        )
+        time.sleep(2)  # kombu's BRPOPs block 1 s: let every one be sent again, armed
+        batch = sender(url).at_rate(deliveries(1, f"s{sid}", lambda i: chaos), 1.0)
+        tripped = proxy.tripped.wait(30)
+        s = cluster.settings
+        # The lost message's item in the ledger's schedule comes due after
+        # recover_after_seconds and the scheduler publishes it again; past the visibility
+        # timeout too (a restored message would be back by then).
+        deadline = max(s.visibility_timeout_seconds, 2 * s.recover_after_seconds) + 20
+        expected = 1 + int(str((chaos or {}).get("k", 0)))
+        account(row, cluster, batch, drain_s=deadline, expected=lambda key: expected)
+        effect_at = cluster.store.effect_times().get(batch[0].key or "")
+        if effect_at is not None and proxy.tripped_at is not None:
+            row.recovery_s = round(effect_at - proxy.tripped_at, 1)
+        row.check("a BRPOP reply carrying the message was cut off", tripped)
+        runs = cluster.store.runs(batch[0].key) if batch[0].key else []
+        row.figures["runs"] = [f"{r.attempt}:{r.outcome}" for r in runs]
+        row.evidence += [line for p in cluster.procs for line in p.log_lines("published again")][:2]
+    return row
 
 
 def connection_lost_after_brpop(ctx: Ctx) -> Row:
