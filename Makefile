@@ -61,21 +61,21 @@ test-pythons:
 		$(MAKE) --no-print-directory test PYTHON=$$py VENV=.venv-$$v || exit 1; \
 	done
 
-## Ingress and workers beside their baselines, one run, under 10 minutes (docs/performance.md).
+## Every benchmark module in one bounded run, under 10 minutes (bench/suite.py, docs/performance.md):
+## the ingress (`uphooks serve`, 1 and 2 processes) and workers beside their baselines, workers by
+## arrival pattern and latency, async handlers, the console's pages, refusals, replica waits.
 ## Needs wrk (`apt-get install -y wrk`; without it a Python load generator stands in, labelled).
-## e.g. BENCH_ARGS='--rounds 1 --duration 3 --events 5000' for a quick look.
-## Then the CPU cost of refused requests beside a valid one (bench/refusals.py, about 1 minute),
-## and what UPHOOKS_ACK_REPLICAS=1, 2 cost against 0 (bench/replicas.py, about 1.5 minutes).
+## e.g. BENCH_ARGS='--only run' or BENCH_ARGS='--budget 300'; one module: python -m bench.run -h
 .PHONY: bench-soak
 bench: $(STAMP)
-	$(BIN)/python -m bench.run $(BENCH_ARGS)
-	$(BIN)/python -m bench.refusals
-	$(BIN)/python -m bench.replicas
+	$(BIN)/python -m bench.suite $(BENCH_ARGS)
 
-## RSS of the ingress and a worker over 60 s of load, and of a bare Celery worker for
-## comparison (no growth allowed), about 100 s.
+## Memory over SOAK_SECONDS (600 by default) of steady load: the ingress, each worker process and
+## the console, beside a bare Celery worker; the growth criterion in bench/soak.py. Bounded:
+## SOAK_SECONDS plus about a minute. e.g. `make bench-soak SOAK_SECONDS=120 SOAK_ARGS='--rate 50'`
+SOAK_SECONDS ?= 600
 bench-soak: $(STAMP)
-	$(BIN)/python -m bench.run --only none --worker-cases none --soak 60 $(BENCH_ARGS)
+	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
 ## Redis bytes per event, queued and retained, by key family (docs/deploy.md, "Sizing Redis").
 ## A private Redis, the real ingress and a worker; 10,000 events, a few minutes.

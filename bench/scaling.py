@@ -16,8 +16,8 @@ events/s, the ratio to one process, and the CPU the workers and Redis used while
 shows where the limit is. Run it on a quiet machine: other processes' load shows in the figures
 (the load average is printed before and after each run).
 
-This module is also the handler module the workers load (``UPHOOKS_HANDLER_MODULES=bench.scaling``):
-one handler for the event name ``bench_scaling``, whose payload says how long to sleep.
+The workers load bench/scaling_handler.py: one handler for the event name ``bench_scaling``,
+whose payload says how long to sleep.
 """
 
 from __future__ import annotations
@@ -27,13 +27,10 @@ import asyncio
 import contextlib
 import os
 import platform
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -41,62 +38,14 @@ from typing import Any
 
 import orjson
 import redis
-from celery import signals
 
-from handlers import Context, on
-from uphooks.events import BaseEvent
-from uphooks.settings import get_settings
+from bench.scaling_handler import EVENT, HANDLER
+from harness import commands, procs
+from harness.env import pipeline_env
+from harness.procfs import group_cpu_seconds
+from harness.redis import running
 
 ROOT = Path(__file__).resolve().parent.parent
-EVENT = "bench_scaling"
-HANDLER = "scaling.work"
-
-# -- the handler side (runs in the workers) ---------------------------------------------------
-
-_runs = {"pid": 0, "pending": 0, "flushed": 0.0}
-_client: redis.Redis | None = None
-
-
-def _redis() -> redis.Redis:
-    global _client
-    if _client is None or _runs["pid"] != os.getpid():
-        _client = redis.Redis.from_url(get_settings().redis_url)
-        _runs.update(pid=os.getpid(), pending=0, flushed=time.monotonic())
-    return _client
-
-
-def _key(name: str) -> str:
-    return f"{get_settings().key_prefix}:bench:{name}"
-
-
-def _flush_runs() -> None:
-    if _runs["pending"] and _runs["pid"] == os.getpid():
-        _redis().incrby(_key("runs"), int(_runs["pending"]))
-        _runs.update(pending=0, flushed=time.monotonic())
-
-
-@on(EVENT, name=HANDLER)
-def work(event: BaseEvent, ctx: Context) -> None:
-    """Sleep as long as the event says (0: a no-op), and count the run (in memory, flushed
-    every 0.25 s and at exit, so counting costs no Redis round trip per event)."""
-    sleep_ms = (event.model_extra or {}).get("sleep_ms", 0)
-    if sleep_ms:
-        time.sleep(sleep_ms / 1000)
-    _redis()
-    _runs["pending"] += 1
-    if time.monotonic() - _runs["flushed"] > 0.25:
-        _flush_runs()
-
-
-@signals.worker_ready.connect  # type: ignore[untyped-decorator]
-def _ready(**_: Any) -> None:
-    _redis().incr(_key("ready"))
-
-
-@signals.worker_process_shutdown.connect  # type: ignore[untyped-decorator]
-def _child_exit(**_: Any) -> None:
-    _flush_runs()
-
 
 # -- the driver ---------------------------------------------------------------------------
 
@@ -136,19 +85,6 @@ class Result:
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def cpu_seconds(groups: set[int]) -> float:
-    """CPU time (user + system) of every live process in these process groups."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) in groups:  # pgrp
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def redis_cpu(client: redis.Redis) -> float:
@@ -202,41 +138,20 @@ async def fill(
 
 
 class Workers:
-    """``instances`` worker processes, each ``uphooks worker -c concurrency``; always stopped."""
+    """``instances`` worker processes, each ``uphooks worker -c concurrency``; always stopped
+    (warm shutdown first, so the pool children flush their counts)."""
 
     def __init__(self, layout: Layout, env: dict[str, str], logs: Path) -> None:
         self.layout = layout
         self.env = env
         self.logs = logs
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.procs: list[procs.Popen] = []
 
     def __enter__(self) -> Workers:
         for i in range(self.layout.instances):
-            name = f"scaling{i}-{uuid.uuid4().hex[:4]}@%h"
-            with (self.logs / f"worker{i}.log").open("ab") as out:
-                self.procs.append(
-                    subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "uphooks_cli",
-                            "worker",
-                            "-n",
-                            name,
-                            "--without-gossip",
-                            "--without-mingle",
-                            "-P",
-                            "prefork",
-                            "-c",
-                            str(self.layout.concurrency),
-                        ],
-                        env=self.env,
-                        cwd=ROOT,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-                )
+            name = f"scaling{i}-{uuid.uuid4().hex[:4]}"
+            args = commands.worker("-P", "prefork", "-c", str(self.layout.concurrency), name=name)
+            self.procs.append(procs.spawn(args, self.env, self.logs / f"worker{i}.log"))
         return self
 
     @property
@@ -247,16 +162,7 @@ class Workers:
         return all(p.poll() is None for p in self.procs)
 
     def __exit__(self, *_: object) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)  # warm shutdown: children flush their counts
-        deadline = time.monotonic() + 30
-        for proc in self.procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        procs.stop_all(self.procs, timeout=30)
 
 
 def drain(
@@ -282,17 +188,14 @@ def drain(
     assert messages == -(-events // batch), f"{messages} messages for {events} events"
     client.rename(queue, staging)  # out of the workers' sight while they start
 
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(ROOT),
-        UPHOOKS_REDIS_URL=url,
-        UPHOOKS_KEY_PREFIX=prefix,
-        UPHOOKS_QUEUE=queue,
-        UPHOOKS_HANDLER_MODULES="bench.scaling",
-        UPHOOKS_BUILTIN_LOG_HANDLER="false",
-        UPHOOKS_LOG_LEVEL="WARNING",
-    )
-    env.pop("REDIS_URL", None)
+    settings = {
+        "key_prefix": prefix,
+        "queue": queue,
+        "handler_modules": "bench.scaling_handler",
+        "builtin_log_handler": False,
+        "log_level": "WARNING",
+    }
+    env = pipeline_env(url, settings)
     logs = workdir / f"{workload}-b{batch}-{layout.instances}x{layout.concurrency}-{run}"
     logs.mkdir(parents=True)
     ready_key = f"{prefix}:bench:ready"
@@ -304,12 +207,12 @@ def drain(
             time.sleep(0.05)
         time.sleep(0.5)  # let every pool process reach its first poll
         load_before = os.getloadavg()[0]
-        cpu0, redis0 = cpu_seconds(workers.groups), redis_cpu(client)
+        cpu0, redis0 = group_cpu_seconds(workers.groups), redis_cpu(client)
         started = time.monotonic()
         client.rename(staging, queue)
         end = _wait_drained(client, queue, started + timeout)
         seconds = end - started
-        cpu1, redis1 = cpu_seconds(workers.groups), redis_cpu(client)
+        cpu1, redis1 = group_cpu_seconds(workers.groups), redis_cpu(client)
         load_after = os.getloadavg()[0]
     _check_exactly_once(client, prefix, [k for k, _ in deliveries])
     kept_bytes = (_used_memory(client) - empty) / events
@@ -361,17 +264,6 @@ def _check_exactly_once(client: redis.Redis, prefix: str, keys: list[str]) -> No
     runs = int(client.get(f"{prefix}:bench:runs") or 0)
     if missing or runs != len(keys):
         raise RuntimeError(f"{missing} events without a done marker, {runs} runs for {len(keys)}")
-
-
-@contextlib.contextmanager
-def private_redis(workdir: Path, appendfsync: str) -> Iterator[str]:
-    from uphooks_cli.embedded import RedisServer
-
-    server = RedisServer(workdir / "redis", appendfsync=appendfsync).start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 def machine(client: redis.Redis) -> dict[str, Any]:
@@ -467,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="uphooks-scaling-") as tmp:
         workdir = Path(tmp)
-        with private_redis(workdir, args.appendfsync) as url:
+        with running(workdir / "redis", args.appendfsync) as server:
+            url = server.url
             client = redis.Redis.from_url(url)
             for key, value in machine(client).items():
                 print(f"# {key}: {value}")

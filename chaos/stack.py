@@ -1,8 +1,9 @@
 """The system under test, as separate processes: redis-server, the ingress, Celery workers.
 
-Each process is started in its own session (so its process group holds a worker's pool children
-too) with the pipeline's settings as ``UPHOOKS_*`` variables, validated by ``Settings`` first.
-Logs go to the scenario's folder, where the report points when something failed.
+Each process is started by the harness (harness/: its own session, so its process group holds a
+worker's pool children too) with the pipeline's settings as ``UPHOOKS_*`` variables, validated by
+``Settings`` first. Logs go to the scenario's folder, where the report points when something
+failed.
 """
 
 from __future__ import annotations
@@ -10,27 +11,27 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import redis
 
 from chaos.effects import EffectStore
 from chaos.handler import HANDLER
 from chaos.holds import Holds
+from harness import commands, procfs, procs, wait
+from harness.env import pipeline_env
+from harness.redis import RedisServer, free_port
 from uphooks.keys import Keys
 from uphooks.settings import Settings
-from uphooks_cli.embedded import RedisServer, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+#: Re-exported for the scenarios: the live children of a process, and a process's parent.
+children_of = procfs.children
+parent_of = procfs.parent_of
 
 #: The timings every scenario runs with: short enough that a dead worker's pairs come back
 #: within seconds (a lapsed lease) and a lost message within ``recover_after_seconds`` (5 s,
@@ -68,33 +69,19 @@ def pipeline_values(**overrides: object) -> dict[str, object]:
     }
 
 
-def _text(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 @dataclass
 class Proc:
     name: str
     args: list[str]
     env: dict[str, str]
     log: Path
-    popen: subprocess.Popen[bytes] = field(init=False)
+    popen: procs.Popen = field(init=False)
     #: Restarted by the cluster's supervisor when it exits unasked (workers only).
     supervised: bool = False
     crashes: list[str] = field(default_factory=list)
 
     def spawn(self) -> Proc:
-        with self.log.open("ab") as out:
-            self.popen = subprocess.Popen(
-                self.args,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                start_new_session=True,  # its own process group: parent and pool children
-            )
+        self.popen = procs.spawn(self.args, self.env, self.log)
         return self
 
     @property
@@ -105,8 +92,7 @@ class Proc:
         return self.popen.poll() is None
 
     def signal_group(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, sig)
+        procs.signal_group(self.popen, sig)
 
     def log_lines(self, *needles: str) -> list[str]:
         """Log lines containing any of ``needles``, one short line each (JSON lines condensed)."""
@@ -140,23 +126,6 @@ def read_aof(path: Path) -> list[list[bytes]]:
     return out
 
 
-def children_of(pid: int) -> list[int]:
-    """The live child processes of ``pid`` (a worker's pool processes)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and parent_of(int(entry.name)) == pid:
-            found.append(int(entry.name))
-    return found
-
-
-def parent_of(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[1])
-
-
 @dataclass
 class Cluster:
     """One scenario's Redis, ingress, workers and effect store, all in ``root``."""
@@ -172,7 +141,7 @@ class Cluster:
         values = pipeline_values(key_prefix=self.prefix, queue=f"{self.prefix}-q", **self.overrides)
         # Validated here, so settings that do not fit fail the scenario before anything starts.
         self.settings = Settings.model_validate(values)
-        self.pipeline_env = {f"UPHOOKS_{k.upper()}": _text(v) for k, v in values.items()}
+        self.pipeline_values = values
         self.root.mkdir(parents=True, exist_ok=True)
         self.store = EffectStore(self.root / "effects.db").create()
         self.holds = Holds(self.root).create()
@@ -261,23 +230,18 @@ class Cluster:
 
     # -- processes -------------------------------------------------------------------------------
     def env(self, redis_url: str | None = None) -> dict[str, str]:
-        url = redis_url or self.redis_url
-        env = dict(os.environ)
-        env.update(self.pipeline_env)
-        env.update(
+        return pipeline_env(
+            redis_url or self.redis_url,
+            self.pipeline_values,
             {
-                "UPHOOKS_REDIS_URL": url,
-                "REDIS_URL": url,
-                "PYTHONPATH": str(ROOT),
                 "CHAOS_DIR": str(self.root),
                 # Up to 1,000 load connections come from one address; the edge's caps are
                 # tests/test_edge.py's subject, not this one's. No admin listener needed.
                 "UPHOOKS_MAX_CONNECTIONS": "4096",
                 "UPHOOKS_MAX_CONNECTIONS_PER_SOURCE": "4096",
                 "UPHOOKS_ADMIN_PORT": "0",
-            }
+            },
         )
-        return env
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> Proc:
         proc = Proc(name, args, env, self.root / f"{name}.log").spawn()
@@ -286,37 +250,13 @@ class Cluster:
 
     def ingress(self, redis_url: str | None = None, name: str = "ingress") -> tuple[str, Proc]:
         port = free_port()
-        proc = self._spawn(
-            name,
-            [sys.executable, "-m", "uphooks_cli", "serve", "--port", str(port)],
-            self.env(redis_url),
-        )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    return url, proc
-            if not proc.alive():
-                break
-            time.sleep(0.05)
-        raise RuntimeError(f"ingress did not start; see {proc.log}")
+        proc = self._spawn(name, commands.serve(port), self.env(redis_url))
+        wait.until_listening(proc.popen, port, proc.log, what=name)
+        return f"http://127.0.0.1:{port}", proc
 
     def worker(self, name: str, redis_url: str | None = None, *, wait: bool = True) -> Proc:
-        proc = self._spawn(
-            name,
-            [
-                sys.executable,
-                "-m",
-                "uphooks_cli",
-                "worker",
-                "-n",
-                f"{name}-{self.prefix}@%h",
-                "--without-gossip",
-                "--without-mingle",
-            ],
-            self.env(redis_url),
-        )
+        args = commands.worker(name=f"{name}-{self.prefix}")
+        proc = self._spawn(name, args, self.env(redis_url))
         proc.supervised = True
         if wait:
             wait_ready(proc)
@@ -356,12 +296,4 @@ class Cluster:
 
 
 def wait_ready(proc: Proc, timeout: float = 45) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.log.exists() and b" ready." in proc.log.read_bytes():
-            return
-        if not proc.alive():
-            tail = proc.log.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"worker {proc.name} exited: {tail}")
-        time.sleep(0.05)
-    raise RuntimeError(f"worker {proc.name} not ready; see {proc.log}")
+    wait.until_logged(proc.popen, proc.log, timeout=timeout)

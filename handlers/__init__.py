@@ -9,12 +9,15 @@
         ctx.log.info("failed: %s", event.result.error)
         crm.create_ticket(..., idempotency_key=ctx.pair_key)
 
-- ``on(*events, name=None, options=None, **filters)`` registers a plain function
-  ``fn(event, ctx)``. Events are names or ``"*"``; every other keyword is a filter:
-  ``platform``, ``profile``, ``account``, ``status`` and ``success``.
-- ``Options(max_attempts=, backoff=(base, max), queue=, time_limit=, ordered_by=)`` says how the
-  handler runs; ``None`` (the default) takes the worker's setting. ``ordered_by="account" |
-  "upload" | fn(event) -> key`` runs events of one key in order.
+- ``on(*events, name=None, options=None, **filters)`` registers ``fn(event, ctx)``, a plain
+  function or an ``async def`` (run on the worker's event loop, many at once). Events are names
+  or ``"*"``; every other keyword is a filter: ``platform``, ``profile``, ``account``,
+  ``status`` and ``success``.
+- ``Options(max_attempts=, backoff=(base, max), queue=, time_limit=, ordered_by=, rate=,
+  concurrency=)`` says how the handler runs; ``None`` (the default) takes the worker's setting.
+  ``ordered_by="account" | "upload" | fn(event) -> key`` runs events of one key in order;
+  ``rate="30/s"`` limits it across all workers; ``concurrency`` bounds an async handler's calls
+  per process.
 - ``Router`` groups handlers; a plugin module may expose ``router = Router()`` and use
   ``@router.on(...)`` instead of the global ``on``.
 - ``Context`` is the second argument: ``pair_key`` (``<delivery_key>:<handler_name>``, the key to

@@ -1,7 +1,10 @@
 """Built-in ``forward`` handler: re-POST each event to internal URLs, signed (Standard Webhooks).
 
-Settings: ``UPHOOKS_FORWARD_ENABLED``, ``_URLS`` (comma-separated ``https://host/path`` or
-``name=https://host/path``), ``_SECRET`` (``whsec_<base64>``), ``_EVENTS``, ``_TIMEOUT_SECONDS``.
+An ordinary plugin with its own settings (:class:`ForwardSettings`, ``UPHOOKS_FORWARD_*``):
+``_ENABLED``, ``_URLS`` (comma-separated ``https://host/path`` or ``name=https://host/path``),
+``_SECRET`` (``whsec_<base64>``), ``_EVENTS``, ``_TIMEOUT_SECONDS``, ``_QUEUE``, and ``_RATE`` (a
+limit per target, shared by all workers, e.g. ``20/s``; none by default). Each call is
+``async def``, on the worker's event loop with one ``httpx.AsyncClient`` per process.
 
 Each target is a handler of its own, named ``uphooks.forward:<name>`` (the name defaults to the
 URL's host and path), so one target being down does not hold back or repeat the others. The body
@@ -21,12 +24,17 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 
 import httpx
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings
 
 from handlers import _http
+from handlers._settings import CommaList, builtin_config
 from handlers.context import Context
 from handlers.options import Options
+from handlers.rates import parse_rate
 from handlers.registry import HandlerFunc, Router
 from uphooks import signatures
 from uphooks.errors import ConfigurationError
@@ -36,6 +44,30 @@ from uphooks.settings import Settings
 HANDLER_PREFIX = "uphooks.forward:"
 SECRET_PREFIX = signatures.WHSEC_PREFIX
 _LABEL = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class ForwardSettings(BaseSettings):
+    """``UPHOOKS_FORWARD_*``. The secret also signs notifications (workers/notify.py)."""
+
+    model_config = builtin_config("UPHOOKS_FORWARD_")
+
+    enabled: bool = False
+    # Targets: "https://host/path" or "name=https://host/path"; each is a handler of its own.
+    urls: CommaList = Field(default_factory=list)
+    secret: SecretStr | None = None  # whsec_<base64>, Standard Webhooks
+    events: CommaList = Field(default_factory=lambda: ["*"])
+    timeout_seconds: float = 10.0
+    queue: str | None = None
+    rate: str | None = None  # per target, e.g. "20/s"
+
+
+@lru_cache(maxsize=1)
+def forward_settings() -> ForwardSettings:
+    return ForwardSettings()
+
+
+def enabled() -> bool:
+    return forward_settings().enabled
 
 
 @dataclass(frozen=True)
@@ -82,21 +114,21 @@ def decode_secret(secret: str) -> bytes:
     return key
 
 
-#: The ``webhook-signature`` value for one message (kept here for workers/notify.py).
+#: The ``webhook-signature`` value for one message.
 sign = signatures.standard_webhooks_signature
 
 
 def forward_to(target: Target, key: bytes, timeout: float) -> HandlerFunc:
     what = f"forward to {target.name}"
 
-    def forward(event: BaseEvent, ctx: Context) -> None:
+    async def forward(event: BaseEvent, ctx: Context) -> None:
         body = ctx.body.encode() if ctx.body else event.model_dump_json().encode()
         headers = {
             "content-type": "application/json",
             "user-agent": "uphooks-forward/1",
             **signatures.standard_webhooks_headers(key, ctx.pair_key, body, int(time.time())),
         }
-        response = _http.post(what, target.url, timeout, content=body, headers=headers)
+        response = await _http.apost(what, target.url, timeout, content=body, headers=headers)
         _http.check(what, response)
         ctx.log.info("forwarded to %s: HTTP %d", target.name, response.status_code)
 
@@ -105,23 +137,33 @@ def forward_to(target: Target, key: bytes, timeout: float) -> HandlerFunc:
 
 
 def build_router(settings: Settings) -> Router:
-    targets = parse_targets(settings.forward_urls)
+    """The plugin's entry: built from its own settings (the core ``settings`` are not used)."""
+    return router_for(forward_settings())
+
+
+def router_for(settings: ForwardSettings) -> Router:
+    targets = parse_targets(settings.urls)
     if not targets:
         raise ConfigurationError(
             "UPHOOKS_FORWARD_URLS is empty: the forward handler needs at least one URL"
         )
-    if settings.forward_secret is None:
+    if settings.secret is None:
         raise ConfigurationError(
             "UPHOOKS_FORWARD_SECRET is not set: forwarded events are signed; generate one with "
             "python -c \"import base64,os; print('whsec_' + base64.b64encode(os.urandom(32))"
             '.decode())"'
         )
-    key = decode_secret(settings.forward_secret.get_secret_value())
+    key = decode_secret(settings.secret.get_secret_value())
+    if settings.rate is not None:
+        try:
+            parse_rate(settings.rate)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"UPHOOKS_FORWARD_RATE: {exc}") from exc
     router = Router()
     for target in targets:
-        router.on(
-            *settings.forward_events,
-            name=HANDLER_PREFIX + target.name,
-            options=Options(queue=settings.forward_queue),
-        )(forward_to(target, key, settings.forward_timeout_seconds))
+        name = HANDLER_PREFIX + target.name
+        options = Options(queue=settings.queue, rate=settings.rate)
+        router.on(*settings.events, name=name, options=options)(
+            forward_to(target, key, settings.timeout_seconds)
+        )
     return router

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from handlers.rates import parse_rates
 from uphooks.errors import ConfigurationError
 from uphooks.events import ACCOUNT_EVENTS, CATALOGUE
 
@@ -68,7 +69,13 @@ class Options:
     - ``time_limit``: seconds per call, after which the call is interrupted and counts as a
       failed attempt (none: the message's soft limit);
     - ``ordered_by``: run events of one key one at a time, in the order they happened:
-      ``"account"``, ``"upload"`` or a function of the typed event returning its key.
+      ``"account"``, ``"upload"`` or a function of the typed event returning its key;
+    - ``rate``: how often it may run, across all workers: ``"30/s"`` (a bucket of this
+      handler) or ``{"bucket": "1/s", ...}`` (buckets shared with other handlers; a run needs a
+      token from each; handlers/rates.py). A run over its limit waits in Redis, without a
+      worker slot or an attempt (workers/rate_limits.py);
+    - ``concurrency``: an ``async def`` handler's calls at once per worker process (none:
+      up to ``UPHOOKS_ASYNC_CONCURRENCY``, workers/aio.py).
     """
 
     max_attempts: int | None = None
@@ -76,6 +83,8 @@ class Options:
     queue: str | None = None
     time_limit: float | None = None
     ordered_by: str | OrderFunc | None = None
+    rate: str | Mapping[str, str] | None = None
+    concurrency: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_attempts is not None and self.max_attempts < 1:
@@ -94,6 +103,9 @@ class Options:
                     f"backoff={self.backoff!r} must be (base, max) with 0 < base <= max"
                 )
             object.__setattr__(self, "backoff", Backoff(float(base), float(cap)))
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ConfigurationError("concurrency must be 1 or more")
+        parse_rates("-", self.rate)  # refused here, naming the limit
         ordered_by = self.ordered_by
         if ordered_by is not None and not callable(ordered_by) and ordered_by not in ORDERINGS:
             raise ConfigurationError(

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from handlers.context import Context
 from handlers.filters import FILTERS, FILTERS_BY_EVENT, allowed_values, check_filters
 from handlers.options import KEYWORD_OPTIONS, ORDERINGS, Backoff, Options, OrderFunc
+from handlers.rates import Rate, parse_rates
 from uphooks.errors import ConfigurationError
 
 __all__ = [
@@ -48,6 +49,17 @@ class HandlerSpec:
     events: frozenset[str]
     filters: Mapping[str, frozenset[object]]
     options: Options = field(default_factory=Options)
+    #: ``options.rate`` read once: bucket name -> limit (handlers/rates.py); empty: no limit
+    rate: Mapping[str, Rate] = field(default_factory=dict)
+
+    @property
+    def is_async(self) -> bool:
+        """An ``async def`` handler: run on the worker process's event loop (workers/aio.py)."""
+        return inspect.iscoroutinefunction(self.func)
+
+    @property
+    def concurrency(self) -> int | None:
+        return self.options.concurrency
 
     @property
     def max_attempts(self) -> int | None:
@@ -164,10 +176,9 @@ class Router:
             handler_name = name or f"{func.__module__}.{func.__qualname__}"
             if not handler_name or "|" in handler_name:
                 raise ConfigurationError(f"handler name {handler_name!r} must be non-empty, no '|'")
-            if inspect.iscoroutinefunction(func):
+            if chosen.concurrency is not None and not inspect.iscoroutinefunction(func):
                 raise ConfigurationError(
-                    f"handler {handler_name!r} is async; handlers are plain functions "
-                    "(the worker runs them in a process of their own)"
+                    f"handler {handler_name!r}: concurrency= is for async def handlers"
                 )
             self.add(
                 HandlerSpec(
@@ -176,6 +187,7 @@ class Router:
                     events=frozenset(events),
                     filters=allowed,
                     options=chosen,
+                    rate=parse_rates(handler_name, chosen.rate),
                 )
             )
             return func

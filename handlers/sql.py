@@ -43,6 +43,7 @@ from handlers.context import Context
 from handlers.errors import PermanentError
 from handlers.options import Options
 from handlers.registry import Router
+from handlers.sql_settings import SqlSettings, sql_settings
 from uphooks.events import AccountEvent, BaseEvent, UploadCompleted
 from uphooks.settings import Settings
 
@@ -249,7 +250,12 @@ class Store:
 
 
 def build_router(settings: Settings) -> Router:
-    store = Store(database_url(settings.sql_url))
+    """The plugin's entry: built from its own settings (handlers/sql_settings.py)."""
+    return router_for(sql_settings())
+
+
+def router_for(settings: SqlSettings) -> Router:
+    store = Store(database_url(settings.url))
     router = Router()
 
     @router.on(
@@ -258,7 +264,7 @@ def build_router(settings: Settings) -> Router:
         "social_account_disconnected",
         "social_account_reauth_required",
         name=HANDLER_NAME,
-        options=Options(queue=settings.sql_queue),
+        options=Options(queue=settings.queue),
     )
     def sql(event: BaseEvent, ctx: Context) -> None:
         store.apply(event, ctx)

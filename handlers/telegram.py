@@ -1,10 +1,15 @@
 """Built-in ``telegram`` handler: a readable message per event in a Telegram chat.
 
 A filterable, retrying version of Upload-Post's own Telegram channel, through the Bot API's
-``sendMessage``. Settings: ``UPHOOKS_TELEGRAM_ENABLED``, ``_BOT_TOKEN``, ``_CHAT_ID``, and to narrow
-it down ``_EVENTS``, ``_PLATFORMS``, ``_SUCCESS``; ``_API_URL`` points at another Bot API server
-(a local one, or a test's). A 429 from Telegram carries ``retry_after``: the next attempt waits at
-least that long. A refused message (bad token, unknown chat, bot removed) is permanent.
+``sendMessage``. An ordinary plugin with its own settings (:class:`TelegramSettings`,
+``UPHOOKS_TELEGRAM_*``): ``_ENABLED``, ``_BOT_TOKEN``, ``_CHAT_ID``, and to narrow it down
+``_EVENTS``, ``_PLATFORMS``, ``_SUCCESS``; ``_API_URL`` points at another Bot API server (a local
+one, or a test's). A 429 from Telegram carries ``retry_after``: the next attempt waits at least
+that long. A refused message (bad token, unknown chat, bot removed) is permanent.
+
+The handler is ``async def`` (one ``httpx.AsyncClient`` per worker process, connections reused)
+and rate-limited across all workers to what Telegram allows: ``_RATE`` per chat (1/s) and
+``_BOT_RATE`` per bot (30/s); a message over the limit waits in Redis, not in a worker.
 
 The Bot API has no idempotency key: a retry after a timeout whose request did arrive can show
 the message twice. That is the one duplicate this handler cannot rule out.
@@ -13,14 +18,19 @@ the message twice. That is the one duplicate this handler cannot rule out.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import httpx
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings
 
 from handlers import _http
+from handlers._settings import CommaList, builtin_config
 from handlers.context import Context
 from handlers.errors import PermanentError, TransientError
 from handlers.options import Options
+from handlers.rates import parse_rate
 from handlers.registry import Router
 from uphooks.errors import ConfigurationError
 from uphooks.events import AccountEvent, BaseEvent, UploadCompleted
@@ -35,6 +45,32 @@ _ACCOUNT_HEADS = {
     "social_account_disconnected": "🔌 Account disconnected",
     "social_account_reauth_required": "⚠️ Account needs to be reconnected",
 }
+
+
+class TelegramSettings(BaseSettings):
+    """``UPHOOKS_TELEGRAM_*``. The bot token and API URL also serve notifications
+    (workers/notify.py, ``UPHOOKS_NOTIFY_TELEGRAM_CHAT_ID``)."""
+
+    model_config = builtin_config("UPHOOKS_TELEGRAM_")
+
+    enabled: bool = False
+    bot_token: SecretStr | None = None
+    chat_id: str | None = None
+    api_url: str = "https://api.telegram.org"
+    events: CommaList = Field(default_factory=lambda: ["*"])
+    platforms: CommaList = Field(default_factory=list)
+    # true: only successful uploads; false: only failed ones (account events then never match).
+    success: bool | None = None
+    timeout_seconds: float = 10.0
+    queue: str | None = None
+    # Telegram's limits: about one message per second per chat, 30 per second per bot.
+    rate: str = "1/s"
+    bot_rate: str = "30/s"
+
+
+@lru_cache(maxsize=1)
+def telegram_settings() -> TelegramSettings:
+    return TelegramSettings()
 
 
 def _when(value: datetime | None) -> str | None:
@@ -91,14 +127,29 @@ def format_message(event: BaseEvent) -> str:
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
 
 
+def _send(api_url: str, token: str, chat_id: str, text: str) -> tuple[str, dict[str, Any]]:
+    url = f"{api_url.rstrip('/')}/bot{token}/sendMessage"
+    return url, {"chat_id": chat_id, "text": text, "disable_web_page_preview": False}
+
+
 def send_message(api_url: str, token: str, chat_id: str, text: str, timeout: float) -> None:
     """``sendMessage``; raises TransientError (with Telegram's retry_after) or PermanentError."""
-    response = _http.post(
-        "Telegram Bot API",
-        f"{api_url.rstrip('/')}/bot{token}/sendMessage",
-        timeout,
-        json={"chat_id": chat_id, "text": text, "disable_web_page_preview": False},
-    )
+    url, body = _send(api_url, token, chat_id, text)
+    _check(_http.post(_WHAT, url, timeout, json=body))
+
+
+async def send_message_async(
+    api_url: str, token: str, chat_id: str, text: str, seconds: float
+) -> None:
+    """``send_message`` on the worker's event loop (``seconds``: the request's timeout)."""
+    url, body = _send(api_url, token, chat_id, text)
+    _check(await _http.apost(_WHAT, url, seconds, json=body))
+
+
+_WHAT = "Telegram Bot API"
+
+
+def _check(response: httpx.Response) -> None:
     try:
         answer = response.json()
     except ValueError:
@@ -123,9 +174,18 @@ def send_message(api_url: str, token: str, chat_id: str, text: str, timeout: flo
     raise PermanentError(f"{detail}; {hint}")
 
 
+def enabled() -> bool:
+    return telegram_settings().enabled
+
+
 def build_router(settings: Settings) -> Router:
-    token = settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else ""
-    chat_id = settings.telegram_chat_id
+    """The plugin's entry: built from its own settings (the core ``settings`` are not used)."""
+    return router_for(telegram_settings())
+
+
+def router_for(settings: TelegramSettings) -> Router:
+    token = settings.bot_token.get_secret_value() if settings.bot_token else ""
+    chat_id = settings.chat_id
     if not token:
         raise ConfigurationError(
             "UPHOOKS_TELEGRAM_BOT_TOKEN is not set: the telegram handler needs the token "
@@ -136,24 +196,29 @@ def build_router(settings: Settings) -> Router:
             "UPHOOKS_TELEGRAM_CHAT_ID is not set: the telegram handler needs the chat to post "
             "to (a numeric id, or @channelname)"
         )
-    if not httpx.URL(settings.telegram_api_url).scheme.startswith("http"):
+    if not httpx.URL(settings.api_url).scheme.startswith("http"):
         raise ConfigurationError("UPHOOKS_TELEGRAM_API_URL must be an http(s) URL")
+    for name, value in (("RATE", settings.rate), ("BOT_RATE", settings.bot_rate)):
+        try:
+            parse_rate(value)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"UPHOOKS_TELEGRAM_{name}: {exc}") from exc
     filters: dict[str, Any] = {}
-    if settings.telegram_platforms:
-        filters["platform"] = settings.telegram_platforms
-    if settings.telegram_success is not None:
-        filters["success"] = settings.telegram_success
-    api_url, timeout = settings.telegram_api_url, settings.telegram_timeout_seconds
+    if settings.platforms:
+        filters["platform"] = settings.platforms
+    if settings.success is not None:
+        filters["success"] = settings.success
+    api_url, timeout = settings.api_url, settings.timeout_seconds
+    # The bot's id is the token's public part (before the colon): one bucket per bot, per chat.
+    rate = {f"telegram:bot:{token.partition(':')[0]}": settings.bot_rate}
+    rate[f"telegram:chat:{chat_id}"[:120]] = settings.rate
     router = Router()
 
-    @router.on(
-        *settings.telegram_events,
-        name=HANDLER_NAME,
-        **filters,
-        options=Options(queue=settings.telegram_queue),
-    )
-    def telegram(event: BaseEvent, ctx: Context) -> None:
-        send_message(api_url, token, chat_id, format_message(event), timeout)
+    options = Options(queue=settings.queue, rate=rate)
+
+    @router.on(*settings.events, name=HANDLER_NAME, **filters, options=options)
+    async def telegram(event: BaseEvent, ctx: Context) -> None:
+        await send_message_async(api_url, token, chat_id, format_message(event), timeout)
         ctx.log.info("sent to Telegram chat %s", chat_id)
 
     return router

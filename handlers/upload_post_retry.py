@@ -28,10 +28,14 @@ import os
 import re
 import time
 from datetime import UTC
-from typing import Any
+from functools import lru_cache
+from typing import Annotated, Any
 
 import redis
+from pydantic import BeforeValidator, Field
+from pydantic_settings import BaseSettings, NoDecode
 
+from handlers._settings import builtin_config
 from handlers.context import Context
 from handlers.errors import PermanentError, TransientError
 from handlers.options import Options
@@ -43,6 +47,22 @@ from uphooks.settings import Settings
 
 HANDLER_NAME = "uphooks.upload_post_retry"
 LOCK_SECONDS = 60
+#: Errors worth retrying through the API, by default.
+DEFAULT_PATTERNS = (
+    r"time(d)?[ -]?out",
+    r"temporar",
+    r"rate.?limit|too many requests",
+    r"try again",
+    r"\b50[0234]\b|internal (server )?error|service unavailable|bad gateway",
+    r"network|connection (reset|refused|error)",
+)
+
+
+def _split_patterns(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(";;") if part.strip()]
+    return value
+
 
 _client: tuple[int, redis.Redis] | None = None
 
@@ -72,7 +92,36 @@ def _created(event: UploadCompleted) -> float:
     return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
 
 
+class UploadPostRetrySettings(BaseSettings):
+    """``UPHOOKS_UPLOAD_POST_RETRY_*``; the API's key and URL are the core settings'
+    (``UPHOOKS_UPLOAD_POST_API_KEY``, shared with ``uphooks upload-post``)."""
+
+    model_config = builtin_config("UPHOOKS_UPLOAD_POST_RETRY_")
+
+    enabled: bool = False
+    # Regular expressions, case-insensitive, separated by ";;": an error matching one is retried.
+    patterns: Annotated[list[str], NoDecode, BeforeValidator(_split_patterns)] = Field(
+        default_factory=lambda: list(DEFAULT_PATTERNS)
+    )
+    max: int = Field(default=2, ge=1)  # retries through the API per upload, at most
+    queue: str | None = None
+
+
+@lru_cache(maxsize=1)
+def upload_post_retry_settings() -> UploadPostRetrySettings:
+    return UploadPostRetrySettings()
+
+
+def enabled() -> bool:
+    return upload_post_retry_settings().enabled
+
+
 def build_router(settings: Settings) -> Router:
+    """The plugin's entry: its own settings, and the core ones for the API and the keys."""
+    return router_for(settings, upload_post_retry_settings())
+
+
+def router_for(settings: Settings, own: UploadPostRetrySettings) -> Router:
     key = settings.upload_post_api_key
     if key is None or not key.get_secret_value():
         raise ConfigurationError(
@@ -80,13 +129,13 @@ def build_router(settings: Settings) -> Router:
             "Upload-Post's retry endpoint with it"
         )
     try:
-        patterns = [re.compile(p, re.IGNORECASE) for p in settings.upload_post_retry_patterns]
+        patterns = [re.compile(p, re.IGNORECASE) for p in own.patterns]
     except re.error as exc:
         raise ConfigurationError(
             f"UPHOOKS_UPLOAD_POST_RETRY_PATTERNS has a pattern that is not a regular "
             f"expression: {exc}"
         ) from exc
-    prefix, most = settings.key_prefix, settings.upload_post_retry_max
+    prefix, most = settings.key_prefix, own.max
     keep = settings.dedup_ttl_seconds
     router = Router()
 
@@ -94,7 +143,7 @@ def build_router(settings: Settings) -> Router:
         "upload_completed",
         success=False,
         name=HANDLER_NAME,
-        options=Options(queue=settings.upload_post_retry_queue),
+        options=Options(queue=own.queue),
     )
     def upload_post_retry(event: UploadCompleted, ctx: Context) -> None:
         error = event.result.error or ""

@@ -13,9 +13,20 @@ final (../shared/delivery-facts.md). So:
 
 from __future__ import annotations
 
-from starlette.responses import JSONResponse
+from typing import Any
+
+import orjson
+from starlette.responses import JSONResponse as _StarletteJSON
 
 from receiver.verdicts import Failed, Reason
+
+
+class JSONResponse(_StarletteJSON):
+    """Starlette's, rendered by orjson: the same compact bytes, a tenth of the time."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
 
 RETRY_AFTER_SECONDS = 5
 # A nearly full Redis gets room back as records expire or memory is added: minutes, not seconds.

@@ -8,17 +8,18 @@ import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from receiver import metrics
+from receiver.access import AccessLog
 from receiver.allowed_networks import AllowedNetworks
 from receiver.enqueue import Enqueuer
+from receiver.gate import Gate
 from receiver.headroom import Headroom
 from receiver.health import healthz, readyz
 from receiver.ingest import Endpoint
-from receiver.limits import ConcurrencyLimit, LogThrottle
+from receiver.limits import LogThrottle
 from receiver.openapi import document, openapi
 from receiver.throttle import RefusalBudget
 from receiver.verify import Verifier
@@ -66,7 +67,23 @@ def _announce(settings: Settings, verifier: Verifier) -> None:
         )
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+class Ingress(Starlette):
+    """The public app: requests to the webhook path pass its gate (receiver/gate.py), which
+    sends a delivery straight to its endpoint; every other request gets its access line here."""
+
+    gate: Gate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+        elif self.gate.covers(scope["path"]):
+            scope["app"] = self
+            await self.gate(super().__call__, scope, receive, send)
+        else:
+            await self.gate.access.around(super().__call__, scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> Ingress:
     settings = settings or get_settings()
     # Built here, not in the lifespan: a configuration that cannot work stops the start-up.
     verifier = Verifier.from_settings(settings)
@@ -102,24 +119,24 @@ def create_app(settings: Settings | None = None) -> Starlette:
             tracing.shutdown()
 
     # The public listener: the webhook path and the liveness probe, nothing that describes us.
+    endpoint = Endpoint()
     routes = [
-        Route(settings.webhook_path, Endpoint(), methods=["POST"]),
+        Route(settings.webhook_path, endpoint, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
     ]
+    token_prefix = None
     if verifier.takes_path_token:
         token_prefix = settings.webhook_path.rstrip("/") + "/"
-        routes.append(Route(token_prefix + "{token}", Endpoint(), methods=["POST"]))
-        _hide_path_tokens(token_prefix)
-    middleware = [
-        # Outermost, so the answers of the concurrency limit are counted too.
-        Middleware(metrics.IngressMetrics, path=settings.webhook_path),
-        Middleware(
-            ConcurrencyLimit,
-            limit=settings.max_concurrent_requests,
-            path=settings.webhook_path,
-        ),
-    ]
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+        routes.append(Route(token_prefix + "{token}", endpoint, methods=["POST"]))
+        _hide_path_tokens(token_prefix)  # uvicorn's line, where uvicorn runs the app itself
+    app = Ingress(routes=routes, lifespan=lifespan)
+    app.gate = Gate(
+        settings.webhook_path,
+        limit=settings.max_concurrent_requests,
+        takes_token=verifier.takes_path_token,
+        endpoint=endpoint,
+        access=AccessLog(token_prefix),
+    )
     app.state.settings = settings
     app.state.verifier = verifier
     app.state.allowed_networks = AllowedNetworks(
@@ -131,7 +148,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     return app
 
 
-def create_admin_app(settings: Settings, public: Starlette) -> Starlette:
+def create_admin_app(settings: Settings, public: Ingress) -> Starlette:
     """What operators read: metrics, the OpenAPI description, readiness with its details.
 
     Served on the admin listener only (UPHOOKS_ADMIN_HOST, 127.0.0.1 by default). It shares the
@@ -155,7 +172,7 @@ class Listeners:
     admin port (its socket's own port, ``scope["server"]``, which no header can change) goes to
     the admin app, every other one to the public app. The public app runs the lifespan."""
 
-    def __init__(self, public: Starlette, admin: Starlette, admin_port: int) -> None:
+    def __init__(self, public: Ingress, admin: Starlette, admin_port: int) -> None:
         self.public = public
         self.admin = admin
         self.admin_port = admin_port
@@ -163,7 +180,10 @@ class Listeners:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         server = scope.get("server")
         if scope["type"] != "lifespan" and server and server[1] == self.admin_port:
-            await self.admin(scope, receive, send)
+            if scope["type"] == "http":
+                await self.public.gate.access.around(self.admin, scope, receive, send)
+            else:
+                await self.admin(scope, receive, send)
         else:
             await self.public(scope, receive, send)
 

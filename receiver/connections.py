@@ -15,6 +15,10 @@ So this is a subclass of uvicorn's own protocol, passed as ``http=`` (``uphooks 
   (an IPv6 /64 is one source; trusted proxies are not capped per source, and neither is the
   admin listener): one more is closed as soon as it is accepted.
 
+Two things for speed (docs/performance.md): an answer leaves in one ``write`` (uvicorn writes the
+status line and headers, then the body, as two segments the client reads separately), and
+uvicorn's own access line is off: the app writes a cheaper one of its own (receiver/access.py).
+
 Limits of this approach: it leans on uvicorn's protocol internals (``cycle``, the parser
 callbacks; tests/test_edge.py catches a uvicorn that changed them); it runs after the kernel has
 accepted the connection, so a flood of handshakes is the proxy's or the firewall's to stop; the
@@ -90,6 +94,53 @@ class _Book:
         self.per_source: Counter[str] = Counter()
 
 
+class CoalescingTransport:
+    """A transport that holds one ``write`` until the next one (or the end of this turn of the
+    event loop), so the head and the body of an answer go out together: one send instead of
+    two, and one segment for the client to read. Everything else goes to the real transport;
+    ``close`` sends what is held first, ``abort`` drops it."""
+
+    __slots__ = ("_held", "_loop", "transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        held = self._held
+        if held is None:
+            self._held = bytes(data)
+            self._loop.call_soon(self.flush)
+        else:
+            self._held = None
+            self.transport.write(held + data)
+
+    def flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self.transport.is_closing():
+                self.transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def abort(self) -> None:
+        self._held = None
+        self.transport.abort()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def get_write_buffer_size(self) -> int:
+        return self.transport.get_write_buffer_size() + len(self._held or b"")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with deadlines and connection caps (module docstring)."""
 
@@ -111,10 +162,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._body_done = False
+        # The app writes one line per request itself (receiver/access.py): cheaper, and for a
+        # delivery it is also the line that names its key.
+        self.access_log = False
 
     # -- connection ----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        coalescing = CoalescingTransport(transport, self.loop)
+        super().connection_made(coalescing)  # type: ignore[arg-type]
         limits = self._limits
         if self.server is not None and self.server[1] == limits.admin_port:
             self._arm(limits.head_seconds, self._head_expired)

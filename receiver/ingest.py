@@ -21,11 +21,12 @@ from dataclasses import dataclass
 import orjson
 from redis.exceptions import OutOfMemoryError
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from receiver import answers, metrics
-from receiver.allowed_networks import Address, AllowedNetworks
+from receiver.access import DELIVERY
+from receiver.allowed_networks import Address, AllowedNetworks, parse_address
+from receiver.answers import JSONResponse
 from receiver.delivery_key import delivery_key
 from receiver.enqueue import Enqueuer
 from receiver.headroom import Headroom
@@ -42,7 +43,7 @@ from receiver.limits import (
 from receiver.replicas import NotReplicated
 from receiver.throttle import RefusalBudget
 from receiver.verify import Failed, Pending, Reason, Verifier
-from uphooks import facts, indexes, logs, tracing
+from uphooks import facts, indexes, tracing
 from uphooks.settings import Settings
 
 log = logging.getLogger("uphooks.receiver")
@@ -104,12 +105,29 @@ class Source:
     throttled: bool
 
 
+_PEERS: dict[str, Address | None] = {}
+
+
+def _peer_address(host: str | None) -> Address | None:
+    """The connecting peer's address, parsed once per address seen (a few thousand at most)."""
+    if host is None:
+        return None
+    if host in _PEERS:
+        return _PEERS[host]
+    if len(_PEERS) >= 4096:
+        _PEERS.clear()
+    address = _PEERS[host] = parse_address(host)
+    return address
+
+
 def _source(request: Request) -> Source:
     networks: AllowedNetworks = request.app.state.allowed_networks
-    address = networks.client(
-        request.client.host if request.client else None,
-        request.headers.getlist("x-forwarded-for"),
-    )
+    peer = request.scope.get("client")
+    host = peer[0] if peer else None
+    if networks.trusted:
+        address = networks.client(host, request.headers.getlist("x-forwarded-for"))
+    else:  # X-Forwarded-For counts only after a trusted proxy: not even read without one
+        address = _peer_address(host)
     budget: RefusalBudget = request.app.state.refusals
     return Source(address, budget.throttled(address))
 
@@ -265,21 +283,23 @@ async def receive(request: Request) -> JSONResponse | None:
         return answers.unavailable("the queue is unavailable; retry later")
     if not is_new:
         metrics.duplicate()
-    logs.delivery_kept(log, key, event, is_new)
+    # The access line names it: the first line of the delivery's trail (receiver/access.py).
+    request.scope[DELIVERY] = (key, event, is_new)
     return answers.accepted(key) if is_new else answers.duplicate(key)
 
 
 class Endpoint:
-    """The webhook route as a bare ASGI app. Starlette's ``Route`` wraps a plain function in
-    ``request_response``, a second exception-handling layer this route has no use for
-    (docs/performance.md measures it)."""
+    """The webhook route. receiver/gate.py calls :meth:`answer` directly for a delivery; as an
+    ASGI app (Starlette's ``Route``) it answers the same way."""
 
-    async def __call__(self, scope: Scope, receive_: Receive, send: Send) -> None:
+    async def answer(self, scope: Scope, receive_: Receive) -> JSONResponse | None:
         request = Request(scope, receive_)
         if tracing.ON:
-            response = await _traced(request)
-        else:
-            response = await receive(request)
+            return await _traced(request)
+        return await receive(request)
+
+    async def __call__(self, scope: Scope, receive_: Receive, send: Send) -> None:
+        response = await self.answer(scope, receive_)
         if response is not None:
             await response(scope, receive_, send)
 

@@ -1,4 +1,4 @@
-"""What one request may cost: body size, requests in progress, log lines.
+"""What one request may cost: body size, log lines (requests in progress: receiver/gate.py).
 
 Each bound answers at once instead of waiting, since a request that waits in an unbounded queue
 costs memory and, past the sender's ~10 s, a retry anyway.
@@ -10,9 +10,6 @@ import asyncio
 import time
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.types import ASGIApp, Receive, Scope, Send
-
-from receiver import answers
 
 
 class TooLarge(Exception):
@@ -87,39 +84,6 @@ async def discard_body(request: Request, limit: int = DISCARD_BYTES) -> int:
         if not message.get("more_body", False):
             break
     return seen
-
-
-class ConcurrencyLimit:
-    """ASGI middleware: at most ``limit`` webhook requests in progress, the next gets a 503.
-
-    One event loop per process, so a plain counter is exact. Only the webhook path counts: probes
-    and the OpenAPI document stay reachable while deliveries are being turned away.
-    """
-
-    def __init__(self, app: ASGIApp, *, limit: int, path: str) -> None:
-        self.app = app
-        self.limit = limit
-        self.path = path
-        self.path_prefix = path.rstrip("/") + "/"
-        self.in_flight = 0
-        self.refused = 0
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self._counts(scope["path"]):
-            await self.app(scope, receive, send)
-            return
-        if self.in_flight >= self.limit:
-            self.refused += 1
-            await answers.overloaded(self.limit)(scope, receive, send)
-            return
-        self.in_flight += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.in_flight -= 1
-
-    def _counts(self, path: str) -> bool:
-        return path == self.path or path.startswith(self.path_prefix)
 
 
 class LogThrottle:

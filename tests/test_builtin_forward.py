@@ -12,12 +12,19 @@ from typing import Any
 import pytest
 
 from handlers import Context, PermanentError, TransientError
-from handlers.forward import HANDLER_PREFIX, build_router, decode_secret, parse_targets, sign
+from handlers.forward import (
+    HANDLER_PREFIX,
+    ForwardSettings,
+    decode_secret,
+    parse_targets,
+    router_for,
+    sign,
+)
+from tests.builtins import run_handler
 from tests.conftest import Stack, fixture_bodies, wait_for
 from tests.plugins.servers import Answer, FakeServer, Seen
 from uphooks.errors import ConfigurationError
 from uphooks.events import parse_event
-from uphooks.settings import Settings
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 BODY = fixture_bodies()["upload_completed.json"]
@@ -34,20 +41,20 @@ def verify(seen: Seen, secret: str = SECRET) -> bool:
     )
 
 
-def settings(*urls: str, **overrides: Any) -> Settings:
+def settings(*urls: str, **overrides: Any) -> ForwardSettings:
     values: dict[str, Any] = {
-        "forward_urls": list(urls),
-        "forward_secret": SECRET,
-        "forward_timeout_seconds": 1,
+        "urls": list(urls),
+        "secret": SECRET,
+        "timeout_seconds": 1,
     }
-    return Settings(**(values | overrides))
+    return ForwardSettings(**(values | overrides))
 
 
 def forward(url: str, body: bytes = BODY, key: str = "e:abc") -> None:
-    [spec] = list(build_router(settings(url)))
+    [spec] = list(router_for(settings(url)))
     name = spec.name
     ctx = Context(f"{key}:{name}", key, name, 1, "upload_completed", 0.0, body=body.decode())
-    spec.func(parse_event(json.loads(body)), ctx)
+    run_handler(spec, parse_event(json.loads(body)), ctx)
 
 
 def test_signature_matches_the_standard_webhooks_example() -> None:
@@ -107,7 +114,7 @@ def test_a_target_that_refuses_connections_is_transient() -> None:
 
 
 def test_each_target_is_a_handler_of_its_own() -> None:
-    router = build_router(
+    router = router_for(
         settings("billing=https://billing.internal/hook", "https://crm.internal:8443/in/")
     )
     assert [s.name for s in router] == [
@@ -115,26 +122,26 @@ def test_each_target_is_a_handler_of_its_own() -> None:
         "uphooks.forward:crm.internal:8443/in",
     ]
     assert {s.queue for s in router} == {None}
-    queued = build_router(settings("https://a.internal/", forward_queue="outbound"))
+    queued = router_for(settings("https://a.internal/", queue="outbound"))
     assert [s.queue for s in queued] == ["outbound"]
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"forward_urls": []}, "UPHOOKS_FORWARD_URLS is empty"),
-        ({"forward_urls": ["ftp://files.internal/x"]}, "not an http"),
-        ({"forward_urls": ["https://a.internal/x", "https://a.internal/x/"]}, "two targets"),
-        ({"forward_secret": None}, "UPHOOKS_FORWARD_SECRET is not set"),
-        ({"forward_secret": "plain-secret"}, "whsec_"),
-        ({"forward_secret": "whsec_not base64!"}, "not valid base64"),
-        ({"forward_secret": "whsec_c2hvcnQ="}, "at least 16"),
+        ({"urls": []}, "UPHOOKS_FORWARD_URLS is empty"),
+        ({"urls": ["ftp://files.internal/x"]}, "not an http"),
+        ({"urls": ["https://a.internal/x", "https://a.internal/x/"]}, "two targets"),
+        ({"secret": None}, "UPHOOKS_FORWARD_SECRET is not set"),
+        ({"secret": "plain-secret"}, "whsec_"),
+        ({"secret": "whsec_not base64!"}, "not valid base64"),
+        ({"secret": "whsec_c2hvcnQ="}, "at least 16"),
     ],
 )
 def test_bad_settings_stop_the_build(overrides: dict[str, Any], message: str) -> None:
-    values = {"forward_urls": ["https://a.internal/hook"]} | overrides
+    values = {"urls": ["https://a.internal/hook"]} | overrides
     with pytest.raises(ConfigurationError, match=message):
-        build_router(settings(**values))
+        router_for(settings(**values))
 
 
 def test_target_names() -> None:

@@ -18,11 +18,11 @@ import pytest
 import sqlalchemy as sa
 
 from handlers import Context
-from handlers.sql import HANDLER_NAME, Store, accounts, build_router, database_url, uploads
+from handlers.sql import HANDLER_NAME, Store, accounts, database_url, router_for, uploads
+from handlers.sql_settings import SqlSettings
 from tests.conftest import Stack, fixture_bodies, wait_for
 from uphooks.errors import ConfigurationError
 from uphooks.events import parse_event
-from uphooks.settings import Settings
 
 BODIES = fixture_bodies()
 POSTGRES = os.environ.get(
@@ -177,12 +177,12 @@ def test_one_upload_row_per_upload_and_platform(store: Store) -> None:
 )
 def test_unsupported_urls_stop_the_build(url: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
-        build_router(Settings(sql_url=url))
+        router_for(SqlSettings(url=url))
 
 
 def test_plain_postgresql_urls_use_psycopg_3() -> None:
     assert database_url("postgresql://u@h/db").drivername == "postgresql+psycopg"
-    [spec] = list(build_router(Settings(sql_url="sqlite:///x.db", sql_queue="db")))
+    [spec] = list(router_for(SqlSettings(url="sqlite:///x.db", queue="db")))
     assert (spec.name, spec.queue) == (HANDLER_NAME, "db")
     assert "upload_completed" in spec.events and "*" not in spec.events
 

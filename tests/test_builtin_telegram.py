@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from handlers import Context, PermanentError, TransientError
-from handlers.telegram import HANDLER_NAME, build_router, format_message
+from handlers.telegram import HANDLER_NAME, TelegramSettings, format_message, router_for
+from tests.builtins import run_handler
 from tests.conftest import Stack, fixture_bodies, wait_for
 from tests.plugins.servers import Answer, FakeServer
 from uphooks.errors import ConfigurationError
 from uphooks.events import parse_event
-from uphooks.settings import Settings
 
 TOKEN = "123456:test-token"
 BODIES = fixture_bodies()
@@ -29,20 +29,20 @@ def ctx() -> Context:
     return Context("k:uphooks.telegram", "k", HANDLER_NAME, 1, "test", 0.0)
 
 
-def settings(server: FakeServer | None = None, **overrides: Any) -> Settings:
+def settings(server: FakeServer | None = None, **overrides: Any) -> TelegramSettings:
     values: dict[str, Any] = {
-        "telegram_bot_token": TOKEN,
-        "telegram_chat_id": "-100200300",
-        "telegram_api_url": server.url if server else "http://127.0.0.1:9",
-        "telegram_timeout_seconds": 2,
+        "bot_token": TOKEN,
+        "chat_id": "-100200300",
+        "api_url": server.url if server else "http://127.0.0.1:9",
+        "timeout_seconds": 2,
     }
-    return Settings(**(values | overrides))
+    return TelegramSettings(**(values | overrides))
 
 
 def send(server: FakeServer, name: str, **overrides: Any) -> None:
-    spec = build_router(settings(server, **overrides)).get(HANDLER_NAME)
+    spec = router_for(settings(server, **overrides)).get(HANDLER_NAME)
     assert spec is not None
-    spec.func(parse_event(payload(name)), ctx())
+    run_handler(spec, parse_event(payload(name)), ctx())
 
 
 def test_messages_are_readable_and_say_what_happened() -> None:
@@ -139,20 +139,20 @@ def test_errors_are_transient_or_permanent(
 def test_an_unreachable_api_is_transient_and_does_not_leak_the_token() -> None:
     with FakeServer() as server:
         url = server.url
-    spec = build_router(settings(None, telegram_api_url=url)).get(HANDLER_NAME)
+    spec = router_for(settings(None, api_url=url)).get(HANDLER_NAME)
     assert spec is not None
     with pytest.raises(TransientError, match="ConnectError") as caught:
-        spec.func(parse_event(payload("upload_completed.json")), ctx())
+        run_handler(spec, parse_event(payload("upload_completed.json")), ctx())
     assert TOKEN not in str(caught.value)
 
 
 def test_filters_come_from_settings() -> None:
-    router = build_router(
+    router = router_for(
         settings(
             None,
-            telegram_events=["upload_completed"],
-            telegram_platforms=["tiktok"],
-            telegram_success=False,
+            events=["upload_completed"],
+            platforms=["tiktok"],
+            success=False,
         )
     )
 
@@ -168,17 +168,17 @@ def test_filters_come_from_settings() -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"telegram_bot_token": None}, "UPHOOKS_TELEGRAM_BOT_TOKEN is not set"),
-        ({"telegram_chat_id": ""}, "UPHOOKS_TELEGRAM_CHAT_ID is not set"),
+        ({"bot_token": None}, "UPHOOKS_TELEGRAM_BOT_TOKEN is not set"),
+        ({"chat_id": ""}, "UPHOOKS_TELEGRAM_CHAT_ID is not set"),
         (
-            {"telegram_events": ["social_account_connected"], "telegram_success": True},
+            {"events": ["social_account_connected"], "success": True},
             "can never match",
         ),
     ],
 )
 def test_incomplete_settings_stop_the_build(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
-        build_router(settings(None, **overrides))
+        router_for(settings(None, **overrides))
 
 
 def test_through_the_pipeline_a_429_is_waited_out(stack: Stack) -> None:

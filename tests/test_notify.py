@@ -9,6 +9,8 @@ import hmac
 import time
 from typing import Any
 
+from handlers.forward import ForwardSettings
+from handlers.telegram import TelegramSettings
 from tests.conftest import Stack, fixture_bodies, wait_for
 from tests.plugins.servers import Answer, FakeServer, Seen
 from uphooks.keys import Keys
@@ -52,12 +54,12 @@ def test_dead_letters_make_one_message_per_interval_summing_up_the_ones_in_betwe
             stack.client(),
             settings(
                 stack,
-                telegram_bot_token="123:abc",
-                telegram_api_url=telegram.url,
                 notify_telegram_chat_id="-100",
                 notify_webhook_url=hook.url + "/alerts",
-                forward_secret=SECRET,
             ),
+            # The plugins' own settings (UPHOOKS_TELEGRAM_*, UPHOOKS_FORWARD_*).
+            TelegramSettings(bot_token="123:abc", api_url=telegram.url),
+            ForwardSettings(secret=SECRET),
         )
         assert notifier.check() == []
         dead(stack, "e:1")

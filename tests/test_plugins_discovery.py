@@ -12,12 +12,17 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from handlers.forward import forward_settings
+from handlers.sql_settings import sql_settings
+from handlers.telegram import telegram_settings
+from handlers.upload_post_retry import upload_post_retry_settings
 from tests.conftest import ROOT, Stack, fixture_bodies, wait_for
 from uphooks.errors import ConfigurationError
 from uphooks.settings import Settings
@@ -25,15 +30,26 @@ from workers.plugins import load_handlers
 
 EXAMPLE = ROOT / "examples" / "uphooks-example"
 BODIES = fixture_bodies()
-BUILTINS_ON: dict[str, Any] = {
-    "telegram_enabled": True,
-    "telegram_bot_token": "1:t",
-    "telegram_chat_id": "1",
-    "forward_enabled": True,
-    "forward_urls": ["https://a.internal/hook"],
-    "forward_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-    "sql_enabled": True,
+#: telegram and forward read settings of their own, from the environment.
+PLUGINS_ON = {
+    "UPHOOKS_TELEGRAM_ENABLED": "true",
+    "UPHOOKS_TELEGRAM_BOT_TOKEN": "1:t",
+    "UPHOOKS_TELEGRAM_CHAT_ID": "1",
+    "UPHOOKS_FORWARD_ENABLED": "true",
+    "UPHOOKS_FORWARD_URLS": "https://a.internal/hook",
+    "UPHOOKS_FORWARD_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
 }
+
+
+READS = (telegram_settings, forward_settings, sql_settings, upload_post_retry_settings)
+
+
+def own_settings(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    """Set the built-in plugins' variables for this test (their settings are read once)."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for read in READS:
+        read.cache_clear()
 
 
 def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -56,26 +72,45 @@ def handlers_json(**env: str) -> dict[str, dict[str, Any]]:
     return {row["name"]: row for row in json.loads(done.stdout)}
 
 
-def test_builtins_are_loaded_when_their_settings_enable_them(tmp_path: Path) -> None:
-    settings = Settings(**BUILTINS_ON, sql_url=f"sqlite:///{tmp_path}/x.db")
-    loaded = load_handlers(settings)
+@pytest.fixture(autouse=True)
+def _fresh_plugin_settings() -> Iterator[None]:
+    yield
+    for read in READS:
+        read.cache_clear()
+
+
+def test_builtins_are_loaded_when_their_settings_enable_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sql = {"UPHOOKS_SQL_ENABLED": "true", "UPHOOKS_SQL_URL": f"sqlite:///{tmp_path}/x.db"}
+    own_settings(monkeypatch, PLUGINS_ON | sql)
+    loaded = load_handlers(Settings())
     assert loaded.sources == {
         "uphooks.log": "module handlers.log (UPHOOKS_BUILTIN_LOG_HANDLER)",
         "uphooks.telegram": "module handlers.telegram (UPHOOKS_TELEGRAM_ENABLED)",
         "uphooks.forward:a.internal/hook": "module handlers.forward (UPHOOKS_FORWARD_ENABLED)",
         "uphooks.sql": "module handlers.sql (UPHOOKS_SQL_ENABLED)",
     }
+    own_settings(
+        monkeypatch,
+        {
+            "UPHOOKS_TELEGRAM_ENABLED": "0",
+            "UPHOOKS_FORWARD_ENABLED": "0",
+            "UPHOOKS_SQL_ENABLED": "0",
+        },
+    )
     off = load_handlers(Settings(builtin_log_handler=False))
     assert list(off.router) == []
 
 
-def test_a_builtin_named_in_handler_modules_is_the_same_as_enabling_it(tmp_path: Path) -> None:
-    settings = Settings(
-        sql_enabled=True,
-        sql_url=f"sqlite:///{tmp_path}/x.db",
-        handler_modules=["handlers.sql"],
-        builtin_log_handler=False,
+def test_a_builtin_named_in_handler_modules_is_the_same_as_enabling_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own_settings(
+        monkeypatch,
+        {"UPHOOKS_SQL_ENABLED": "true", "UPHOOKS_SQL_URL": f"sqlite:///{tmp_path}/x.db"},
     )
+    settings = Settings(handler_modules=["handlers.sql"], builtin_log_handler=False)
     assert load_handlers(settings).sources == {
         "uphooks.sql": "module handlers.sql (UPHOOKS_SQL_ENABLED)"
     }
@@ -85,7 +120,7 @@ def test_a_builtin_named_in_handler_modules_is_the_same_as_enabling_it(tmp_path:
     ("settings", "message"),
     [
         (
-            {"telegram_enabled": True},
+            {"UPHOOKS_TELEGRAM_ENABLED": "true"},
             r"handler module 'handlers.telegram' \(from UPHOOKS_TELEGRAM_ENABLED\): "
             "UPHOOKS_TELEGRAM_BOT_TOKEN is not set",
         ),
@@ -100,9 +135,14 @@ def test_a_builtin_named_in_handler_modules_is_the_same_as_enabling_it(tmp_path:
         ),
     ],
 )
-def test_what_would_lose_events_stops_the_start(settings: dict[str, Any], message: str) -> None:
+def test_what_would_lose_events_stops_the_start(
+    settings: dict[str, Any], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {k: v for k, v in settings.items() if k.startswith("UPHOOKS_")}
+    own_settings(monkeypatch, env)
+    core = {k: v for k, v in settings.items() if k not in env}
     with pytest.raises(ConfigurationError, match=message):
-        load_handlers(Settings(**settings))
+        load_handlers(Settings(**core))
 
 
 def test_a_module_may_build_its_router_from_settings() -> None:
@@ -140,6 +180,9 @@ def test_uphooks_handlers_shows_source_filters_queue_and_retry_policy() -> None:
         "backoff": {"base_seconds": 5.0, "max_seconds": 600.0},
         "time_limit_seconds": Settings().task_soft_time_limit_seconds,
         "ordered_by": None,
+        "async": True,
+        "concurrency": Settings().async_concurrency,
+        "rate": {"telegram:bot:1": "30/s", "telegram:chat:7": "1/s"},
         "defaults": ["backoff", "max_attempts", "time_limit"],
     }
     slow = rows["test.slow"]

@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from handlers import Context, Options, Router
+from handlers.rates import parse_rate
 from handlers.registry import Backoff
 from tests.conftest import Stack, fixture_bodies, wait_for
 from uphooks.errors import ConfigurationError
@@ -155,12 +156,21 @@ def test_options_are_kept_on_the_spec() -> None:
     )
 
 
-def test_async_handlers_are_refused() -> None:
+def test_async_handlers_and_their_options() -> None:
     async def coroutine(event: object, ctx: Context) -> None:
         pass
 
-    with pytest.raises(ConfigurationError, match="async"):
-        Router().on("upload_completed")(coroutine)
+    router = Router()
+    router.on("upload_completed", name="a", options=Options(concurrency=4, rate="30/s"))(coroutine)
+    spec = router.get("a")
+    assert spec is not None and spec.is_async and spec.concurrency == 4
+    assert spec.rate == {"a": parse_rate("30/s")}
+    with pytest.raises(ConfigurationError, match="concurrency= is for async def"):
+        Router().on("upload_completed", options=Options(concurrency=2))(noop)
+    with pytest.raises(ConfigurationError, match="concurrency must be 1 or more"):
+        Options(concurrency=0)
+    with pytest.raises(ConfigurationError, match="rate"):
+        Options(rate="fast")
 
 
 def test_two_handlers_with_one_name_are_refused_and_routers_merge() -> None:

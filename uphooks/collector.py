@@ -33,8 +33,10 @@ KOMBU_UNACKED = "unacked"
 
 
 def queues_of(settings: Settings, extra: Iterable[str | None] = ()) -> list[str]:
-    """The ingress's queue, the built-in handlers' own queues, and any ``extra`` ones."""
-    names = [settings.queue, settings.telegram_queue, settings.forward_queue, settings.sql_queue]
+    """The ingress's queue and any ``extra`` ones (a worker adds its handlers' queues; the
+    built-in plugins' own queues are in their own settings, which this shared module does not
+    read: ``uphooks status`` adds them)."""
+    names = [settings.queue]
     return list(dict.fromkeys(q for q in (*names, *extra) if q))
 
 

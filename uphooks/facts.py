@@ -23,6 +23,7 @@ The names are hashed into Redis keys (``<prefix>:fact:<sha256 prefix>``) by
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -158,7 +159,10 @@ def fact_prefix(prefix: str) -> str:
     return f"{prefix}:fact:"
 
 
+@functools.lru_cache(maxsize=4096)
 def _hash(name: str) -> str:
+    # Cached: most names of a delivery are time windows its neighbours share (the ingress hashes
+    # five names per delivery).
     return hashlib.sha256(name.encode()).hexdigest()[:32]
 
 

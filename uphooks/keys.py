@@ -49,6 +49,14 @@ class Keys:
         """One handler's pairs with one ordering key, waiting their turn (workers/order.lua)."""
         return f"{self.prefix}:order:{handler}:{ordering_key}"
 
+    def rate_bucket(self, bucket: str) -> str:
+        """A rate limit's bucket: its theoretical arrival time, ms (workers/rate.lua)."""
+        return f"{self.prefix}:rate:bucket:{bucket}"
+
+    def rate_slot(self, key: str, handler: str) -> str:
+        """When a pair turned away by its rate limit may run, ms (workers/rate.lua)."""
+        return f"{self.prefix}:rate:slot:{key}|{handler}"
+
     @property
     def worker_heartbeat(self) -> str:
         return f"{self.prefix}:worker-heartbeat"

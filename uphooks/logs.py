@@ -36,6 +36,8 @@ from uphooks.settings import Settings
 # (workers/ until it passes extra=) still get the JSON fields. Remove with the last such line.
 _KEYED_TEXT = re.compile(r"^\[(?P<key>[de]:[A-Za-z0-9._:-]+)(?: (?P<handler>[^\]\s]+))?\]")
 _EXTRA_FIELDS = ("handler", "event", "attempt", "handler_mismatch")
+# receiver/access.py's access line (uvicorn's own gets them from its arguments, below).
+_ACCESS_FIELDS = ("client", "method", "path", "status")
 PLAIN_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
@@ -118,6 +120,8 @@ class JsonFormatter(logging.Formatter):
         access = _access_args(record)
         if access is not None:
             data.update(client=access[0], method=access[1], path=access[2], status=access[4])
+        else:
+            data.update((n, getattr(record, n)) for n in _ACCESS_FIELDS if hasattr(record, n))
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
         elif record.exc_text:

@@ -45,11 +45,12 @@ class OperationsSettings(BaseModel):
     tracing: Literal["off", "otlp", "console"] = "off"
     tracing_endpoint: str = ""
     tracing_service_name: str = "uphooks"
-    # Notifications (workers/notify.py): a Telegram message (the built-in telegram handler's
-    # telegram_bot_token and telegram_api_url, to notify_telegram_chat_id) and/or a signed POST
-    # (forward_secret, when set) to notify_webhook_url, when handlers dead-letter or the oldest
-    # overdue item in the ledger passes notify_overdue_seconds; at most one message per kind per
-    # notify_min_interval_seconds across all workers, checked every notify_check_seconds.
+    # Notifications (workers/notify.py): a Telegram message (the telegram plugin's
+    # UPHOOKS_TELEGRAM_BOT_TOKEN and _API_URL, to notify_telegram_chat_id) and/or a signed POST
+    # (UPHOOKS_FORWARD_SECRET, when set) to notify_webhook_url, when handlers dead-letter or the
+    # oldest overdue item in the ledger passes notify_overdue_seconds; at most one message per
+    # kind per notify_min_interval_seconds across all workers, checked every
+    # notify_check_seconds.
     notify_telegram_chat_id: str | None = None
     notify_webhook_url: str | None = None
     notify_overdue_seconds: float = Field(default=300.0, gt=0)

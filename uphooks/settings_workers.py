@@ -1,6 +1,6 @@
 """Settings of the workers: which handlers they load, Celery's time limits and the visibility
-timeout they must fit in, retries, leases, the schedule and recovery, ordering. Part of
-:class:`uphooks.settings.Settings`; docs/design.md says why."""
+timeout they must fit in, batching, async and threaded runs, retries, leases, the schedule and
+recovery, ordering. Part of :class:`uphooks.settings.Settings`; docs/design.md says why."""
 
 from __future__ import annotations
 
@@ -28,6 +28,13 @@ class WorkerSettings(BaseModel):
     # to this many deliveries' further route messages from its queue, while handlers are fast.
     # 1 turns it off.
     worker_batch_max: int = Field(default=32, ge=1, le=1000)
+    # ``async def`` handlers (workers/aio.py): calls in flight at once per worker process, on its
+    # event loop. A message whose async pairs find the process full waits for room (in its slot).
+    async_concurrency: int = Field(default=100, ge=1)
+    # Sync handlers (without a time_limit) on this many threads of the same runner instead of in
+    # the Celery pool slot: their messages are acknowledged when the runs start, as for async
+    # ones. 0: off, sync handlers run in the slot that took their message.
+    sync_threads: int = Field(default=0, ge=0)
     # A message whose worker died this many times is split up, then dead-lettered (poison).
     poison_max_deliveries: int = 3
     # Retries of a failing handler: exponential backoff with full jitter. A retry waits in Redis

@@ -44,3 +44,8 @@ def list_handlers(as_json: bool) -> None:
             f"{backoff['base_seconds']:g}s doubling up to {backoff['max_seconds']:g}s\n"
             f"    limit:   {limit}"
         )
+        if row["async"]:
+            click.echo(f"    async:   up to {row['concurrency']} calls at once per process")
+        if row["rate"]:
+            rates = ", ".join(f"{bucket} {rate}" for bucket, rate in row["rate"].items())
+            click.echo(f"    rate:    {rates} (across all workers)")

@@ -17,6 +17,21 @@ from uphooks.redis import sync_client
 from uphooks.settings import get_settings
 
 
+def _builtin_queues() -> tuple[str | None, ...]:
+    """The built-in plugins' own queues, from their own settings."""
+    from handlers.forward import forward_settings
+    from handlers.sql_settings import sql_settings
+    from handlers.telegram import telegram_settings
+    from handlers.upload_post_retry import upload_post_retry_settings
+
+    return (
+        telegram_settings().queue,
+        forward_settings().queue,
+        sql_settings().queue,
+        upload_post_retry_settings().queue,
+    )
+
+
 @click.command("status")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def status_command(as_json: bool) -> None:
@@ -28,7 +43,7 @@ def status_command(as_json: bool) -> None:
     client = sync_client(settings)
     keys = Keys(settings.key_prefix)
     seen = workers_seen(client, keys, settings.heartbeat_stale_seconds)
-    queues = {q: int(client.llen(q)) for q in queues_of(settings)}
+    queues = {q: int(client.llen(q)) for q in queues_of(settings, _builtin_queues())}
     data: dict[str, Any] = {
         "workers": seen.as_dict(with_nodes=True),
         "queues": queues,

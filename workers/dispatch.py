@@ -12,7 +12,9 @@ The steps, each decided in a module of its own:
    message's pairs are **claimed** with their token instead. Either way only pairs this run now
    owns are run; everything else is a no-op.
 3. **Run** the claimed pairs (workers/running.py), each under its handler's time limit, their
-   leases renewed meanwhile (workers/leases.py).
+   leases renewed meanwhile (workers/leases.py). Before that, pairs over their rate limit are
+   given back until their slot, and those of async handlers are started on the process's event
+   loop and settled from there (workers/off_slot.py): the message does not wait for them.
 4. **Decide** each failure and **settle** all outcomes in one call (workers/settling.py): done
    markers, the next attempt scheduled in Redis, dead letters.
 
@@ -44,6 +46,7 @@ from workers.indexes import INDEX_SYNC
 from workers.intake import Intake, Intaker
 from workers.leases import LeaseKeeper, holder_is_dead_here, holder_token
 from workers.ledger import Claim, Ledger, Route, order_member, order_set
+from workers.off_slot import OffSlot
 from workers.retrying import RetryPolicy, with_redis_retries
 from workers.running import Job, run_job
 from workers.schedule import Scheduler
@@ -80,6 +83,10 @@ class Dispatcher:
         self._scheduler = Scheduler(client, settings)
         self._intake = Intaker(client, settings)
         self._settler = Settler(self.ledger.settle, self._leases, router, self._scheduler.move_due)
+        # Rate limits, async handlers and UPHOOKS_SYNC_THREADS (workers/off_slot.py).
+        self._off_slot = OffSlot(
+            client, settings, self._leases, self._policy, self._settler.finish, soft_limit_exc
+        )
         tracing.setup(settings, "worker")
 
     def process(
@@ -251,7 +258,11 @@ class Dispatcher:
     def _execute(self, jobs: list[Job], holder: str, outcomes: list[Outcome]) -> None:
         """Run the jobs; settle what is finished at least every ``SETTLE_EVERY`` seconds, so a
         process killed mid-message repeats at most that much work (fast handlers still share
-        one settle call per message)."""
+        one settle call per message). Pairs over their rate limit are given back first, and
+        those of async handlers started on the process's loop, not waited for."""
+        jobs = self._off_slot.hold_back_over_rate(jobs, outcomes)
+        jobs = self._off_slot.start_async(jobs, holder, outcomes)
+        # -- the sync handlers, in this slot ----------------------------------------------
         self._leases.hold(holder, (job.pair for job in jobs))
         try:
             last = began = time.monotonic()
@@ -281,7 +292,7 @@ class Dispatcher:
             if jobs:
                 self._intake.size.observe(ran, len({job.ref[0] for job in jobs}))
         finally:
-            self._leases.release(holder)
+            self._leases.release(holder, [job.pair for job in jobs])  # async runs keep theirs
 
     # -- deliveries that cannot be routed ------------------------------------------------
     def _dead_routing(self, key: str, raw: bytes, attempts: int, exc: BaseException) -> None:

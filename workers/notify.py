@@ -31,8 +31,8 @@ import orjson
 import redis
 
 from handlers import _http
-from handlers.forward import decode_secret
-from handlers.telegram import send_message
+from handlers.forward import ForwardSettings, decode_secret, forward_settings
+from handlers.telegram import TelegramSettings, send_message, telegram_settings
 from uphooks import signatures
 from uphooks.backlog import ledger_backlog
 from uphooks.errors import ConfigurationError
@@ -55,8 +55,16 @@ class Notice:
 
 
 class Notifier:
-    def __init__(self, client: redis.Redis, settings: Settings) -> None:
-        if settings.notify_telegram_chat_id and settings.telegram_bot_token is None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: Settings,
+        telegram: TelegramSettings | None = None,
+        forward: ForwardSettings | None = None,
+    ) -> None:
+        self._telegram = telegram or telegram_settings()
+        self._forward = forward or forward_settings()
+        if settings.notify_telegram_chat_id and self._telegram.bot_token is None:
             raise ConfigurationError(
                 "UPHOOKS_NOTIFY_TELEGRAM_CHAT_ID is set but UPHOOKS_TELEGRAM_BOT_TOKEN is not: "
                 "set the bot token, or unset the chat id"
@@ -137,23 +145,23 @@ class Notifier:
 
     def send(self, notice: Notice) -> None:
         """Send through every configured channel; raises when one failed."""
-        s = self._s
-        timeout = s.telegram_timeout_seconds
-        if s.notify_telegram_chat_id and s.telegram_bot_token is not None:
-            token = s.telegram_bot_token.get_secret_value()
-            send_message(s.telegram_api_url, token, s.notify_telegram_chat_id, notice.text, timeout)
+        s, tg, fw = self._s, self._telegram, self._forward
+        if s.notify_telegram_chat_id and tg.bot_token is not None:
+            token = tg.bot_token.get_secret_value()
+            chat = s.notify_telegram_chat_id
+            send_message(tg.api_url, token, chat, notice.text, tg.timeout_seconds)
         if s.notify_webhook_url:
             body = orjson.dumps(
                 {"type": f"uphooks.{notice.kind}", "text": notice.text, **notice.details}
             )
             headers = {"content-type": "application/json", "user-agent": "uphooks-notify/1"}
-            if s.forward_secret is not None:
+            if fw.secret is not None:
                 msg_id, stamp = f"notify-{notice.kind}-{time.time_ns()}", int(time.time())
-                key = decode_secret(s.forward_secret.get_secret_value())
+                key = decode_secret(fw.secret.get_secret_value())
                 headers |= signatures.standard_webhooks_headers(key, msg_id, body, stamp)
             what = "notification webhook"
             response = _http.post(
-                what, s.notify_webhook_url, s.forward_timeout_seconds, content=body, headers=headers
+                what, s.notify_webhook_url, fw.timeout_seconds, content=body, headers=headers
             )
             _http.check(what, response)
 

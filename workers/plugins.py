@@ -31,15 +31,30 @@ ENTRY_POINT_GROUP = "uphooks.handlers"
 
 log = logging.getLogger("uphooks.worker")
 
+
+def _own_settings_enable(module: str) -> Callable[[Settings], bool]:
+    """A built-in plugin with its own settings class says itself whether they enable it."""
+    return lambda _: bool(importlib.import_module(module).enabled())
+
+
 #: Built-in handler modules: name -> (module, is it enabled, the setting that enables it).
 BUILTINS: dict[str, tuple[str, Callable[[Settings], bool], str]] = {
     "log": ("handlers.log", lambda s: s.builtin_log_handler, "UPHOOKS_BUILTIN_LOG_HANDLER"),
-    "telegram": ("handlers.telegram", lambda s: s.telegram_enabled, "UPHOOKS_TELEGRAM_ENABLED"),
-    "forward": ("handlers.forward", lambda s: s.forward_enabled, "UPHOOKS_FORWARD_ENABLED"),
-    "sql": ("handlers.sql", lambda s: s.sql_enabled, "UPHOOKS_SQL_ENABLED"),
+    "telegram": (
+        "handlers.telegram",
+        _own_settings_enable("handlers.telegram"),
+        "UPHOOKS_TELEGRAM_ENABLED",
+    ),
+    "forward": (
+        "handlers.forward",
+        _own_settings_enable("handlers.forward"),
+        "UPHOOKS_FORWARD_ENABLED",
+    ),
+    # handlers/sql.py needs SQLAlchemy to import: its settings live apart.
+    "sql": ("handlers.sql", _own_settings_enable("handlers.sql_settings"), "UPHOOKS_SQL_ENABLED"),
     "upload_post_retry": (
         "handlers.upload_post_retry",
-        lambda s: s.upload_post_retry_enabled,
+        _own_settings_enable("handlers.upload_post_retry"),
         "UPHOOKS_UPLOAD_POST_RETRY_ENABLED",
     ),
 }
@@ -180,6 +195,9 @@ def describe(spec: HandlerSpec, settings: Settings, source: str) -> dict[str, An
             if spec.ordered_by is None or isinstance(spec.ordered_by, str)
             else getattr(spec.ordered_by, "__qualname__", repr(spec.ordered_by))
         ),
+        "async": spec.is_async,
+        "concurrency": (spec.concurrency or settings.async_concurrency) if spec.is_async else None,
+        "rate": {bucket: str(rate) for bucket, rate in spec.rate.items()},
         "defaults": sorted(
             option
             for option, value in (

@@ -51,16 +51,18 @@ def context_of(job: Job) -> Context:
     )
 
 
+def attributes_of(job: Job) -> dict[str, str | int]:
+    """The run's span attributes."""
+    key, name, _ = job.ref
+    return {"uphooks.delivery_key": key, "uphooks.handler": name, "uphooks.attempt": job.attempt}
+
+
 def run_job(job: Job) -> None:
     """Call the handler; whatever it raises is the caller's to decide (workers/settling.py)."""
     key, name, _ = job.ref
     event = job.delivery.event()
     ctx = context_of(job)
-    attributes: dict[str, str | int] = {
-        "uphooks.delivery_key": key,
-        "uphooks.handler": name,
-        "uphooks.attempt": job.attempt,
-    }
+    attributes = attributes_of(job)
     with (
         tracing.handler_span(job.parent, attributes, job.first_trace) as this_span,
         metrics.handler_call(name) as timer,

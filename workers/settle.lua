@@ -3,7 +3,8 @@
 -- ARGV[1] key prefix  ARGV[2] now (s)  ARGV[3] holder  ARGV[4] TTL of the ledger hash (s)
 -- ARGV[5] dead-letter retention (s); then six per pair: key, handler, token, kind, details
 -- (JSON for "<handler>@"), extra (retry: when it is due; dead: the dead-letter entry, JSON).
--- kind: done | retry | dead | release (claimed but not run: give it back, due now).
+-- kind: done | retry | dead | release (claimed but not run: give it back, due now, or due at
+-- ``extra`` when given: a pair over its rate limit; neither its token nor its attempt moves).
 -- Returns per pair: "ok", "stale" (someone else's token or already settled) or "lost" (our
 -- lease ran out and another run took the pair: its outcome counts, not ours).
 -- An ordered pair that is done or dead leaves its ordering set and the next one is promoted,
@@ -47,7 +48,13 @@ for i = 6, #ARGV, 6 do
     order_leave(prefix, due, hk, h, now)
   else
     redis.call('HSET', hk, h, 'queued')
-    redis.call('ZADD', due, now, member)
+    if extra ~= '' then
+      -- Released until a time (over its rate limit, workers/rate_limits.py): a fresh schedule.
+      redis.call('HDEL', hk, h .. '%')
+      redis.call('ZADD', due, tonumber(extra), member)
+    else
+      redis.call('ZADD', due, now, member)
+    end
   end
   if mine then redis.call('DEL', lk) end
   redis.call('EXPIRE', hk, ttl)

@@ -63,6 +63,8 @@ class Outcome:
             extra = self.due
         elif self.kind == "dead":
             extra = orjson.dumps(asdict(self.dead_letter(now)))
+        elif self.kind == "release" and self.due:
+            extra = self.due  # over its rate limit: due when its slot comes
         return Settlement(self.ref, self.kind, orjson.dumps(details), extra)
 
     def dead_letter(self, now: float) -> DeadLetter:

@@ -1,0 +1,356 @@
+"""``python -m bench.async_handlers``: handlers that wait 100 ms on the network, ours beside bare
+Celery's, at one delivery per message (what Upload-Post's one-at-a-time sending produces).
+
+A local HTTP server (127.0.0.1, started here, answering every POST after ``--delay-ms``) stands
+in for Telegram or a forward target. Each row drains a backlog set aside while the workers
+start, and the clock runs from putting it back until every event ran:
+
+- **ours, async, -P solo**: an ``async def`` handler awaiting ``handlers._http.apost`` on the
+  worker's event loop (workers/aio.py), ``UPHOOKS_ASYNC_CONCURRENCY`` in flight, one process;
+- **bare Celery, prefork -c N**: a task that POSTs with httpx and waits (bench/celery_http.py);
+  the goal is read **at the same total RSS**: its events/s scaled by ours RSS / its RSS (prefork
+  throughput on an I/O-bound task grows with its processes, and so does its memory);
+- **ours, sync, -P threads -c T**, and **ours, sync, -P solo with UPHOOKS_SYNC_THREADS=T** (the
+  plain handler on T threads of the worker's runner, workers/aio.py), beside **bare Celery,
+  -P threads -c T**: the same wait in a plain ``def`` handler and task.
+
+RSS is the largest sum over every process of a worker (its process group), sampled while
+draining. Ours is checked exactly once (every pair done, the run count equal to the events).
+The load average is printed beside each row: the machine may be shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import redis
+
+from bench import probe
+from handlers import Context, _http, on
+from uphooks.events import BaseEvent
+
+ROOT = Path(__file__).resolve().parent.parent
+ASYNC_EVENT, SYNC_EVENT = "bench_http_async", "bench_http_sync"
+HANDLERS = {ASYNC_EVENT: "bench.http_async", SYNC_EVENT: "bench.http_sync"}
+URL = os.environ.get("BENCH_HTTP_URL", "http://127.0.0.1:9/")
+
+# -- the handlers (run in our workers: UPHOOKS_HANDLER_MODULES=bench.async_handlers) ----------
+
+
+@on(ASYNC_EVENT, name=HANDLERS[ASYNC_EVENT])
+async def call_async(event: BaseEvent, ctx: Context) -> None:
+    _http.check("bench server", await _http.apost("bench server", URL, 10.0, content=b"{}"))
+    probe.count_run()
+
+
+@on(SYNC_EVENT, name=HANDLERS[SYNC_EVENT])
+def call_sync(event: BaseEvent, ctx: Context) -> None:
+    _http.check("bench server", _http.post("bench server", URL, 10.0, content=b"{}"))
+    probe.count_run()
+
+
+# -- the slow server ------------------------------------------------------------------------
+
+
+async def _serve(port: int, delay: float) -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:  # keep-alive: one request after the other on a connection
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                await reader.readexactly(length)
+                await asyncio.sleep(delay)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", port, backlog=2048)
+    async with server:
+        await server.serve_forever()
+
+
+# -- the driver -----------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    name: str
+    events: int
+    seconds: float
+    rss_mb: float
+    load: str
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def rss_mb(group: int) -> float:
+    """Resident memory of every process in a process group, MB."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) != group:
+                continue
+            for line in (stat.parent / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1024
+
+
+class Sampler:
+    """The largest RSS of a process group, sampled every 0.25 s while it runs."""
+
+    def __init__(self, group: int) -> None:
+        self.group, self.peak = group, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            self.peak = max(self.peak, rss_mb(self.group))
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@contextlib.contextmanager
+def process(args: list[str], env: dict[str, str], log_path: Path) -> Iterator[int]:
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen(
+            args, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        yield proc.pid
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(15)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def record(i: int, run: str, event: str) -> tuple[str, bytes]:
+    key = f"d:{run}-{i}"
+    body = orjson.dumps({"event": event, "job_id": f"{run}-{i}", "platform": "tiktok"}).decode()
+    stored = {"key": key, "event": event, "received_at": time.time(), "body": body}
+    return key, orjson.dumps(stored)
+
+
+def drain(
+    client: redis.Redis,
+    queue: str,
+    events: int,
+    worker: list[str],
+    env: dict[str, str],
+    logs: Path,
+    timeout: float,
+) -> tuple[float, float, str]:
+    """Start the worker, put the set-aside backlog back, time until every event ran."""
+    staging = f"{queue}-staging"
+    client.rename(queue, staging)
+    with process(worker, env, logs) as pid:
+        deadline = time.monotonic() + 60
+        while not client.get(probe.READY_KEY):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start; see {logs}")
+            time.sleep(0.05)
+        time.sleep(0.5)
+        load = f"{os.getloadavg()[0]:.1f}"
+        with Sampler(pid) as sampler:
+            started = time.monotonic()
+            client.rename(staging, queue)
+            while int(client.get(probe.RUNS_KEY) or 0) < events:
+                if time.monotonic() > started + timeout:
+                    raise RuntimeError(f"not drained in {timeout}s; see {logs}")
+                time.sleep(0.02)
+            seconds = time.monotonic() - started
+        load += f"-{os.getloadavg()[0]:.1f}"
+        time.sleep(1.0)  # a late duplicate would show now
+    return seconds, sampler.peak, load
+
+
+def ours(url: str, http: str, event: str, events: int, pool: list[str], work: Path) -> Row:
+    from bench.scaling import fill
+
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    run = uuid.uuid4().hex[:8]
+    prefix, queue = f"ah-{run}", f"ah-{run}-q"
+    deliveries = [record(i, run, event) for i in range(events)]
+    asyncio.run(fill(url, prefix, queue, deliveries, 1))
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        UPHOOKS_REDIS_URL=url,
+        BENCH_REDIS_URL=url,
+        BENCH_HTTP_URL=http,
+        UPHOOKS_KEY_PREFIX=prefix,
+        UPHOOKS_QUEUE=queue,
+        UPHOOKS_HANDLER_MODULES="bench.async_handlers",
+        UPHOOKS_BUILTIN_LOG_HANDLER="false",
+        UPHOOKS_LOG_LEVEL="WARNING",
+    )
+    env.pop("REDIS_URL", None)
+    worker = [sys.executable, "-m", "uphooks_cli", "worker", "-n", f"ah-{run}@%h"]
+    worker += ["--without-gossip", "--without-mingle", *pool]
+    seconds, rss, load = drain(client, queue, events, worker, env, work / f"{run}.log", 170)
+    pipe = client.pipeline(transaction=False)
+    for key, _ in deliveries:
+        pipe.hget(f"{prefix}:handled:{key}", HANDLERS[event])
+    missing = sum(1 for state in pipe.execute() if state != b"done")
+    runs = int(client.get(probe.RUNS_KEY) or 0)
+    if missing or runs != events:
+        raise RuntimeError(f"{missing} pairs not done, {runs} runs for {events} events")
+    name = f"ours, {'async' if event == ASYNC_EVENT else 'sync'}, {' '.join(pool)}"
+    return Row(name, events, seconds, rss, load)
+
+
+def bare(url: str, http: str, events: int, pool: list[str], work: Path) -> Row:
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    run = uuid.uuid4().hex[:8]
+    queue = f"bare-{run}"
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        BENCH_REDIS_URL=url,
+        BENCH_QUEUE=queue,
+        BENCH_HTTP_URL=http,
+    )
+    os.environ.update(BENCH_REDIS_URL=url, BENCH_QUEUE=queue)
+    from bench.celery_http import app
+    from bench.celery_http import http as task
+
+    app.conf.broker_url = url
+    with app.producer_or_acquire() as producer:
+        for _ in range(events):
+            task.apply_async(queue=queue, producer=producer)
+    worker = [sys.executable, "-m", "celery", "-A", "bench.celery_http", "worker"]
+    worker += ["-Q", queue, "-n", f"bare-{run}@%h", "--without-gossip", "--without-mingle"]
+    worker += ["--loglevel", "WARNING", *pool]
+    seconds, rss, load = drain(client, queue, events, worker, env, work / f"{run}.log", 170)
+    runs = int(client.get(probe.RUNS_KEY) or 0)
+    if runs != events:
+        raise RuntimeError(f"bare Celery ran {runs} tasks for {events}")
+    return Row(f"bare Celery, {' '.join(pool)}", events, seconds, rss, load)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--delay-ms", type=int, default=100)
+    parser.add_argument("--async-events", type=int, default=3000)
+    parser.add_argument("--async-concurrency", type=int, default=100)
+    parser.add_argument("--async-pool", default="-P solo", help="our async worker's pool options")
+    parser.add_argument("--prefork", type=int, default=2, help="bare Celery's -c")
+    parser.add_argument("--prefork-events", type=int, default=150)
+    parser.add_argument("--threads", type=int, default=16, help="-c of both -P threads rows")
+    parser.add_argument("--threads-events", type=int, default=1000)
+    args = parser.parse_args(argv)
+    if args.serve:
+        asyncio.run(_serve(args.serve, args.delay_ms / 1000))
+        return 0
+    from uphooks_cli.embedded import RedisServer, free_port  # the driver only, not the workers
+
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="uphooks-async-bench-") as tmp:
+        work = Path(tmp)
+        server = RedisServer(work / "redis", appendfsync="everysec").start()
+        port = free_port()
+        serve = [sys.executable, "-m", "bench.async_handlers", "--serve", str(port)]
+        serve += ["--delay-ms", str(args.delay_ms)]
+        try:
+            with process(serve, dict(os.environ, PYTHONPATH=str(ROOT)), work / "server.log"):
+                http = f"http://127.0.0.1:{port}/hook"
+                time.sleep(0.5)
+                print(f"# uptime: {subprocess.getoutput('uptime').strip()}")
+                print(f"# cpus: {os.cpu_count()}; handler waits {args.delay_ms} ms on 127.0.0.1")
+                log(f"ours async: {args.async_events} events")
+                os.environ["UPHOOKS_ASYNC_CONCURRENCY"] = str(args.async_concurrency)
+                rows.append(
+                    ours(
+                        server.url,
+                        http,
+                        ASYNC_EVENT,
+                        args.async_events,
+                        args.async_pool.split(),
+                        work,
+                    )
+                )
+                log(f"bare prefork -c {args.prefork}: {args.prefork_events} events")
+                prefork = ["-P", "prefork", "-c", str(args.prefork)]
+                rows.append(bare(server.url, http, args.prefork_events, prefork, work))
+                threads = ["-P", "threads", "-c", str(args.threads)]
+                log(f"ours sync threads: {args.threads_events} events")
+                rows.append(ours(server.url, http, SYNC_EVENT, args.threads_events, threads, work))
+                log(f"ours sync on the runner's threads: {args.threads_events} events")
+                os.environ["UPHOOKS_SYNC_THREADS"] = str(args.threads)
+                solo = ["-P", "solo"]
+                rows.append(ours(server.url, http, SYNC_EVENT, args.threads_events, solo, work))
+                rows[-1].name += f", UPHOOKS_SYNC_THREADS={args.threads}"
+                del os.environ["UPHOOKS_SYNC_THREADS"]
+                log(f"bare threads: {args.threads_events} events")
+                rows.append(bare(server.url, http, args.threads_events, threads, work))
+                print(f"# uptime: {subprocess.getoutput('uptime').strip()}")
+        finally:
+            server.stop()
+    report(rows, args.async_concurrency)
+    return 0
+
+
+def report(rows: list[Row], concurrency: int) -> None:
+    print(
+        f"{'row':<56} {'events':>6} {'events/s':>9} {'RSS MB':>7} {'ev/s per GB':>11} {'load':>9}"
+    )
+    for row in rows:
+        per_gb = row.rate / row.rss_mb * 1024
+        print(
+            f"{row.name:<56} {row.events:>6} {row.rate:>9.1f} {row.rss_mb:>7.0f} "
+            f"{per_gb:>11.0f} {row.load:>9}"
+        )
+    aio, prefork, ours_threads, ours_runner, bare_threads = rows
+    same_rss = prefork.rate * aio.rss_mb / prefork.rss_mb
+    print(
+        f"async (UPHOOKS_ASYNC_CONCURRENCY={concurrency}) / bare prefork at the same total RSS: "
+        f"{aio.rate / same_rss:.1f}x (goal >= 10x; raw {aio.rate / prefork.rate:.1f}x)"
+    )
+    print(
+        f"sync, -P threads: ours / bare Celery: {ours_threads.rate / bare_threads.rate:.2f}x; "
+        f"ours on the runner's threads / bare Celery -P threads: "
+        f"{ours_runner.rate / bare_threads.rate:.2f}x (goal >= 1.0x)"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""What every benchmark module shares: where results go, the names that isolate a run in Redis,
+the worker options both sides get, the environment of a benchmark process, and the log line."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+from harness.env import pipeline_env
+from harness.procs import ROOT
+
+RESULTS = ROOT / "bench" / "results"
+PATH = "/webhooks/upload-post"
+# Shaped like a real signing secret (whsec_ + base64): the ingress tries both key readings.
+SECRET = "whsec_" + base64.b64encode(b"uphooks benchmark secret, not for use").decode()
+PREFIX = "bench"
+OUR_QUEUE = "bench-ours"
+BARE_QUEUE = "bench-noop"
+WORKER_FLAGS = ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def base_env(redis_url: str, **extra: str) -> dict[str, str]:
+    """Only what is given here shapes a benchmark process: the ``UPHOOKS_*`` variables of the
+    calling shell are dropped."""
+    settings = {
+        "key_prefix": PREFIX,
+        "log_level": "WARNING",
+        # The load generator is one source with many connections; no admin listener.
+        "max_connections_per_source": 4096,
+        "admin_port": 0,
+    }
+    env = pipeline_env(redis_url, settings, {"BENCH_REDIS_URL": redis_url}, inherit_settings=False)
+    env.update(extra)
+    return env

@@ -1,0 +1,145 @@
+"""Claimed pairs that do not run in the message's pool slot.
+
+Two kinds, decided here before the slot runs the rest (workers/dispatch.py, step 3):
+
+* pairs of a rate-limited handler over its limit (workers/rate_limits.py): given back to the
+  ledger, due at the slot their buckets gave them (``release`` with a due time; no attempt
+  counted);
+* pairs of ``async def`` handlers, and with ``UPHOOKS_SYNC_THREADS`` sync ones without a
+  per-call time limit: started on the process's event loop (workers/aio.py), each settled from
+  there when it ends. The message does not wait for them, so the task returns once they started
+  (every route message a batch took included: workers/intake.py).
+
+Their outcomes are built exactly as for runs in the slot (workers/settling.py) and settled by the
+same ``Settler.finish``, batched by a settle thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable
+
+import redis
+
+from uphooks import tracing
+from uphooks.settings import Settings
+from workers import metrics
+from workers.aio import AsyncPool, SettleQueue
+from workers.leases import LeaseKeeper
+from workers.rate_limits import RateLimits
+from workers.retrying import RetryPolicy, with_redis_retries
+from workers.running import Job, attributes_of, context_of
+from workers.settling import Outcome, failed
+from workers.time_limits import HandlerTimeLimit
+
+log = logging.getLogger("uphooks.worker")
+
+
+class OffSlot:
+    """One per process (with its Dispatcher): the rate limits, the event loop, the settle
+    thread."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: Settings,
+        leases: LeaseKeeper,
+        policy: RetryPolicy,
+        finish: Callable[[list[Outcome], str], None],
+        soft_limit_exc: type[BaseException],
+    ) -> None:
+        self._s = settings
+        self._leases = leases
+        self._policy = policy
+        self._soft_limit_exc = soft_limit_exc
+        self._rates = RateLimits(client, settings)
+        self._aio = AsyncPool(settings.async_concurrency, settings.sync_threads)
+        self._settle_queue: SettleQueue[Outcome] = SettleQueue(finish)
+
+    def hold_back_over_rate(self, jobs: list[Job], outcomes: list[Outcome]) -> list[Job]:
+        """Jobs of rate-limited handlers over their limit are given back to the ledger, due
+        when their slot comes (no attempt counted); returns the jobs that may run now."""
+        limited = [job for job in jobs if job.spec.rate]
+        if not limited:
+            return jobs
+        asked = [(job.ref[0], job.ref[1], job.spec.rate) for job in limited]
+        waits = with_redis_retries(self._rates.waits)(asked)  # one call for the whole batch
+        now = time.time()
+        later = set()
+        for job, wait in zip(limited, waits, strict=True):
+            if wait > 0:
+                later.add(id(job))
+                outcomes.append(Outcome(job.ref, "release", job.attempt, due=now + wait))
+        return [job for job in jobs if id(job) not in later]
+
+    def start_async(self, jobs: list[Job], holder: str, outcomes: list[Outcome]) -> list[Job]:
+        """Start the off-slot jobs on this process's event loop, each settled from there when
+        it ends; returns the jobs left for the slot. A start waits while the process is full;
+        if the message's soft time limit comes first, the jobs not started (and the slot's)
+        are given back, as in the slot."""
+        started = [job for job in jobs if self._off_slot(job)]
+        if not started:
+            return jobs
+        rest = [job for job in jobs if not self._off_slot(job)]
+        self._leases.hold(holder, (job.pair for job in started))
+        settle = functools.partial(self._settle_queue.add, holder)
+        for index, job in enumerate(started):
+            try:
+                run = functools.partial(self._run_async, job)
+                self._aio.start(job.spec.name, job.spec.concurrency, run, settle)
+            except self._soft_limit_exc:
+                unstarted = started[index:]
+                self._leases.release(holder, [j.pair for j in unstarted])
+                outcomes += [Outcome(j.ref, "release", j.attempt) for j in unstarted + rest]
+                return []
+        return rest
+
+    def _off_slot(self, job: Job) -> bool:
+        """Run on the process's loop: async handlers, and with UPHOOKS_SYNC_THREADS sync ones
+        that need no per-call timer (workers/aio.py)."""
+        spec = job.spec
+        return spec.is_async or (self._s.sync_threads > 0 and spec.time_limit is None)
+
+    async def _run_async(self, job: Job) -> Outcome:
+        """One run on the loop: its outcome, as for runs in the slot. An async handler's time
+        limit (its own, else the task's soft limit) is ``asyncio.timeout``; a sync one runs on
+        the loop's threads (UPHOOKS_SYNC_THREADS)."""
+        key, name, _ = job.ref
+        limit = job.spec.time_limit or float(self._s.task_soft_time_limit_seconds)
+        started = time.monotonic()
+        try:
+            event = job.delivery.event()
+            ctx = context_of(job)
+            with (
+                tracing.handler_span(job.parent, attributes_of(job), job.first_trace) as span,
+                metrics.handler_call(name) as timer,
+            ):
+                job.first_trace = job.first_trace or span
+                if not job.spec.is_async:
+                    await asyncio.to_thread(job.spec.func, event, ctx)
+                else:
+                    within = asyncio.timeout(limit)
+                    try:
+                        async with within:
+                            await job.spec.func(event, ctx)  # type: ignore[misc]
+                    except TimeoutError as exc:
+                        if not within.expired():
+                            raise  # the handler's own
+                        raise HandlerTimeLimit(
+                            f"handler {name!r} ran past its time limit of {limit:g}s"
+                        ) from exc
+        except asyncio.CancelledError:
+            return Outcome(job.ref, "release", job.attempt)  # the loop is stopping: not run
+        except Exception as exc:
+            return failed(self._policy, job, exc, time.monotonic() - started)
+        log.info(
+            "done in %.0f ms (attempt %d)",
+            timer.seconds * 1000,
+            job.attempt,
+            extra={"delivery_key": key, "handler": name},
+        )
+        took = time.monotonic() - started
+        return Outcome(job.ref, "done", job.attempt, job.delivery, duration=took)
