@@ -80,7 +80,7 @@ def account(
     *,
     drain_s: float | None = None,
     expected: Callable[[str], int] = lambda key: 1,
-    killed: Mapping[int, float] | None = None,
+    killed: Mapping[int, float] | Callable[[], Mapping[int, float]] | None = None,
     keys: Collection[str] | None = None,
 ) -> float | None:
     """The end of every scenario: optionally wait ``drain_s`` for the acknowledged deliveries'
@@ -93,5 +93,7 @@ def account(
         waited = drain(cluster, acked_keys(sent), drain_s, settle=settle_queue(cluster))
     quiesce(row, cluster)
     count(row, cluster, sent)
+    if callable(killed):  # known only once everything ran (a poison event's own deaths)
+        killed = killed()
     check_runs(row, cluster, acked_keys(sent) if keys is None else keys, expected, killed)
     return waited
