@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import platform
 import sys
@@ -42,6 +41,7 @@ import redis
 from bench.scaling_handler import EVENT, HANDLER
 from harness import commands, procs
 from harness.env import pipeline_env
+from harness.machine import cpu_model
 from harness.procfs import group_cpu_seconds
 from harness.redis import running
 
@@ -269,15 +269,9 @@ def _check_exactly_once(client: redis.Redis, prefix: str, keys: list[str]) -> No
 def machine(client: redis.Redis) -> dict[str, Any]:
     import celery
 
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
     return {
         "cpus": os.cpu_count(),
-        "cpu": model,
+        "cpu": cpu_model(),
         "python": platform.python_version(),
         "celery": celery.__version__,
         "redis": client.info("server")["redis_version"],
