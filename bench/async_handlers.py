@@ -29,7 +29,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -40,6 +39,7 @@ import orjson
 import redis
 
 from bench import probe
+from bench.sampler import Sampling
 from handlers import Context, _http, on
 from uphooks.events import BaseEvent
 
@@ -121,25 +121,15 @@ def rss_mb(group: int) -> float:
     return total / 1024
 
 
-class Sampler:
+class GroupPeak(Sampling):
     """The largest RSS of a process group, sampled every 0.25 s while it runs."""
 
     def __init__(self, group: int) -> None:
+        super().__init__(0.25)
         self.group, self.peak = group, 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.wait(0.25):
-            self.peak = max(self.peak, rss_mb(self.group))
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self, t: float) -> None:
+        self.peak = max(self.peak, rss_mb(self.group))
 
 
 @contextlib.contextmanager
@@ -187,7 +177,7 @@ def drain(
             time.sleep(0.05)
         time.sleep(0.5)
         load = f"{os.getloadavg()[0]:.1f}"
-        with Sampler(pid) as sampler:
+        with GroupPeak(pid) as sampler:
             started = time.monotonic()
             client.rename(staging, queue)
             while int(client.get(probe.RUNS_KEY) or 0) < events:

@@ -42,6 +42,7 @@ from bench.backlog import retarget, stage_bare
 from bench.bodies import make_body, signed_headers, verification_env
 from bench.common import BARE_QUEUE, OUR_QUEUE, PATH, RESULTS, WORKER_FLAGS, base_env, log
 from bench.probe import READY_KEY
+from bench.sampler import Sampling
 from bench.workers import our_worker_env
 from harness import commands, procfs, procs, wait
 from harness.redis import free_port, running
@@ -157,37 +158,24 @@ def growth(points: list[tuple[float, float]], seconds: float) -> dict[str, Any]:
     }
 
 
-class Watch:
+class Watch(Sampling):
     """RSS of named processes (and each pool child) every ``interval`` seconds, in a thread."""
 
     def __init__(self, procs_: dict[str, procs.Popen], interval: float) -> None:
+        super().__init__(interval)
         self.procs = procs_
-        self.interval = interval
         self.series: dict[str, list[tuple[float, float]]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        t0 = time.monotonic()
-        while not self._stop.is_set():
-            t = round(time.monotonic() - t0, 1)
-            for name, proc in self.procs.items():
-                self._add(name, t, procfs.rss_kb(proc.pid))
-                for n, child in enumerate(sorted(procfs.children(proc.pid))):
-                    self._add(f"{name} child {n + 1}", t, procfs.rss_kb(child))
-            self._stop.wait(self.interval)
+    def sample(self, t: float) -> None:
+        t = round(t, 1)
+        for name, proc in self.procs.items():
+            self._add(name, t, procfs.rss_kb(proc.pid))
+            for n, child in enumerate(sorted(procfs.children(proc.pid))):
+                self._add(f"{name} child {n + 1}", t, procfs.rss_kb(child))
 
     def _add(self, name: str, t: float, kb: int) -> None:
         if kb:
             self.series.setdefault(name, []).append((t, round(kb / 1024, 2)))
-
-    def __enter__(self) -> Watch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 # -- the run --------------------------------------------------------------------------------
