@@ -43,7 +43,7 @@ from typing import Any
 import orjson
 import redis
 
-from bench.loadgen import _requests
+from bench.loadgen import _requests, exchange
 from bench.probe import READY_KEY, RUNS_KEY
 from bench.run import (
     RESULTS,
@@ -126,20 +126,6 @@ def bare_worker(url: str, app: str, args: argparse.Namespace) -> tuple[list[str]
 # -- senders --------------------------------------------------------------------------------
 
 
-async def _exchange(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
-) -> tuple[int, bytes]:
-    writer.write(request)
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    body = await reader.readexactly(length) if length else b""
-    return int(head[9:12]), body
-
-
 async def post_all(port: int, requests: list[bytes], senders: int) -> tuple[list[str], float]:
     """``senders`` connections, each posting and waiting for its answer; the keys accepted."""
     todo = iter(requests)
@@ -150,7 +136,7 @@ async def post_all(port: int, requests: list[bytes], senders: int) -> tuple[list
         nonlocal refused
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         for request in todo:
-            status, body = await _exchange(reader, writer, request)
+            status, body = await exchange(reader, writer, request)
             found = _KEY.search(body)
             if status == 202 and found:
                 keys.append(found.group(1).decode())
@@ -176,7 +162,7 @@ async def post_at_rate(port: int, requests: list[bytes], rate: float) -> dict[st
 
     async def one(request: bytes) -> None:
         conn = await free.get()
-        status, body = await _exchange(*conn, request)
+        status, body = await exchange(*conn, request)
         at = time.time()
         free.put_nowait(conn)
         found = _KEY.search(body)
