@@ -1,10 +1,15 @@
 """What every benchmark module shares: where results go, the names that isolate a run in Redis,
-the worker options both sides get, the environment of a benchmark process, and the log line."""
+the worker options both sides get, the environment of a benchmark process, the log line, and
+where a report is kept."""
 
 from __future__ import annotations
 
 import base64
 import time
+from pathlib import Path
+from typing import Any
+
+import orjson
 
 from harness.env import pipeline_env
 from harness.procs import ROOT
@@ -36,3 +41,11 @@ def base_env(redis_url: str, **extra: str) -> dict[str, str]:
     env = pipeline_env(redis_url, settings, {"BENCH_REDIS_URL": redis_url}, inherit_settings=False)
     env.update(extra)
     return env
+
+
+def save_report(report: dict[str, Any], out: Path | None, name: str) -> Path:
+    """``report`` as indented JSON in ``out``, or in ``bench/results/<name>-<date>.json``."""
+    out = out or RESULTS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    return out

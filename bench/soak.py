@@ -40,7 +40,16 @@ import redis
 
 from bench.backlog import retarget, stage_bare
 from bench.bodies import make_body, signed_headers, verification_env
-from bench.common import BARE_QUEUE, OUR_QUEUE, PATH, RESULTS, WORKER_FLAGS, base_env, log
+from bench.common import (
+    BARE_QUEUE,
+    OUR_QUEUE,
+    PATH,
+    RESULTS,
+    WORKER_FLAGS,
+    base_env,
+    log,
+    save_report,
+)
 from bench.probe import READY_KEY
 from bench.sampler import Sampling
 from bench.workers import our_worker_env
@@ -315,8 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="uphooks-soak-") as tmp:
         report = soak(args, Path(tmp))
-    out = args.out or RESULTS / f"soak-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    out = save_report(report, args.out, "soak")
     print_report(report)
     print(f"\nJSON: {out}")
     return 0

@@ -40,9 +40,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import orjson
 import redis
 
+from bench.common import save_report
 from bench.loadgen import _requests, exchange
 from bench.probe import READY_KEY, RUNS_KEY
 from bench.run import (
@@ -453,8 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     p99s = [row.get("p99_ratio") for row in report.get("latency", {}).values()]
     if p99s and all(p99s):
         report["goal_p99_not_worse"] = max(p for p in p99s if p) <= 1.0
-    out = args.out or RESULTS / f"worker-patterns-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    out = save_report(report, args.out, "worker-patterns")
     print_tables(report)
     print(f"\nJSON: {out}  ({report['elapsed_s']} s)")
     return 0
