@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ import redis
 from bench import probe
 from bench.sampler import Sampling
 from handlers import Context, _http, on
+from harness import commands, procs
 from uphooks.events import BaseEvent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,20 +134,12 @@ class GroupPeak(Sampling):
 
 @contextlib.contextmanager
 def process(args: list[str], env: dict[str, str], log_path: Path) -> Iterator[int]:
-    with log_path.open("ab") as out:
-        proc = subprocess.Popen(
-            args, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    proc = procs.spawn(args, env, log_path)
     try:
         yield proc.pid
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(15)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        procs.stop(proc, 15)
+        procs.kill(proc)  # and what is left of its group (pool children outlive their parent)
 
 
 def record(i: int, run: str, event: str) -> tuple[str, bytes]:
@@ -165,8 +157,10 @@ def drain(
     env: dict[str, str],
     logs: Path,
     timeout: float,
-) -> tuple[float, float, str]:
-    """Start the worker, put the set-aside backlog back, time until every event ran."""
+) -> tuple[float, float, str, int]:
+    """Start the worker, put the set-aside backlog back, time until every event ran: the
+    seconds, the peak RSS (MB), the load average before and after, and the runs counted (a
+    second after, so a late duplicate shows)."""
     staging = f"{queue}-staging"
     client.rename(queue, staging)
     with process(worker, env, logs) as pid:
@@ -187,15 +181,20 @@ def drain(
             seconds = time.monotonic() - started
         load += f"-{os.getloadavg()[0]:.1f}"
         time.sleep(1.0)  # a late duplicate would show now
-    return seconds, sampler.peak, load
+    return seconds, sampler.peak, load, int(client.get(probe.RUNS_KEY) or 0)
+
+
+def fresh(url: str) -> tuple[redis.Redis, str]:
+    """A client of the emptied Redis, and a name for this row's run."""
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    return client, uuid.uuid4().hex[:8]
 
 
 def ours(url: str, http: str, event: str, events: int, pool: list[str], work: Path) -> Row:
     from bench.scaling import fill
 
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    run = uuid.uuid4().hex[:8]
+    client, run = fresh(url)
     prefix, queue = f"ah-{run}", f"ah-{run}-q"
     deliveries = [record(i, run, event) for i in range(events)]
     asyncio.run(fill(url, prefix, queue, deliveries, 1))
@@ -212,14 +211,12 @@ def ours(url: str, http: str, event: str, events: int, pool: list[str], work: Pa
         UPHOOKS_LOG_LEVEL="WARNING",
     )
     env.pop("REDIS_URL", None)
-    worker = [sys.executable, "-m", "uphooks_cli", "worker", "-n", f"ah-{run}@%h"]
-    worker += ["--without-gossip", "--without-mingle", *pool]
-    seconds, rss, load = drain(client, queue, events, worker, env, work / f"{run}.log", 170)
+    worker = commands.worker(*pool, name=f"ah-{run}")
+    seconds, rss, load, runs = drain(client, queue, events, worker, env, work / f"{run}.log", 170)
     pipe = client.pipeline(transaction=False)
     for key, _ in deliveries:
         pipe.hget(f"{prefix}:handled:{key}", HANDLERS[event])
     missing = sum(1 for state in pipe.execute() if state != b"done")
-    runs = int(client.get(probe.RUNS_KEY) or 0)
     if missing or runs != events:
         raise RuntimeError(f"{missing} pairs not done, {runs} runs for {events} events")
     name = f"ours, {'async' if event == ASYNC_EVENT else 'sync'}, {' '.join(pool)}"
@@ -227,9 +224,7 @@ def ours(url: str, http: str, event: str, events: int, pool: list[str], work: Pa
 
 
 def bare(url: str, http: str, events: int, pool: list[str], work: Path) -> Row:
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    run = uuid.uuid4().hex[:8]
+    client, run = fresh(url)
     queue = f"bare-{run}"
     env = dict(
         os.environ,
@@ -246,11 +241,9 @@ def bare(url: str, http: str, events: int, pool: list[str], work: Path) -> Row:
     with app.producer_or_acquire() as producer:
         for _ in range(events):
             task.apply_async(queue=queue, producer=producer)
-    worker = [sys.executable, "-m", "celery", "-A", "bench.celery_http", "worker"]
-    worker += ["-Q", queue, "-n", f"bare-{run}@%h", "--without-gossip", "--without-mingle"]
-    worker += ["--loglevel", "WARNING", *pool]
-    seconds, rss, load = drain(client, queue, events, worker, env, work / f"{run}.log", 170)
-    runs = int(client.get(probe.RUNS_KEY) or 0)
+    worker = commands.celery_worker("bench.celery_http", "-Q", queue, "-n", f"bare-{run}@%h")
+    worker += [*commands.QUIET_WORKER, "--loglevel", "WARNING", *pool]
+    seconds, rss, load, runs = drain(client, queue, events, worker, env, work / f"{run}.log", 170)
     if runs != events:
         raise RuntimeError(f"bare Celery ran {runs} tasks for {events}")
     return Row(f"bare Celery, {' '.join(pool)}", events, seconds, rss, load)

@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -190,15 +190,6 @@ class Watch(Sampling):
 # -- the run --------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def started(args: list[str], env: dict[str, str], log_path: Path) -> Iterator[procs.Popen]:
-    proc = procs.spawn(args, env, log_path)
-    try:
-        yield proc
-    finally:
-        procs.stop(proc)
-
-
 def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     report: dict[str, Any] = {"seconds": args.seconds, "rate": args.rate}
     report["load_average_at_start"] = os.getloadavg()
@@ -214,12 +205,12 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         del env["UPHOOKS_LOG_LEVEL"]  # as shipped: INFO, one access line per request
         watched: dict[str, procs.Popen] = {}
         watched["ingress"] = stack.enter_context(
-            started(commands.serve(port), env, workdir / "ingress.log")
+            procs.started(commands.serve(port), env, workdir / "ingress.log")
         )
         wait.until_listening(watched["ingress"], port, workdir / "ingress.log")
         worker_log = workdir / "worker.log"
         watched["worker"] = stack.enter_context(
-            started(
+            procs.started(
                 commands.worker(*WORKER_FLAGS, "-c", "2", quiet=False),
                 our_worker_env(ours_redis.url),
                 worker_log,
@@ -232,7 +223,7 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         bare_cmd = commands.celery_worker("bench.celery_noop", *WORKER_FLAGS, "-Q", BARE_QUEUE)
         bare_cmd += ["--loglevel", "WARNING", "--pool", "prefork", "-c", "2"]
         watched["bare Celery worker"] = stack.enter_context(
-            started(bare_cmd, base_env(bare_redis.url, BENCH_QUEUE=BARE_QUEUE), bare_log)
+            procs.started(bare_cmd, base_env(bare_redis.url, BENCH_QUEUE=BARE_QUEUE), bare_log)
         )
         feeders: list[tuple[float, Callable[[int], None]]] = []
         if console_present():
@@ -243,7 +234,7 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             }
             console_log = workdir / "console.log"
             watched["console"] = stack.enter_context(
-                started(
+                procs.started(
                     commands.cli("console", "--port", str(console_port)), console_env, console_log
                 )
             )
