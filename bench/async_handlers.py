@@ -38,6 +38,7 @@ import orjson
 import redis
 
 from bench import probe
+from bench.common import EventsPerSecond, note
 from bench.sampler import Sampling
 from handlers import Context, _http, on
 from harness import commands, procs
@@ -90,20 +91,12 @@ async def _serve(port: int, delay: float) -> None:
 
 
 @dataclass
-class Row:
+class Row(EventsPerSecond):
     name: str
     events: int
     seconds: float
     rss_mb: float
     load: str
-
-    @property
-    def rate(self) -> float:
-        return self.events / self.seconds
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def rss_mb(group: int) -> float:
@@ -279,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.5)
                 print(f"# uptime: {subprocess.getoutput('uptime').strip()}")
                 print(f"# cpus: {os.cpu_count()}; handler waits {args.delay_ms} ms on 127.0.0.1")
-                log(f"ours async: {args.async_events} events")
+                note(f"ours async: {args.async_events} events")
                 os.environ["UPHOOKS_ASYNC_CONCURRENCY"] = str(args.async_concurrency)
                 rows.append(
                     ours(
@@ -291,19 +284,19 @@ def main(argv: list[str] | None = None) -> int:
                         work,
                     )
                 )
-                log(f"bare prefork -c {args.prefork}: {args.prefork_events} events")
+                note(f"bare prefork -c {args.prefork}: {args.prefork_events} events")
                 prefork = ["-P", "prefork", "-c", str(args.prefork)]
                 rows.append(bare(server.url, http, args.prefork_events, prefork, work))
                 threads = ["-P", "threads", "-c", str(args.threads)]
-                log(f"ours sync threads: {args.threads_events} events")
+                note(f"ours sync threads: {args.threads_events} events")
                 rows.append(ours(server.url, http, SYNC_EVENT, args.threads_events, threads, work))
-                log(f"ours sync on the runner's threads: {args.threads_events} events")
+                note(f"ours sync on the runner's threads: {args.threads_events} events")
                 os.environ["UPHOOKS_SYNC_THREADS"] = str(args.threads)
                 solo = ["-P", "solo"]
                 rows.append(ours(server.url, http, SYNC_EVENT, args.threads_events, solo, work))
                 rows[-1].name += f", UPHOOKS_SYNC_THREADS={args.threads}"
                 del os.environ["UPHOOKS_SYNC_THREADS"]
-                log(f"bare threads: {args.threads_events} events")
+                note(f"bare threads: {args.threads_events} events")
                 rows.append(bare(server.url, http, args.threads_events, threads, work))
                 print(f"# uptime: {subprocess.getoutput('uptime').strip()}")
         finally:

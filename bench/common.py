@@ -5,6 +5,7 @@ where a report is kept."""
 from __future__ import annotations
 
 import base64
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,22 @@ WORKER_FLAGS = ["--without-gossip", "--without-mingle", "--without-heartbeat"]
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def note(message: str) -> None:
+    """A progress line on stderr, for the benchmarks whose stdout is their table."""
+    print(message, file=sys.stderr, flush=True)
+
+
+class EventsPerSecond:
+    """For a dataclass row with ``events`` handled in ``seconds``: its :attr:`rate`."""
+
+    events: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
 
 
 def base_env(redis_url: str, **extra: str) -> dict[str, str]:

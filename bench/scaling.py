@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 import redis
 
+from bench.common import EventsPerSecond, note
 from bench.scaling_handler import EVENT, HANDLER
 from harness import commands, procs
 from harness.env import pipeline_env
@@ -64,7 +65,7 @@ class Layout:
 
 
 @dataclass
-class Result:
+class Result(EventsPerSecond):
     workload: str
     batch: int
     layout: Layout
@@ -77,14 +78,6 @@ class Result:
     #: Redis memory per event: while queued, and kept after handling (de-duplication window).
     queued_bytes: float
     kept_bytes: float
-
-    @property
-    def rate(self) -> float:
-        return self.events / self.seconds
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def redis_cpu(client: redis.Redis) -> float:
@@ -368,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             for round_ in range(1, args.rounds + 1):
                 for workload, batch, layout in plan:
                     events, sleep_ms = sizes[workload]
-                    log(f"round {round_}: {workload} batch={batch} {layout}: {events} events")
+                    note(f"round {round_}: {workload} batch={batch} {layout}: {events} events")
                     results.append(
                         drain(
                             client,
