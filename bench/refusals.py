@@ -40,6 +40,7 @@ SECRETS = [
 ]
 FORGER = "whsec_" + base64.b64encode(b"not one of ours, for the forgery!").decode()
 MAX_BODY = 1024 * 1024
+EVENT = "upload_completed"
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -135,19 +136,13 @@ def _valid(n: int, secret: str) -> list[bytes]:
 
 
 def _forged(n: int, size: int) -> list[bytes]:
+    """``n`` times one well-formed, fresh delivery of ``size`` bytes signed with another secret
+    (its delivery id is ``forged``, so the copies differ in nothing the ingress reads)."""
     pad = size - len(b'{"event":"upload_completed","pad":""}')
     body = b'{"event":"upload_completed","pad":"' + b"f" * pad + b'"}'
-    out = []
-    for _ in range(n):
-        headers = simulate.headers_for(
-            "upload_completed",
-            body,
-            secret=FORGER,
-            timestamp=int(time.time()),
-            delivery_id="forged",
-        )
-        out.append(_request(body, headers))
-    return out
+    now = int(time.time())
+    headers = simulate.headers_for(EVENT, body, secret=FORGER, timestamp=now, delivery_id="forged")
+    return [_request(body, headers)] * n
 
 
 def _unsigned(n: int) -> list[bytes]:
