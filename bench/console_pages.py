@@ -23,7 +23,8 @@ import httpx
 import orjson
 import redis
 
-from bench.console import PREFIX, fill, timed
+from bench.console import timed
+from bench.console_fill import PREFIX, fill
 from console.store import ConsoleStore, EventQuery
 from harness import commands, procs, wait
 from uphooks.keys import Keys
