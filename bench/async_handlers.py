@@ -177,6 +177,11 @@ def drain(
     return seconds, sampler.peak, load, int(client.get(probe.RUNS_KEY) or 0)
 
 
+def worker_env(url: str, http: str, **extra: str) -> dict[str, str]:
+    """A worker's environment: this shell's, with the Redis and the HTTP server of this run."""
+    return dict(os.environ, PYTHONPATH=str(ROOT), BENCH_REDIS_URL=url, BENCH_HTTP_URL=http, **extra)
+
+
 def fresh(url: str) -> tuple[redis.Redis, str]:
     """A client of the emptied Redis, and a name for this row's run."""
     client = redis.Redis.from_url(url)
@@ -191,12 +196,10 @@ def ours(url: str, http: str, event: str, events: int, pool: list[str], work: Pa
     prefix, queue = f"ah-{run}", f"ah-{run}-q"
     deliveries = [record(i, run, event) for i in range(events)]
     asyncio.run(fill(url, prefix, queue, deliveries, 1))
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(ROOT),
+    env = worker_env(
+        url,
+        http,
         UPHOOKS_REDIS_URL=url,
-        BENCH_REDIS_URL=url,
-        BENCH_HTTP_URL=http,
         UPHOOKS_KEY_PREFIX=prefix,
         UPHOOKS_QUEUE=queue,
         UPHOOKS_HANDLER_MODULES="bench.async_handlers",
@@ -219,13 +222,7 @@ def ours(url: str, http: str, event: str, events: int, pool: list[str], work: Pa
 def bare(url: str, http: str, events: int, pool: list[str], work: Path) -> Row:
     client, run = fresh(url)
     queue = f"bare-{run}"
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(ROOT),
-        BENCH_REDIS_URL=url,
-        BENCH_QUEUE=queue,
-        BENCH_HTTP_URL=http,
-    )
+    env = worker_env(url, http, BENCH_QUEUE=queue)
     os.environ.update(BENCH_REDIS_URL=url, BENCH_QUEUE=queue)
     from bench.celery_http import app
     from bench.celery_http import http as task

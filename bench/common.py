@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ PREFIX = "bench"
 OUR_QUEUE = "bench-ours"
 BARE_QUEUE = "bench-noop"
 WORKER_FLAGS = ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+
+Show = Callable[[dict[str, Any]], None]
 
 
 def log(message: str) -> None:
@@ -66,3 +69,13 @@ def save_report(report: dict[str, Any], out: Path | None, name: str) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
     return out
+
+
+def finish(report: dict[str, Any], out: Path | None, name: str, show: Show) -> int:
+    """The end of a benchmark's ``main``: keep the report (:func:`save_report`), ``show`` it,
+    say where it is kept (and how long the run took); 0, the exit status."""
+    path = save_report(report, out, name)
+    show(report)
+    took = f"  ({report['elapsed_s']} s)" if "elapsed_s" in report else ""
+    print(f"\nJSON: {path}{took}")
+    return 0

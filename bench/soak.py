@@ -44,11 +44,10 @@ from bench.common import (
     BARE_QUEUE,
     OUR_QUEUE,
     PATH,
-    RESULTS,
     WORKER_FLAGS,
     base_env,
+    finish,
     log,
-    save_report,
 )
 from bench.probe import READY_KEY
 from bench.sampler import Sampling
@@ -312,13 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=5, help="seconds between samples")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="uphooks-soak-") as tmp:
         report = soak(args, Path(tmp))
-    out = save_report(report, args.out, "soak")
-    print_report(report)
-    print(f"\nJSON: {out}")
-    return 0
+    return finish(report, args.out, "soak", print_report)
 
 
 if __name__ == "__main__":

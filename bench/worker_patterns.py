@@ -39,13 +39,12 @@ from typing import Any
 
 import redis
 
-from bench.common import BARE_QUEUE, OUR_QUEUE, save_report
+from bench.common import BARE_QUEUE, OUR_QUEUE, finish
 from bench.loadgen import _requests
 from bench.pattern_latency import latency
 from bench.pattern_procs import KEEP, bare_worker, ingress, our_worker
 from bench.pattern_senders import delay_all, post_all
 from bench.run import (
-    RESULTS,
     batch_sizes,
     clear_worker_state,
     count_done,
@@ -162,7 +161,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args.senders = [int(x) for x in args.senders.split(",") if x]
     args.rates = [int(x) for x in args.rates.split(",") if x]
-    RESULTS.mkdir(parents=True, exist_ok=True)
     settings = vars(args) | {"out": None}
     report: dict[str, Any] = {"settings": settings, "uptime_start": uptime()}
     started = time.monotonic()
@@ -190,10 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     p99s = [row.get("p99_ratio") for row in report.get("latency", {}).values()]
     if p99s and all(p99s):
         report["goal_p99_not_worse"] = max(p for p in p99s if p) <= 1.0
-    out = save_report(report, args.out, "worker-patterns")
-    print_tables(report)
-    print(f"\nJSON: {out}  ({report['elapsed_s']} s)")
-    return 0
+    return finish(report, args.out, "worker-patterns", print_tables)
 
 
 if __name__ == "__main__":
