@@ -25,11 +25,9 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -40,7 +38,10 @@ import orjson
 import redis
 
 from bench import probe
+from bench.common import EventsPerSecond, note
+from bench.sampler import Sampling
 from handlers import Context, _http, on
+from harness import commands, procs
 from uphooks.events import BaseEvent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,20 +91,12 @@ async def _serve(port: int, delay: float) -> None:
 
 
 @dataclass
-class Row:
+class Row(EventsPerSecond):
     name: str
     events: int
     seconds: float
     rss_mb: float
     load: str
-
-    @property
-    def rate(self) -> float:
-        return self.events / self.seconds
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def rss_mb(group: int) -> float:
@@ -121,43 +114,25 @@ def rss_mb(group: int) -> float:
     return total / 1024
 
 
-class Sampler:
+class GroupPeak(Sampling):
     """The largest RSS of a process group, sampled every 0.25 s while it runs."""
 
     def __init__(self, group: int) -> None:
+        super().__init__(0.25)
         self.group, self.peak = group, 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.wait(0.25):
-            self.peak = max(self.peak, rss_mb(self.group))
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self, t: float) -> None:
+        self.peak = max(self.peak, rss_mb(self.group))
 
 
 @contextlib.contextmanager
 def process(args: list[str], env: dict[str, str], log_path: Path) -> Iterator[int]:
-    with log_path.open("ab") as out:
-        proc = subprocess.Popen(
-            args, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    proc = procs.spawn(args, env, log_path)
     try:
         yield proc.pid
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(15)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        procs.stop(proc, 15)
+        procs.kill(proc)  # and what is left of its group (pool children outlive their parent)
 
 
 def record(i: int, run: str, event: str) -> tuple[str, bytes]:
@@ -175,8 +150,10 @@ def drain(
     env: dict[str, str],
     logs: Path,
     timeout: float,
-) -> tuple[float, float, str]:
-    """Start the worker, put the set-aside backlog back, time until every event ran."""
+) -> tuple[float, float, str, int]:
+    """Start the worker, put the set-aside backlog back, time until every event ran: the
+    seconds, the peak RSS (MB), the load average before and after, and the runs counted (a
+    second after, so a late duplicate shows)."""
     staging = f"{queue}-staging"
     client.rename(queue, staging)
     with process(worker, env, logs) as pid:
@@ -187,7 +164,7 @@ def drain(
             time.sleep(0.05)
         time.sleep(0.5)
         load = f"{os.getloadavg()[0]:.1f}"
-        with Sampler(pid) as sampler:
+        with GroupPeak(pid) as sampler:
             started = time.monotonic()
             client.rename(staging, queue)
             while int(client.get(probe.RUNS_KEY) or 0) < events:
@@ -197,24 +174,32 @@ def drain(
             seconds = time.monotonic() - started
         load += f"-{os.getloadavg()[0]:.1f}"
         time.sleep(1.0)  # a late duplicate would show now
-    return seconds, sampler.peak, load
+    return seconds, sampler.peak, load, int(client.get(probe.RUNS_KEY) or 0)
+
+
+def worker_env(url: str, http: str, **extra: str) -> dict[str, str]:
+    """A worker's environment: this shell's, with the Redis and the HTTP server of this run."""
+    return dict(os.environ, PYTHONPATH=str(ROOT), BENCH_REDIS_URL=url, BENCH_HTTP_URL=http, **extra)
+
+
+def fresh(url: str) -> tuple[redis.Redis, str]:
+    """A client of the emptied Redis, and a name for this row's run."""
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    return client, uuid.uuid4().hex[:8]
 
 
 def ours(url: str, http: str, event: str, events: int, pool: list[str], work: Path) -> Row:
     from bench.scaling import fill
 
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    run = uuid.uuid4().hex[:8]
+    client, run = fresh(url)
     prefix, queue = f"ah-{run}", f"ah-{run}-q"
     deliveries = [record(i, run, event) for i in range(events)]
     asyncio.run(fill(url, prefix, queue, deliveries, 1))
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(ROOT),
+    env = worker_env(
+        url,
+        http,
         UPHOOKS_REDIS_URL=url,
-        BENCH_REDIS_URL=url,
-        BENCH_HTTP_URL=http,
         UPHOOKS_KEY_PREFIX=prefix,
         UPHOOKS_QUEUE=queue,
         UPHOOKS_HANDLER_MODULES="bench.async_handlers",
@@ -222,14 +207,12 @@ def ours(url: str, http: str, event: str, events: int, pool: list[str], work: Pa
         UPHOOKS_LOG_LEVEL="WARNING",
     )
     env.pop("REDIS_URL", None)
-    worker = [sys.executable, "-m", "uphooks_cli", "worker", "-n", f"ah-{run}@%h"]
-    worker += ["--without-gossip", "--without-mingle", *pool]
-    seconds, rss, load = drain(client, queue, events, worker, env, work / f"{run}.log", 170)
+    worker = commands.worker(*pool, name=f"ah-{run}")
+    seconds, rss, load, runs = drain(client, queue, events, worker, env, work / f"{run}.log", 170)
     pipe = client.pipeline(transaction=False)
     for key, _ in deliveries:
         pipe.hget(f"{prefix}:handled:{key}", HANDLERS[event])
     missing = sum(1 for state in pipe.execute() if state != b"done")
-    runs = int(client.get(probe.RUNS_KEY) or 0)
     if missing or runs != events:
         raise RuntimeError(f"{missing} pairs not done, {runs} runs for {events} events")
     name = f"ours, {'async' if event == ASYNC_EVENT else 'sync'}, {' '.join(pool)}"
@@ -237,17 +220,9 @@ def ours(url: str, http: str, event: str, events: int, pool: list[str], work: Pa
 
 
 def bare(url: str, http: str, events: int, pool: list[str], work: Path) -> Row:
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    run = uuid.uuid4().hex[:8]
+    client, run = fresh(url)
     queue = f"bare-{run}"
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(ROOT),
-        BENCH_REDIS_URL=url,
-        BENCH_QUEUE=queue,
-        BENCH_HTTP_URL=http,
-    )
+    env = worker_env(url, http, BENCH_QUEUE=queue)
     os.environ.update(BENCH_REDIS_URL=url, BENCH_QUEUE=queue)
     from bench.celery_http import app
     from bench.celery_http import http as task
@@ -256,11 +231,9 @@ def bare(url: str, http: str, events: int, pool: list[str], work: Path) -> Row:
     with app.producer_or_acquire() as producer:
         for _ in range(events):
             task.apply_async(queue=queue, producer=producer)
-    worker = [sys.executable, "-m", "celery", "-A", "bench.celery_http", "worker"]
-    worker += ["-Q", queue, "-n", f"bare-{run}@%h", "--without-gossip", "--without-mingle"]
-    worker += ["--loglevel", "WARNING", *pool]
-    seconds, rss, load = drain(client, queue, events, worker, env, work / f"{run}.log", 170)
-    runs = int(client.get(probe.RUNS_KEY) or 0)
+    worker = commands.celery_worker("bench.celery_http", "-Q", queue, "-n", f"bare-{run}@%h")
+    worker += [*commands.QUIET_WORKER, "--loglevel", "WARNING", *pool]
+    seconds, rss, load, runs = drain(client, queue, events, worker, env, work / f"{run}.log", 170)
     if runs != events:
         raise RuntimeError(f"bare Celery ran {runs} tasks for {events}")
     return Row(f"bare Celery, {' '.join(pool)}", events, seconds, rss, load)
@@ -296,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.5)
                 print(f"# uptime: {subprocess.getoutput('uptime').strip()}")
                 print(f"# cpus: {os.cpu_count()}; handler waits {args.delay_ms} ms on 127.0.0.1")
-                log(f"ours async: {args.async_events} events")
+                note(f"ours async: {args.async_events} events")
                 os.environ["UPHOOKS_ASYNC_CONCURRENCY"] = str(args.async_concurrency)
                 rows.append(
                     ours(
@@ -308,19 +281,19 @@ def main(argv: list[str] | None = None) -> int:
                         work,
                     )
                 )
-                log(f"bare prefork -c {args.prefork}: {args.prefork_events} events")
+                note(f"bare prefork -c {args.prefork}: {args.prefork_events} events")
                 prefork = ["-P", "prefork", "-c", str(args.prefork)]
                 rows.append(bare(server.url, http, args.prefork_events, prefork, work))
                 threads = ["-P", "threads", "-c", str(args.threads)]
-                log(f"ours sync threads: {args.threads_events} events")
+                note(f"ours sync threads: {args.threads_events} events")
                 rows.append(ours(server.url, http, SYNC_EVENT, args.threads_events, threads, work))
-                log(f"ours sync on the runner's threads: {args.threads_events} events")
+                note(f"ours sync on the runner's threads: {args.threads_events} events")
                 os.environ["UPHOOKS_SYNC_THREADS"] = str(args.threads)
                 solo = ["-P", "solo"]
                 rows.append(ours(server.url, http, SYNC_EVENT, args.threads_events, solo, work))
                 rows[-1].name += f", UPHOOKS_SYNC_THREADS={args.threads}"
                 del os.environ["UPHOOKS_SYNC_THREADS"]
-                log(f"bare threads: {args.threads_events} events")
+                note(f"bare threads: {args.threads_events} events")
                 rows.append(bare(server.url, http, args.threads_events, threads, work))
                 print(f"# uptime: {subprocess.getoutput('uptime').strip()}")
         finally:

@@ -14,10 +14,7 @@ import argparse
 import os
 import random
 import re
-import subprocess
-import sys
 import tempfile
-import time
 from html import unescape
 from pathlib import Path
 from typing import Any
@@ -26,8 +23,10 @@ import httpx
 import orjson
 import redis
 
-from bench.console import PREFIX, fill, timed
+from bench.console import timed
+from bench.console_fill import PREFIX, fill
 from console.store import ConsoleStore, EventQuery
+from harness import commands, procs, wait
 from uphooks.keys import Keys
 from uphooks.settings import Settings
 from uphooks_cli.embedded import RedisServer, free_port
@@ -37,7 +36,7 @@ TOKEN = "bench-" + "0123456789abcdef" * 3
 _NEXT = re.compile(r'<a rel="next" href="([^"]+)"')
 
 
-def start_console(redis_url: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_console(redis_url: str, log: Path) -> tuple[procs.Popen, str]:
     port = free_port()
     env = dict(
         os.environ,
@@ -51,24 +50,13 @@ def start_console(redis_url: str, log: Path) -> tuple[subprocess.Popen[bytes], s
         UPHOOKS_LOG_LEVEL="WARNING",
         PYTHONPATH=str(ROOT),
     )
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uphooks_cli", "console", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"console did not start: {log.read_text()[-2000:]}")
+    proc = procs.spawn(commands.cli("console", "--port", str(port)), env, log)
+    try:
+        wait.until_listening(proc, port, log, what="console")
+    except RuntimeError:
+        procs.kill(proc)
+        raise
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def deep_link(http: httpx.Client, path: str, pages: int) -> str | None:

@@ -34,6 +34,21 @@ def _requests(path: str, host: str) -> list[bytes]:
     return out
 
 
+async def exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> tuple[int, bytes]:
+    """One request on a kept-alive connection: its answer's status and body."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    body = await reader.readexactly(length) if length else b""
+    return int(head[9:12]), body
+
+
 async def _client(
     host: str,
     port: int,
@@ -49,16 +64,8 @@ async def _client(
     i = start
     while time.monotonic() < stop_at:
         t0 = time.perf_counter()
-        writer.write(requests[i % len(requests)])
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        body = await reader.readexactly(length) if length else b""
+        status, body = await exchange(reader, writer, requests[i % len(requests)])
         latencies.append(time.perf_counter() - t0)
-        status = int(head[9:12])
         statuses[status] += 1
         if status < 300 and (m := _KEY.search(body)):
             keys.append(m.group(1))

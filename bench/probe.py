@@ -11,47 +11,32 @@
 from __future__ import annotations
 
 import os
-import threading
-import time
 from typing import Any
 
 import redis
 from celery import signals
 
+from bench.flushed import URL, Flushed
+
 READY_KEY = "bench:ready"
 RUNS_KEY = "bench:runs"
 
-_url = os.environ.get("BENCH_REDIS_URL") or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-_lock = threading.Lock()
-_pending = 0
-_pid = 0
-
 
 def mark_ready() -> None:
-    client = redis.Redis.from_url(_url)
+    client = redis.Redis.from_url(URL)
     client.set(READY_KEY, os.getpid())
     client.close()
 
 
-def _flusher() -> None:
-    global _pending
-    client = redis.Redis.from_url(_url)
-    while True:
-        time.sleep(0.1)
-        with _lock:
-            count, _pending = _pending, 0
-        if count:
-            client.incrby(RUNS_KEY, count)
+def _one_more(pending: int) -> int:
+    return pending + 1
+
+
+_runs = Flushed("bench-probe", 0.1, int, lambda client, count: client.incrby(RUNS_KEY, count))
 
 
 def count_run() -> None:
-    global _pending, _pid
-    if _pid != os.getpid():  # first run in this process (a pool child forks after import)
-        _pid = os.getpid()
-        _pending = 0
-        threading.Thread(target=_flusher, name="bench-probe", daemon=True).start()
-    with _lock:
-        _pending += 1
+    _runs.change(_one_more)
 
 
 @signals.worker_ready.connect  # type: ignore[untyped-decorator]

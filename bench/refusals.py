@@ -18,7 +18,6 @@ import base64
 import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import commands, procs, wait
 from uphooks_cli import simulate
 from uphooks_cli.embedded import RedisServer, free_port
 
@@ -40,6 +40,7 @@ SECRETS = [
 ]
 FORGER = "whsec_" + base64.b64encode(b"not one of ours, for the forgery!").decode()
 MAX_BODY = 1024 * 1024
+EVENT = "upload_completed"
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -69,28 +70,13 @@ def ingress(redis_url: str, workdir: Path, **env: str) -> Iterator[Ingress]:
         UPHOOKS_MAX_BODY_BYTES=str(MAX_BODY),
         **env,
     )
-    log = (workdir / f"ingress-{port}.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uphooks_cli", "serve", "--port", str(port)],
-        env=full,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    log = workdir / f"ingress-{port}.log"
+    proc = procs.spawn(commands.serve(port), full, log)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            raise RuntimeError(f"ingress did not start; see {log.name}")
+        wait.until_listening(proc, port, log, expect=b"HTTP/1.1", what="ingress")
         yield Ingress(port, proc.pid)
     finally:
-        proc.terminate()
-        proc.wait(20)
-        log.close()
+        procs.stop(proc)
 
 
 def _request(body: bytes, headers: dict[str, str]) -> bytes:
@@ -150,19 +136,13 @@ def _valid(n: int, secret: str) -> list[bytes]:
 
 
 def _forged(n: int, size: int) -> list[bytes]:
+    """``n`` times one well-formed, fresh delivery of ``size`` bytes signed with another secret
+    (its delivery id is ``forged``, so the copies differ in nothing the ingress reads)."""
     pad = size - len(b'{"event":"upload_completed","pad":""}')
     body = b'{"event":"upload_completed","pad":"' + b"f" * pad + b'"}'
-    out = []
-    for _ in range(n):
-        headers = simulate.headers_for(
-            "upload_completed",
-            body,
-            secret=FORGER,
-            timestamp=int(time.time()),
-            delivery_id="forged",
-        )
-        out.append(_request(body, headers))
-    return out
+    now = int(time.time())
+    headers = simulate.headers_for(EVENT, body, secret=FORGER, timestamp=now, delivery_id="forged")
+    return [_request(body, headers)] * n
 
 
 def _unsigned(n: int) -> list[bytes]:

@@ -15,18 +15,17 @@ import contextlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import redis
 
 from chaos.load import Background, Sender, percentile
 from chaos.sentinels import ReplicatedRedis
+from harness import commands, procs, wait
 from uphooks_cli.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,29 +46,13 @@ def ingress(redis_url: str, replicas: int, workdir: Path) -> Any:
         "UPHOOKS_LOG_LEVEL": "WARNING",
         "UPHOOKS_MAX_CONNECTIONS_PER_SOURCE": "4096",
     }
-    log = (workdir / f"ingress-{port}.log").open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uphooks_cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-    url = f"http://127.0.0.1:{port}"
+    log = workdir / f"ingress-{port}.log"
+    proc = procs.spawn(commands.serve(port), env, log)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.05)
-        else:
-            raise RuntimeError(f"ingress did not start; see {log.name}")
-        yield url
+        wait.until_listening(proc, port, log, what="ingress")
+        yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        proc.wait(20)
-        log.close()
+        procs.stop(proc)
 
 
 def one_round(url: str, concurrency: int, duration: float, tag: str) -> dict[str, float]:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import shutil
-import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
-from harness.redis import find_redis_server
+from harness.machine import cpu_model, redis_server_version
 
 #: Issue 14, goal 5: the Procfile ingress against the bare Starlette route A, in the same run.
 INGRESS_RATIO = 0.45
@@ -19,22 +16,13 @@ INGRESS_P99 = 2.5
 
 
 def machine() -> dict[str, Any]:
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    redis_version = subprocess.run(
-        [find_redis_server(), "--version"], capture_output=True, text=True, check=False
-    ).stdout.strip()
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "load_average_at_start": os.getloadavg(),
         "python": platform.python_version(),
-        "redis": redis_version,
+        "redis": redis_server_version(),
         "wrk": shutil.which("wrk") or "absent",
     }
 

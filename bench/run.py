@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 import redis
 
 # The names other benchmark modules import from here (bench/memory.py, bench/worker_patterns.py):
@@ -37,6 +36,7 @@ from bench.common import (
     WORKER_FLAGS,
     base_env,
     log,
+    save_report,
 )
 from bench.ingress import CONTENDERS, bench_ingress
 from bench.load import Load, run_load
@@ -145,8 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     report["machine"]["load_average_at_end"] = os.getloadavg()
     report["goals"] = goals(report)
     report["elapsed_s"] = round(time.monotonic() - started, 1)
-    out = args.out or RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    out = save_report(report, args.out, "bench")
     (RESULTS / "latest.json").write_bytes(out.read_bytes())
     print_tables(report)
     print(f"\nJSON: {out}  ({report['elapsed_s']} s)")

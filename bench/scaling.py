@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import platform
 import sys
@@ -39,9 +38,11 @@ from typing import Any
 import orjson
 import redis
 
+from bench.common import EventsPerSecond, note
 from bench.scaling_handler import EVENT, HANDLER
 from harness import commands, procs
 from harness.env import pipeline_env
+from harness.machine import cpu_model
 from harness.procfs import group_cpu_seconds
 from harness.redis import running
 
@@ -64,7 +65,7 @@ class Layout:
 
 
 @dataclass
-class Result:
+class Result(EventsPerSecond):
     workload: str
     batch: int
     layout: Layout
@@ -77,14 +78,6 @@ class Result:
     #: Redis memory per event: while queued, and kept after handling (de-duplication window).
     queued_bytes: float
     kept_bytes: float
-
-    @property
-    def rate(self) -> float:
-        return self.events / self.seconds
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def redis_cpu(client: redis.Redis) -> float:
@@ -269,15 +262,9 @@ def _check_exactly_once(client: redis.Redis, prefix: str, keys: list[str]) -> No
 def machine(client: redis.Redis) -> dict[str, Any]:
     import celery
 
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
     return {
         "cpus": os.cpu_count(),
-        "cpu": model,
+        "cpu": cpu_model(),
         "python": platform.python_version(),
         "celery": celery.__version__,
         "redis": client.info("server")["redis_version"],
@@ -374,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             for round_ in range(1, args.rounds + 1):
                 for workload, batch, layout in plan:
                     events, sleep_ms = sizes[workload]
-                    log(f"round {round_}: {workload} batch={batch} {layout}: {events} events")
+                    note(f"round {round_}: {workload} batch={batch} {layout}: {events} events")
                     results.append(
                         drain(
                             client,

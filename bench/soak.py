@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,17 @@ import redis
 
 from bench.backlog import retarget, stage_bare
 from bench.bodies import make_body, signed_headers, verification_env
-from bench.common import BARE_QUEUE, OUR_QUEUE, PATH, RESULTS, WORKER_FLAGS, base_env, log
+from bench.common import (
+    BARE_QUEUE,
+    OUR_QUEUE,
+    PATH,
+    WORKER_FLAGS,
+    base_env,
+    finish,
+    log,
+)
 from bench.probe import READY_KEY
+from bench.sampler import Sampling
 from bench.workers import our_worker_env
 from harness import commands, procfs, procs, wait
 from harness.redis import free_port, running
@@ -157,49 +166,27 @@ def growth(points: list[tuple[float, float]], seconds: float) -> dict[str, Any]:
     }
 
 
-class Watch:
+class Watch(Sampling):
     """RSS of named processes (and each pool child) every ``interval`` seconds, in a thread."""
 
     def __init__(self, procs_: dict[str, procs.Popen], interval: float) -> None:
+        super().__init__(interval)
         self.procs = procs_
-        self.interval = interval
         self.series: dict[str, list[tuple[float, float]]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        t0 = time.monotonic()
-        while not self._stop.is_set():
-            t = round(time.monotonic() - t0, 1)
-            for name, proc in self.procs.items():
-                self._add(name, t, procfs.rss_kb(proc.pid))
-                for n, child in enumerate(sorted(procfs.children(proc.pid))):
-                    self._add(f"{name} child {n + 1}", t, procfs.rss_kb(child))
-            self._stop.wait(self.interval)
+    def sample(self, t: float) -> None:
+        t = round(t, 1)
+        for name, proc in self.procs.items():
+            self._add(name, t, procfs.rss_kb(proc.pid))
+            for n, child in enumerate(sorted(procfs.children(proc.pid))):
+                self._add(f"{name} child {n + 1}", t, procfs.rss_kb(child))
 
     def _add(self, name: str, t: float, kb: int) -> None:
         if kb:
             self.series.setdefault(name, []).append((t, round(kb / 1024, 2)))
 
-    def __enter__(self) -> Watch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
 
 # -- the run --------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def started(args: list[str], env: dict[str, str], log_path: Path) -> Iterator[procs.Popen]:
-    proc = procs.spawn(args, env, log_path)
-    try:
-        yield proc
-    finally:
-        procs.stop(proc)
 
 
 def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -217,12 +204,12 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         del env["UPHOOKS_LOG_LEVEL"]  # as shipped: INFO, one access line per request
         watched: dict[str, procs.Popen] = {}
         watched["ingress"] = stack.enter_context(
-            started(commands.serve(port), env, workdir / "ingress.log")
+            procs.started(commands.serve(port), env, workdir / "ingress.log")
         )
         wait.until_listening(watched["ingress"], port, workdir / "ingress.log")
         worker_log = workdir / "worker.log"
         watched["worker"] = stack.enter_context(
-            started(
+            procs.started(
                 commands.worker(*WORKER_FLAGS, "-c", "2", quiet=False),
                 our_worker_env(ours_redis.url),
                 worker_log,
@@ -235,7 +222,7 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         bare_cmd = commands.celery_worker("bench.celery_noop", *WORKER_FLAGS, "-Q", BARE_QUEUE)
         bare_cmd += ["--loglevel", "WARNING", "--pool", "prefork", "-c", "2"]
         watched["bare Celery worker"] = stack.enter_context(
-            started(bare_cmd, base_env(bare_redis.url, BENCH_QUEUE=BARE_QUEUE), bare_log)
+            procs.started(bare_cmd, base_env(bare_redis.url, BENCH_QUEUE=BARE_QUEUE), bare_log)
         )
         feeders: list[tuple[float, Callable[[int], None]]] = []
         if console_present():
@@ -246,7 +233,7 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             }
             console_log = workdir / "console.log"
             watched["console"] = stack.enter_context(
-                started(
+                procs.started(
                     commands.cli("console", "--port", str(console_port)), console_env, console_log
                 )
             )
@@ -324,14 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=5, help="seconds between samples")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="uphooks-soak-") as tmp:
         report = soak(args, Path(tmp))
-    out = args.out or RESULTS / f"soak-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    print_report(report)
-    print(f"\nJSON: {out}")
-    return 0
+    return finish(report, args.out, "soak", print_report)
 
 
 if __name__ == "__main__":

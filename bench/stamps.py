@@ -7,37 +7,27 @@ time each sender was answered (the 202, or ``delay()`` returning) for the latenc
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 
 import redis
 
+from bench.flushed import Flushed
+
 STARTED_KEY = "bench:started"
 
-_url = os.environ.get("BENCH_REDIS_URL") or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-_lock = threading.Lock()
-_pending: dict[str, float] = {}
-_pid = 0
+
+def _keep(client: redis.Redis, batch: dict[str, float]) -> None:
+    client.hset(STARTED_KEY, mapping=batch)  # type: ignore[arg-type]
 
 
-def _flusher() -> None:
-    global _pending
-    client = redis.Redis.from_url(_url)
-    while True:
-        time.sleep(0.05)
-        with _lock:
-            batch, _pending = _pending, {}
-        if batch:
-            client.hset(STARTED_KEY, mapping=batch)  # type: ignore[arg-type]
+_started: Flushed[dict[str, float]] = Flushed("bench-stamps", 0.05, dict, _keep)
 
 
 def stamp(name: str) -> None:
-    global _pid, _pending
     at = time.time()
-    if _pid != os.getpid():  # first stamp in this process (a pool child forks after import)
-        _pid = os.getpid()
-        _pending = {}
-        threading.Thread(target=_flusher, name="bench-stamps", daemon=True).start()
-    with _lock:
-        _pending[name] = at
+
+    def add(pending: dict[str, float]) -> dict[str, float]:
+        pending[name] = at
+        return pending
+
+    _started.change(add)

@@ -8,6 +8,7 @@
 - ``harness.env``: the environment a pipeline process runs with (``UPHOOKS_*`` from settings).
 - ``harness.commands``: the command lines of the ingress (``uphooks serve``, or a uvicorn app)
   and of a worker (``uphooks worker``).
+- ``harness.machine``: what a run ran on (CPU model, Redis server version), for reports.
 - ``harness.wait``: waiting, bounded: for a predicate, an HTTP listener, a log line.
 
 Not installed with the package (a development tool, like ``tests/``, ``chaos/`` and ``bench/``).

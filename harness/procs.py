@@ -10,7 +10,7 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +28,16 @@ def spawn(args: list[str], env: Mapping[str, str], log: Path, cwd: Path = ROOT) 
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+@contextlib.contextmanager
+def started(args: list[str], env: Mapping[str, str], log: Path) -> Iterator[Popen]:
+    """:func:`spawn` for the ``with`` block, :func:`stop` on the way out."""
+    proc = spawn(args, env, log)
+    try:
+        yield proc
+    finally:
+        stop(proc)
 
 
 def signal_group(proc: Popen, sig: int) -> None:
