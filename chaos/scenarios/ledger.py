@@ -15,7 +15,6 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any, Self
 
 import redis
@@ -30,7 +29,7 @@ SLOW = {"mode": "sleep", "s": 0.2}
 
 
 class _Beside:
-    """A daemon thread (``_run``, until ``_stop`` is set) that runs inside :meth:`running`."""
+    """A daemon thread (``_run``, until ``_stop`` is set) that runs inside a ``with`` block."""
 
     join_s = 5.0
 
@@ -41,14 +40,13 @@ class _Beside:
     def _run(self) -> None:
         raise NotImplementedError
 
-    @contextlib.contextmanager
-    def running(self) -> Iterator[Self]:
+    def __enter__(self) -> Self:
         self._thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            self._thread.join(self.join_s)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(self.join_s)
 
 
 class LagSampler(_Beside):
@@ -123,8 +121,8 @@ def loss_and_kills(ctx: Ctx) -> Row:
         proxy.arm(BRPOP, action="cut_on_reply", reply_prefix=b"*2\r\n", every=every)
         batch = deliveries(int(rate * duration), "s11a", lambda i: SLOW if i % 50 == 25 else None)
         with (
-            LagSampler(cluster).running() as lag,
-            ChildKiller(workers, 2, 5).running() as killer,
+            LagSampler(cluster) as lag,
+            ChildKiller(workers, 2, 5) as killer,
         ):
             batch = Background(sender(url), "at_rate", batch, rate).start().join(duration + 300)
             t_sent = time.time()
@@ -132,7 +130,7 @@ def loss_and_kills(ctx: Ctx) -> Row:
             killer_done = dict(killer.killed)
         s = cluster.settings
         acked = acked_keys(batch)
-        with LagSampler(cluster).running() as lag_after:
+        with LagSampler(cluster) as lag_after:
             drain(
                 cluster,
                 acked,
