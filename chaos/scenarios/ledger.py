@@ -28,25 +28,22 @@ from chaos.stack import Cluster, Proc, children_of
 SLOW = {"mode": "sleep", "s": 0.2}
 
 
-class _Beside:
-    """A daemon thread (``_run``, until ``_stop`` is set) that runs inside a ``with`` block."""
+class _Beside(threading.Thread):
+    """A daemon thread that runs (``run``, until ``halt`` is set) inside a ``with`` block."""
 
     join_s = 5.0
 
     def __init__(self) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        raise NotImplementedError
+        super().__init__(daemon=True)
+        self.halt = threading.Event()
 
     def __enter__(self) -> Self:
-        self._thread.start()
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(self.join_s)
+        self.halt.set()
+        self.join(self.join_s)
 
 
 class LagSampler(_Beside):
@@ -60,9 +57,9 @@ class LagSampler(_Beside):
         self.samples = 0
         super().__init__()
 
-    def _run(self) -> None:
+    def run(self) -> None:
         with self._cluster.client() as r:
-            while not self._stop.wait(self._every):
+            while not self.halt.wait(self._every):
                 with contextlib.suppress(redis.RedisError):
                     oldest = r.zrange(self._cluster.keys.due, 0, 0, withscores=True)
                     lag = max(0.0, time.time() - oldest[0][1]) if oldest else 0.0
@@ -82,8 +79,8 @@ class ChildKiller(_Beside):
         self.killed: dict[int, float] = {}
         super().__init__()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._rng.uniform(self._low, self._high)):
+    def run(self) -> None:
+        while not self.halt.wait(self._rng.uniform(self._low, self._high)):
             alive = [w for w in self._workers if w.alive()]
             if not alive:
                 continue
