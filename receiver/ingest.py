@@ -134,9 +134,7 @@ def _source(request: Request) -> Source:
 def _refused(request: Request, source: Source, failure: Failed, settings: Settings) -> JSONResponse:
     response = answers.unverified(failure, settings.verify_mismatch_status)
     throttle: LogThrottle = request.app.state.log_throttle
-    skipped = None if source.throttled else throttle.allow(f"verify:{failure.reason.name}")
-    if skipped is not None:
-        address = source.address
+    if not source.throttled:
         hint = ""
         if failure.reason is Reason.MISMATCH:
             hint = (
@@ -146,14 +144,15 @@ def _refused(request: Request, source: Source, failure: Failed, settings: Settin
                 if response.status_code == 503
                 else " UPHOOKS_VERIFY_MISMATCH_STATUS=401 made this final."
             )
-        log.warning(
-            "delivery refused with %d (%s, from %s): %s.%s%s",
+        throttle.warn(
+            log,
+            f"verify:{failure.reason.name}",
+            "delivery refused with %d (%s, from %s): %s.%s",
             response.status_code,
             failure.reason.name.lower(),
-            address or "?",
+            source.address or "?",
             failure.detail,
             hint,
-            f" ({skipped} more like it not logged)" if skipped else "",
         )
     return _refusal(request, source, response)
 
