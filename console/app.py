@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -98,28 +98,37 @@ def healthz(request: Request) -> Response:
     return Response("ok", media_type="text/plain")
 
 
-ROUTES = [
-    Route("/", home),
-    Route("/healthz", healthz),
-    Route("/login", signin.login_form, methods=["GET"]),
-    Route("/login", signin.login, methods=["POST"]),
-    Route("/logout", signin.logout, methods=["POST"]),
-    Route("/events", events.events),
-    Route("/events/rows", events.rows),
-    Route("/lookup", events.lookup),
-    Route("/events/{key:path}/replay", actions.replay_one, methods=["POST"]),
-    Route("/events/{key:path}/replay-failed", actions.replay_failed, methods=["POST"]),
-    Route("/events/{key:path}/erase", actions.erase, methods=["POST"]),
-    Route("/events/{key:path}", events.event),
-    Route("/dead-letters", deadletters.dead_letters),
-    Route("/dead-letters/estimate", deadletters.estimate),
-    Route("/dead-letters/bulk", actions.bulk_start, methods=["POST"]),
-    Route("/dead-letters/purge", actions.purge, methods=["POST"]),
-    Route("/dead-letters/jobs/{job_id}", deadletters.job),
-    Route("/dead-letters/jobs/{job_id}/cancel", actions.bulk_cancel, methods=["POST"]),
-    Route("/overview", overview.overview),
-    Route("/handlers", handlers_page.handlers),
-    Route("/audit", audit_page.audit),
+# GET (and HEAD) pages, in match order: a fixed path before the pattern that would take it.
+_PAGES = {
+    "/": home,
+    "/healthz": healthz,
+    "/login": signin.login_form,
+    "/events": events.events,
+    "/events/rows": events.rows,
+    "/lookup": events.lookup,
+    "/events/{key:path}": events.event,
+    "/dead-letters": deadletters.dead_letters,
+    "/dead-letters/estimate": deadletters.estimate,
+    "/dead-letters/jobs/{job_id}": deadletters.job,
+    "/overview": overview.overview,
+    "/handlers": handlers_page.handlers,
+    "/audit": audit_page.audit,
+}
+# POST actions. A POST to a page's path still finds its action: a route whose method does not
+# match only counts when no later route matches fully.
+_ACTIONS = {
+    "/login": signin.login,
+    "/logout": signin.logout,
+    "/events/{key:path}/replay": actions.replay_one,
+    "/events/{key:path}/replay-failed": actions.replay_failed,
+    "/events/{key:path}/erase": actions.erase,
+    "/dead-letters/bulk": actions.bulk_start,
+    "/dead-letters/purge": actions.purge,
+    "/dead-letters/jobs/{job_id}/cancel": actions.bulk_cancel,
+}
+ROUTES: list[BaseRoute] = [
+    *(Route(path, endpoint, methods=["GET"]) for path, endpoint in _PAGES.items()),
+    *(Route(path, endpoint, methods=["POST"]) for path, endpoint in _ACTIONS.items()),
     Mount(
         "/static", StaticFiles(directory=str(files("console").joinpath("static"))), name="static"
     ),

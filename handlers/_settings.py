@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from pydantic import BeforeValidator
-from pydantic_settings import NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _split_commas(value: object) -> object:
@@ -32,3 +32,11 @@ def builtin_config(prefix: str) -> SettingsConfigDict:
         extra="ignore",
         hide_input_in_errors=True,
     )
+
+
+class BuiltinSettings(BaseSettings):
+    """What every built-in's settings have: its switch and the Celery queue its handlers run on
+    (None: the default one). Each subclass sets ``model_config = builtin_config(prefix)``."""
+
+    enabled: bool = False
+    queue: str | None = None

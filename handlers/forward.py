@@ -28,10 +28,9 @@ from functools import lru_cache
 
 import httpx
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings
 
 from handlers import _http
-from handlers._settings import CommaList, builtin_config
+from handlers._settings import BuiltinSettings, CommaList, builtin_config
 from handlers.context import Context
 from handlers.options import Options
 from handlers.rates import parse_rate
@@ -46,18 +45,16 @@ SECRET_PREFIX = signatures.WHSEC_PREFIX
 _LABEL = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
-class ForwardSettings(BaseSettings):
+class ForwardSettings(BuiltinSettings):
     """``UPHOOKS_FORWARD_*``. The secret also signs notifications (workers/notify.py)."""
 
     model_config = builtin_config("UPHOOKS_FORWARD_")
 
-    enabled: bool = False
     # Targets: "https://host/path" or "name=https://host/path"; each is a handler of its own.
     urls: CommaList = Field(default_factory=list)
     secret: SecretStr | None = None  # whsec_<base64>, Standard Webhooks
     events: CommaList = Field(default_factory=lambda: ["*"])
     timeout_seconds: float = 10.0
-    queue: str | None = None
     rate: str | None = None  # per target, e.g. "20/s"
 
 

@@ -6,18 +6,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic_settings import BaseSettings
-
-from handlers._settings import builtin_config
+from handlers._settings import BuiltinSettings, builtin_config
 
 
-class SqlSettings(BaseSettings):
+class SqlSettings(BuiltinSettings):
     model_config = builtin_config("UPHOOKS_SQL_")
 
-    enabled: bool = False
     # A SQLAlchemy URL; postgresql:// uses psycopg 3 (the postgres extra).
     url: str = "sqlite:///var/uphooks.sqlite3"
-    queue: str | None = None
 
 
 @lru_cache(maxsize=1)

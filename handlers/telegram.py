@@ -23,10 +23,9 @@ from typing import Any
 
 import httpx
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings
 
 from handlers import _http
-from handlers._settings import CommaList, builtin_config
+from handlers._settings import BuiltinSettings, CommaList, builtin_config
 from handlers.context import Context
 from handlers.errors import PermanentError, TransientError
 from handlers.options import Options
@@ -47,13 +46,12 @@ _ACCOUNT_HEADS = {
 }
 
 
-class TelegramSettings(BaseSettings):
+class TelegramSettings(BuiltinSettings):
     """``UPHOOKS_TELEGRAM_*``. The bot token and API URL also serve notifications
     (workers/notify.py, ``UPHOOKS_NOTIFY_TELEGRAM_CHAT_ID``)."""
 
     model_config = builtin_config("UPHOOKS_TELEGRAM_")
 
-    enabled: bool = False
     bot_token: SecretStr | None = None
     chat_id: str | None = None
     api_url: str = "https://api.telegram.org"
@@ -62,7 +60,6 @@ class TelegramSettings(BaseSettings):
     # true: only successful uploads; false: only failed ones (account events then never match).
     success: bool | None = None
     timeout_seconds: float = 10.0
-    queue: str | None = None
     # Telegram's limits: about one message per second per chat, 30 per second per bot.
     rate: str = "1/s"
     bot_rate: str = "30/s"

@@ -33,9 +33,9 @@ from typing import Annotated, Any
 
 import redis
 from pydantic import BeforeValidator, Field
-from pydantic_settings import BaseSettings, NoDecode
+from pydantic_settings import NoDecode
 
-from handlers._settings import builtin_config
+from handlers._settings import BuiltinSettings, builtin_config
 from handlers.context import Context
 from handlers.errors import PermanentError, TransientError
 from handlers.options import Options
@@ -92,19 +92,17 @@ def _created(event: UploadCompleted) -> float:
     return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
 
 
-class UploadPostRetrySettings(BaseSettings):
+class UploadPostRetrySettings(BuiltinSettings):
     """``UPHOOKS_UPLOAD_POST_RETRY_*``; the API's key and URL are the core settings'
     (``UPHOOKS_UPLOAD_POST_API_KEY``, shared with ``uphooks upload-post``)."""
 
     model_config = builtin_config("UPHOOKS_UPLOAD_POST_RETRY_")
 
-    enabled: bool = False
     # Regular expressions, case-insensitive, separated by ";;": an error matching one is retried.
     patterns: Annotated[list[str], NoDecode, BeforeValidator(_split_patterns)] = Field(
         default_factory=lambda: list(DEFAULT_PATTERNS)
     )
     max: int = Field(default=2, ge=1)  # retries through the API per upload, at most
-    queue: str | None = None
 
 
 @lru_cache(maxsize=1)

@@ -46,6 +46,13 @@ log = logging.getLogger("uphooks.receiver")
 _LOG = LogThrottle()
 
 
+def _closed(reason: str, message: str, *args: object) -> None:
+    """Count a connection closed for ``reason``; warn once per reason per throttle interval."""
+    metrics.connection_closed(reason)
+    if _LOG.allow(f"conn:{reason}") is not None:
+        log.warning(message, *args)
+
+
 @dataclass(frozen=True, slots=True)
 class EdgeLimits:
     head_seconds: float
@@ -201,16 +208,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def _refuse_connection(self, reason: str, detail: str) -> None:
-        metrics.connection_closed(reason)
-        if _LOG.allow(f"conn:{reason}") is not None:
-            log.warning(
-                "connection refused: %s already; raise UPHOOKS_MAX_CONNECTIONS%s if these are "
-                "real senders",
-                detail,
-                "_PER_SOURCE (or list the proxy in UPHOOKS_TRUSTED_PROXIES)"
-                if reason == "per_source"
-                else "",
-            )
+        _closed(
+            reason,
+            "connection refused: %s already; raise UPHOOKS_MAX_CONNECTIONS%s if these are "
+            "real senders",
+            detail,
+            "_PER_SOURCE (or list the proxy in UPHOOKS_TRUSTED_PROXIES)"
+            if reason == "per_source"
+            else "",
+        )
         self.transport.abort()
 
     # -- the request's phases ------------------------------------------------------------------
@@ -282,17 +288,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._close_with(b"", "body_timeout")
 
     def _close_with(self, answer: bytes, reason: str) -> None:
-        metrics.connection_closed(reason)
-        if _LOG.allow(f"conn:{reason}") is not None:
-            log.warning(
-                "closed a connection from %s: %s (UPHOOKS_HEAD_TIMEOUT_SECONDS=%g, "
-                "UPHOOKS_BODY_TIMEOUT_SECONDS=%g, UPHOOKS_MAX_HEAD_BYTES=%d)",
-                self.client[0] if self.client else "?",
-                reason.replace("_", " "),
-                self._limits.head_seconds,
-                self._limits.body_seconds,
-                self._limits.max_head_bytes,
-            )
+        _closed(
+            reason,
+            "closed a connection from %s: %s (UPHOOKS_HEAD_TIMEOUT_SECONDS=%g, "
+            "UPHOOKS_BODY_TIMEOUT_SECONDS=%g, UPHOOKS_MAX_HEAD_BYTES=%d)",
+            self.client[0] if self.client else "?",
+            reason.replace("_", " "),
+            self._limits.head_seconds,
+            self._limits.body_seconds,
+            self._limits.max_head_bytes,
+        )
         if self.transport.is_closing():
             return
         if answer:

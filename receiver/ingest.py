@@ -68,16 +68,16 @@ def _is_json_type(content_type: str) -> bool:
 
 def _late(request: Request, age: float) -> None:
     """A retry signed long before it arrived answers the open question of delivery-facts.md."""
-    skipped = request.app.state.log_throttle.allow("late-signature")
-    if skipped is not None:
-        log.warning(
-            "accepted a delivery signed %d s before it arrived: the sender does not refresh the "
-            "signature timestamp on retries (or the clocks disagree), so "
-            "UPHOOKS_VERIFY_TOLERANCE_SECONDS must stay above its retry horizon "
-            "(docs/security.md)%s",
-            age,
-            f" ({skipped} more like it not logged)" if skipped else "",
-        )
+    throttle: LogThrottle = request.app.state.log_throttle
+    throttle.warn(
+        log,
+        "late-signature",
+        "accepted a delivery signed %d s before it arrived: the sender does not refresh the "
+        "signature timestamp on retries (or the clocks disagree), so "
+        "UPHOOKS_VERIFY_TOLERANCE_SECONDS must stay above its retry horizon "
+        "(docs/security.md)",
+        age,
+    )
 
 
 def _refusal(request: Request, source: Source, response: JSONResponse) -> JSONResponse:
@@ -88,14 +88,13 @@ def _refusal(request: Request, source: Source, response: JSONResponse) -> JSONRe
     if not source.throttled:
         return response
     throttle: LogThrottle = request.app.state.log_throttle
-    skipped = throttle.allow("throttled")
-    if skipped is not None:
-        log.warning(
-            "source %s is throttled: more refused requests than UPHOOKS_REFUSAL_BURST / "
-            "UPHOOKS_REFUSAL_RATE_PER_SECOND allow; its refusals are answered 429%s",
-            source.address or "?",
-            f" ({skipped} more like it not logged)" if skipped else "",
-        )
+    throttle.warn(
+        log,
+        "throttled",
+        "source %s is throttled: more refused requests than UPHOOKS_REFUSAL_BURST / "
+        "UPHOOKS_REFUSAL_RATE_PER_SECOND allow; its refusals are answered 429",
+        source.address or "?",
+    )
     return answers.throttled(budget.retry_after(source.address))
 
 
@@ -135,9 +134,7 @@ def _source(request: Request) -> Source:
 def _refused(request: Request, source: Source, failure: Failed, settings: Settings) -> JSONResponse:
     response = answers.unverified(failure, settings.verify_mismatch_status)
     throttle: LogThrottle = request.app.state.log_throttle
-    skipped = None if source.throttled else throttle.allow(f"verify:{failure.reason.name}")
-    if skipped is not None:
-        address = source.address
+    if not source.throttled:
         hint = ""
         if failure.reason is Reason.MISMATCH:
             hint = (
@@ -147,14 +144,15 @@ def _refused(request: Request, source: Source, failure: Failed, settings: Settin
                 if response.status_code == 503
                 else " UPHOOKS_VERIFY_MISMATCH_STATUS=401 made this final."
             )
-        log.warning(
-            "delivery refused with %d (%s, from %s): %s.%s%s",
+        throttle.warn(
+            log,
+            f"verify:{failure.reason.name}",
+            "delivery refused with %d (%s, from %s): %s.%s",
             response.status_code,
             failure.reason.name.lower(),
-            address or "?",
+            source.address or "?",
             failure.detail,
             hint,
-            f" ({skipped} more like it not logged)" if skipped else "",
         )
     return _refusal(request, source, response)
 
@@ -267,15 +265,14 @@ async def receive(request: Request) -> JSONResponse | None:
         # ingress processes): Redis refused the whole script, nothing was kept.
         headroom.redis_refused()
         metrics.enqueue_failed("oom")
-        skipped = request.app.state.log_throttle.allow("oom")
-        if skipped is not None:
-            log.warning(
-                "redis refused a delivery for lack of memory (answered 503): its used memory "
-                "passed maxmemory before UPHOOKS_REDIS_MEMORY_LIMIT_RATIO stopped the ingress; "
-                "lower the ratio or the poll interval (docs/operations.md, 'Redis near "
-                "full')%s",
-                f" ({skipped} more like it not logged)" if skipped else "",
-            )
+        throttle: LogThrottle = request.app.state.log_throttle
+        throttle.warn(
+            log,
+            "oom",
+            "redis refused a delivery for lack of memory (answered 503): its used memory "
+            "passed maxmemory before UPHOOKS_REDIS_MEMORY_LIMIT_RATIO stopped the ingress; "
+            "lower the ratio or the poll interval (docs/operations.md, 'Redis near full')",
+        )
         return answers.redis_full()
     except Exception as exc:
         metrics.enqueue_failed("error")

@@ -7,6 +7,7 @@ costs memory and, past the sender's ~10 s, a retry anyway.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from starlette.requests import ClientDisconnect, Request
@@ -107,6 +108,15 @@ class LogThrottle:
             return None
         self._last[reason] = now
         return self._skipped.pop(reason, 0)
+
+    def warn(self, logger: logging.Logger, reason: str, message: str, *args: object) -> None:
+        """Log ``message % args`` as a warning unless ``reason`` logged within ``interval``;
+        the line then tells how many were skipped."""
+        skipped = self.allow(reason)
+        if skipped is not None:
+            logger.warning(
+                message + "%s", *args, f" ({skipped} more like it not logged)" if skipped else ""
+            )
 
 
 # orjson reads 1024 levels of nesting but writes only 254, and the delivery key is written from

@@ -207,7 +207,9 @@ def test_through_the_pipeline_into_a_sqlite_file(stack: Stack, tmp_path: Path) -
             if not path.exists():
                 return [], []
             with engine.connect() as conn:
-                if not sa.inspect(conn).has_table("uphooks_uploads"):
+                # create_all makes the tables one by one: wait for both
+                found = sa.inspect(conn)
+                if not (found.has_table("uphooks_uploads") and found.has_table("uphooks_accounts")):
                     return [], []
                 a = conn.execute(sa.select(accounts.c.account_name, accounts.c.status)).all()
                 u = conn.execute(sa.select(uploads.c.upload_id, uploads.c.status)).all()

@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 from celery import signals
@@ -141,28 +142,25 @@ class AsyncPool:
             self._running += 1
         try:
             loop = self._ensure_loop()
-            asyncio.run_coroutine_threadsafe(self._one(handler, concurrency, run, done), loop)
+            job = run if concurrency is None else partial(self._bounded, handler, concurrency, run)
+            asyncio.run_coroutine_threadsafe(self._one(handler, job, done), loop)
         except BaseException:
             self._finished()
             raise
 
+    async def _bounded(self, handler: str, concurrency: int, run: Callable[[], Awaitable[R]]) -> R:
+        """``run()`` while fewer than ``concurrency`` runs of ``handler`` are in progress."""
+        bound = self._per_handler.get(handler)
+        if bound is None:
+            bound = self._per_handler[handler] = asyncio.Semaphore(concurrency)
+        async with bound:
+            return await run()
+
     async def _one(
-        self,
-        handler: str,
-        concurrency: int | None,
-        run: Callable[[], Awaitable[R]],
-        done: Callable[[R], None],
+        self, handler: str, run: Callable[[], Awaitable[R]], done: Callable[[R], None]
     ) -> None:
         try:
-            if concurrency is None:
-                result = await run()
-            else:
-                bound = self._per_handler.get(handler)
-                if bound is None:
-                    bound = self._per_handler[handler] = asyncio.Semaphore(concurrency)
-                async with bound:
-                    result = await run()
-            done(result)
+            done(await run())
         except BaseException:
             # run() turns every handler error into an outcome; this is a bug of ours. The
             # pair's lease lapses and it runs again.

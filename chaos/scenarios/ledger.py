@@ -15,7 +15,6 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any, Self
 
 import redis
@@ -29,26 +28,22 @@ from chaos.stack import Cluster, Proc, children_of
 SLOW = {"mode": "sleep", "s": 0.2}
 
 
-class _Beside:
-    """A daemon thread (``_run``, until ``_stop`` is set) that runs inside :meth:`running`."""
+class _Beside(threading.Thread):
+    """A daemon thread that runs (``run``, until ``halt`` is set) inside a ``with`` block."""
 
     join_s = 5.0
 
     def __init__(self) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__(daemon=True)
+        self.halt = threading.Event()
 
-    def _run(self) -> None:
-        raise NotImplementedError
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
-    @contextlib.contextmanager
-    def running(self) -> Iterator[Self]:
-        self._thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            self._thread.join(self.join_s)
+    def __exit__(self, *exc: object) -> None:
+        self.halt.set()
+        self.join(self.join_s)
 
 
 class LagSampler(_Beside):
@@ -62,9 +57,9 @@ class LagSampler(_Beside):
         self.samples = 0
         super().__init__()
 
-    def _run(self) -> None:
+    def run(self) -> None:
         with self._cluster.client() as r:
-            while not self._stop.wait(self._every):
+            while not self.halt.wait(self._every):
                 with contextlib.suppress(redis.RedisError):
                     oldest = r.zrange(self._cluster.keys.due, 0, 0, withscores=True)
                     lag = max(0.0, time.time() - oldest[0][1]) if oldest else 0.0
@@ -84,8 +79,8 @@ class ChildKiller(_Beside):
         self.killed: dict[int, float] = {}
         super().__init__()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._rng.uniform(self._low, self._high)):
+    def run(self) -> None:
+        while not self.halt.wait(self._rng.uniform(self._low, self._high)):
             alive = [w for w in self._workers if w.alive()]
             if not alive:
                 continue
@@ -123,8 +118,8 @@ def loss_and_kills(ctx: Ctx) -> Row:
         proxy.arm(BRPOP, action="cut_on_reply", reply_prefix=b"*2\r\n", every=every)
         batch = deliveries(int(rate * duration), "s11a", lambda i: SLOW if i % 50 == 25 else None)
         with (
-            LagSampler(cluster).running() as lag,
-            ChildKiller(workers, 2, 5).running() as killer,
+            LagSampler(cluster) as lag,
+            ChildKiller(workers, 2, 5) as killer,
         ):
             batch = Background(sender(url), "at_rate", batch, rate).start().join(duration + 300)
             t_sent = time.time()
@@ -132,7 +127,7 @@ def loss_and_kills(ctx: Ctx) -> Row:
             killer_done = dict(killer.killed)
         s = cluster.settings
         acked = acked_keys(batch)
-        with LagSampler(cluster).running() as lag_after:
+        with LagSampler(cluster) as lag_after:
             drain(
                 cluster,
                 acked,
