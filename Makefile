@@ -110,7 +110,7 @@ scaling: $(STAMP)
 	$(BIN)/python -m bench.scaling $(ARGS)
 
 ## Fault injection: real processes and real faults, every event counted (docs/reliability.md).
-## Under 10 minutes; exits non-zero if an acknowledged event was lost or took effect twice.
+## About 17 minutes (bounded at 20); exits non-zero if an acknowledged event was lost or took effect twice.
 ## e.g. CHAOS_ARGS='--quick' (about 4 minutes) or CHAOS_ARGS='--only 3,8a,8b'.
 chaos: $(STAMP)
 	$(BIN)/python -m chaos $(CHAOS_ARGS)

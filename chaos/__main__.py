@@ -31,7 +31,7 @@ from chaos.stack import TIMINGS
 @click.option("--rate", default=0.0, type=float, help="skip scenario 0: use this max events/s")
 @click.option(
     "--budget",
-    default=570.0,
+    default=1200.0,
     show_default=True,
     help="seconds; a scenario that would start after this is reported as not run (a failure)",
 )
