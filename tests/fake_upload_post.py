@@ -14,9 +14,11 @@ import threading
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.plugins.servers import LocalHTTPServer
 
 KEY = "upk_test_5ecret_key_0123456789"
 
@@ -44,7 +46,7 @@ class Request:
         return f"{self.method} {self.path}" + (f"?{q}" if q else "")
 
 
-class FakeUploadPost:
+class FakeUploadPost(LocalHTTPServer):
     def __init__(self) -> None:
         self.history: list[dict[str, Any]] = []  # newest first
         self.statuses: dict[str, list[dict[str, Any]]] = {}  # id -> answers in turn (last stays)
@@ -53,23 +55,7 @@ class FakeUploadPost:
         self.script: dict[str, deque[Reply]] = defaultdict(deque)  # path -> replies first
         self.requests: list[Request] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def __enter__(self) -> FakeUploadPost:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+        super().__init__(self._handler())
 
     def lines(self) -> list[str]:
         with self._lock:

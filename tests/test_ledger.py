@@ -93,6 +93,15 @@ class Copier:
             self._r.lpush(self._queue, message)
         return len(self.seen)
 
+    def deliver_late(self) -> int:
+        """Every message seen once more, after everything settled; returns when the workers
+        took them all and a late duplicate had time to run."""
+        late = self.push_late_copies()
+        time.sleep(LATE)
+        wait_for(lambda: self._r.llen(self._queue) == 0, what="late copies taken")
+        time.sleep(1)
+        return late
+
 
 def test_copies_of_every_message_run_each_pair_exactly_as_often_as_its_attempts(
     stack: Stack,
@@ -116,10 +125,7 @@ def test_copies_of_every_message_run_each_pair_exactly_as_often_as_its_attempts(
             )
 
         wait_for(settled, timeout=60, what="every pair settled")
-    late = copier.push_late_copies()
-    time.sleep(LATE)
-    wait_for(lambda: r.llen(stack.queue) == 0, what="late copies taken")
-    time.sleep(1)
+    late = copier.deliver_late()
 
     assert late > 20 and copier.copied == late  # route messages and pair messages alike
     for key in keys:

@@ -12,7 +12,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 
 @dataclass(frozen=True)
@@ -35,13 +35,11 @@ class Seen:
         return json.loads(self.body)
 
 
-class FakeServer:
-    def __init__(self, default: Answer | None = None) -> None:
-        self.default = default or Answer()
-        self.script: deque[Answer] = deque()
-        self.requests: list[Seen] = []
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+class LocalHTTPServer:
+    """A threaded HTTP server on 127.0.0.1 (a free port), serving inside a ``with`` block."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -50,11 +48,7 @@ class FakeServer:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
-    def answer(self, *answers: Answer) -> FakeServer:
-        self.script.extend(answers)
-        return self
-
-    def __enter__(self) -> FakeServer:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -62,6 +56,19 @@ class FakeServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+
+class FakeServer(LocalHTTPServer):
+    def __init__(self, default: Answer | None = None) -> None:
+        self.default = default or Answer()
+        self.script: deque[Answer] = deque()
+        self.requests: list[Seen] = []
+        self._lock = threading.Lock()
+        super().__init__(self._handler_class())
+
+    def answer(self, *answers: Answer) -> FakeServer:
+        self.script.extend(answers)
+        return self
 
     def _next(self, seen: Seen) -> Answer:
         with self._lock:
