@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from dataclasses import asdict
 from typing import Any
 
 import orjson
@@ -19,6 +20,7 @@ import redis.asyncio as aioredis
 from receiver.enqueue import Enqueuer
 from uphooks import indexes
 from uphooks.settings import Settings
+from workers.deadletter import DeadLetter
 from workers.ledger import Ledger, Route, Settlement
 
 PREFIX = "bc"
@@ -103,12 +105,17 @@ async def enqueue(settings: Settings, items: list[tuple[str, dict[str, Any]]]) -
         await client.aclose()
 
 
-def move(ledger: Ledger, items: list[tuple[str, dict[str, Any]]], rnd: random.Random) -> None:
+def move(
+    ledger: Ledger,
+    items: list[tuple[str, dict[str, Any]]],
+    rnd: random.Random,
+    mix: tuple[tuple[str, int], ...] = MIX,
+) -> None:
     """Route every delivery (but a few) and drive its pairs to the mix through the scripts."""
     routes, claims, settles = [], [], []
     now = time.time()
     for key, body in items:
-        state = pick(rnd, MIX)
+        state = pick(rnd, mix)
         if state == "pending" and rnd.random() < 0.5:
             continue  # never routed
         names = HANDLERS.get(body["event"], OTHER_HANDLERS)
@@ -128,7 +135,18 @@ def move(ledger: Ledger, items: list[tuple[str, dict[str, Any]]], rnd: random.Ra
             if kind == "retry":
                 details["next_at"] = extra = now + 3600
             elif kind == "dead":
-                extra = orjson.dumps({"key": key, "handler": h, "record": "{}"})
+                letter = DeadLetter(
+                    key=key,
+                    handler=h,
+                    event=body["event"],
+                    attempts=1,
+                    error=details["error"],
+                    traceback=details["traceback"],
+                    first_received_at=now,
+                    dead_at=now,
+                    record=record(body).decode(),
+                )
+                extra = orjson.dumps(asdict(letter))
             settles.append(Settlement((key, h, "1.1"), kind, orjson.dumps(details), extra))
     for start in range(0, len(routes), 1000):
         ledger.admit(routes[start : start + 1000], "bench")
@@ -138,14 +156,20 @@ def move(ledger: Ledger, items: list[tuple[str, dict[str, Any]]], rnd: random.Ra
         ledger.settle(settles[start : start + 1000], "bench")
 
 
-def fill(settings: Settings, client: redis.Redis, n: int, seed: int = 7) -> float:
+def fill(
+    settings: Settings,
+    client: redis.Redis,
+    n: int,
+    seed: int = 7,
+    mix: tuple[tuple[str, int], ...] = MIX,
+) -> float:
     rnd = random.Random(seed)
     ledger = Ledger(client, settings)
     started = time.monotonic()
     for start in range(0, n, CHUNK):
         items = [(f"e:{i:012x}", payload(rnd, i)) for i in range(start, min(n, start + CHUNK))]
         asyncio.run(enqueue(settings, items))
-        move(ledger, items, rnd)
+        move(ledger, items, rnd, mix)
         if start // CHUNK % 40 == 0:
             print(f"  {start + len(items):,} kept ({time.monotonic() - started:.0f} s)", flush=True)
     return time.monotonic() - started
