@@ -191,8 +191,8 @@ class Jobs:
             pairs = self.pairs_of(item, handler)
             if not pairs:
                 skipped += 1
-            for dkey, handler in pairs:
-                result = self.replay_pair(dkey, handler)
+            for dkey, name in pairs:
+                result = self.replay_pair(dkey, name)
                 replayed += result == "replayed"
                 skipped += result != "replayed"
         return replayed, skipped

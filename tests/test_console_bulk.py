@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from bench.console_fill import fill
 from console.bulk import Jobs
 from console.store import ConsoleStore, EventQuery
 from uphooks.keys import Keys
@@ -54,3 +55,52 @@ def test_a_job_cancelled_before_it_started_never_replays(
     assert finished is not None
     assert (finished.state, finished.processed) == ("cancelled", 0)
     assert store.cancel(job.id) is False  # a finished job has nothing to cancel
+
+
+def test_a_bulk_replay_of_5000_dead_letters_replays_each_pair_exactly_once(redis_url: str) -> None:
+    """The runner at the volume a bad day leaves: 5,000 dead pairs, put there by the real
+    enqueue and ledger scripts, replayed in chunks: each once (a new generation, attempt 1),
+    and a second job over the same filter finds nothing left to replay."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    client = redis.Redis.from_url(redis_url)
+    settings = Settings(  # type: ignore[call-arg]
+        UPHOOKS_REDIS_URL=redis_url,
+        key_prefix=prefix,
+        queue=f"{prefix}:queue",
+        console_bulk_pause_seconds=0,
+    )
+    keys = Keys(prefix)
+    try:
+        fill(settings, client, 5000, mix=(("dead", 1),))
+        store = ConsoleStore(client, keys, settings.dedup_ttl_seconds)
+        jobs = Jobs(client, settings, store)
+        dead = EventQuery(state="dead")
+        assert store.counts()["dead"] == 5000
+        job = jobs.start("ann", "state=dead", dead, total=store.estimate(dead))
+        assert jobs.run_once("me") is True
+        finished = jobs.get(job.id)
+        assert finished is not None
+        assert (finished.state, finished.processed, finished.replayed, finished.skipped) == (
+            "done",
+            5000,
+            5000,
+            0,
+        )
+        tokens: dict[str, int] = {}
+        for key in store.iter_keys(EventQuery(), batch=1000):
+            for k in key:
+                fields = client.hgetall(keys.handled(k))
+                for name, value in fields.items():
+                    if name.endswith(b"#"):
+                        tokens[value.decode()] = tokens.get(value.decode(), 0) + 1
+        # One replayed pair per delivery, each under generation 2 (attempt 1): replayed once.
+        assert tokens == {"2.1": 5000}
+        assert store.counts()["dead"] == 0
+        again = jobs.start("ann", "state=dead", dead, total=store.estimate(dead))
+        assert jobs.run_once("me") is True
+        second = jobs.get(again.id)
+        assert second is not None and (second.processed, second.replayed) == (0, 0)
+    finally:
+        names = list(client.scan_iter(f"{prefix}*", count=1000))
+        if names:
+            client.delete(*names)
