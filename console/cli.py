@@ -40,8 +40,7 @@ def console(ctx: click.Context, host: str | None, port: int | None, optional: bo
     except ConfigurationError as exc:
         if not optional:
             raise click.ClickException(str(exc)) from exc
-        click.echo(f"console off: {exc}", err=True)
-        _wait_for_a_stop_signal()
+        _wait_for_a_stop_signal(f"console off: {exc}")
         return
     server = uvicorn.Server(
         uvicorn.Config(
@@ -62,11 +61,13 @@ def console(ctx: click.Context, host: str | None, port: int | None, optional: bo
         sys.exit(3)
 
 
-def _wait_for_a_stop_signal() -> None:
+def _wait_for_a_stop_signal(why: str) -> None:
+    """Say ``why`` once the stop signal is handled (whoever reads it may stop us at once)."""
     import contextlib
     import signal
 
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    click.echo(why, err=True)
     with contextlib.suppress(KeyboardInterrupt):
         signal.pause()
 

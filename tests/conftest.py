@@ -101,6 +101,19 @@ class Stack:
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url)
 
+    def wait_settled(self, key: str, states: dict[str, str], timeout: float = 20) -> None:
+        """Wait until each handler's pair of ``key`` is in its ledger state (``done``, ``dead``).
+
+        A handler's effect is written inside its run and the pair settles just after it
+        returns, so a test that saw the effect waits here before it reads the ledger."""
+        hash_key = f"{self.prefix}:handled:{key}"
+
+        def settled() -> bool:
+            raw = self.client().hmget(hash_key, list(states))
+            return [v.decode() if v else None for v in raw] == list(states.values())  # type: ignore[union-attr]
+
+        wait_for(settled, timeout=timeout, what=f"{key} settled as {states}")
+
     # -- processes -------------------------------------------------------------------------
     def _spawn(
         self, args: list[str], log_name: str, env: dict[str, str]

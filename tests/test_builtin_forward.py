@@ -175,9 +175,7 @@ def test_through_the_pipeline_retried_on_5xx_dead_lettered_on_4xx(stack: Stack) 
         assert first.headers["webhook-id"] == f"{key}:uphooks.forward:good"
         assert verify(first) and verify(second)
         assert len(bad.requests) == 1  # a 4xx is not retried
-        handled = stack.client().hgetall(f"{stack.prefix}:handled:{key}")
-        assert handled[b"uphooks.forward:good"] == b"done"
-        assert handled[b"uphooks.forward:bad"] == b"dead"
+        stack.wait_settled(key, {"uphooks.forward:good": "done", "uphooks.forward:bad": "dead"})
         dead = json.loads(stack.client().get(entry) or b"{}")
         assert "HTTP 422" in dead["error"]
         time.sleep(0.3)

@@ -98,8 +98,7 @@ def test_flaky_handler_retried_alone_until_it_succeeds(stack: Stack) -> None:
             f"test.any|{key}:test.any": 1,
         }
     )
-    handled = stack.client().hgetall(f"{stack.prefix}:handled:{key}")
-    assert handled[b"test.flaky"] == handled[b"test.steady"] == b"done"
+    stack.wait_settled(key, {"test.flaky": "done", "test.steady": "done"})
 
 
 def test_permanent_failure_is_dead_lettered_then_replayed_once_fixed(stack: Stack) -> None:

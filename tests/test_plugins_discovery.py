@@ -295,9 +295,9 @@ def test_the_example_package_runs_in_a_real_worker(
         "youtube",
         "UCxxxxxxxxx",
     )
-    handled = stack.client().hgetall(f"{stack.prefix}:handled:{failed_key}")
-    assert handled[b"example.failed_upload"] == b"done"
+    stack.wait_settled(failed_key, {"example.failed_upload": "done"})
     # A successful upload matches none of the example's handlers: recorded as routed to none.
+    stack.wait_settled(keys["upload_completed.json"], {"~": "0"})
     ok = stack.client().hgetall(f"{stack.prefix}:handled:{keys['upload_completed.json']}")
     assert ok == {b"~": b"0"}
 

@@ -226,8 +226,7 @@ def test_handler_with_its_own_queue_runs_only_on_its_workers_and_retries_there(
             f"test.slow|{slow}#attempt=2@slow": 1,
         }
     )
-    handled = stack.client().hgetall(f"{stack.prefix}:handled:{key}")
-    assert handled[b"test.fast"] == handled[b"test.slow"] == b"done"
+    stack.wait_settled(key, {"test.fast": "done", "test.slow": "done"})
 
     # More events: each handler keeps to its own workers.
     stack.client().delete(f"{stack.prefix}:test:ctl:slow_fail_times")
