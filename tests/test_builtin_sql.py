@@ -219,7 +219,6 @@ def test_through_the_pipeline_into_a_sqlite_file(stack: Stack, tmp_path: Path) -
             lambda: state() == ([("UCxxxxxxxxx", "connected")], [("a1b2c3d4e5f6...", "succeeded")]),
             what="the newer account state and the upload",
         )
-        handled = stack.client().hget(f"{stack.prefix}:handled:{upload}", HANDLER_NAME)
-        assert handled == b"done"
+        stack.wait_settled(upload, {HANDLER_NAME: "done"})
     finally:
         engine.dispose()

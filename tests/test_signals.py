@@ -178,7 +178,7 @@ def test_worker_sigterm_with_a_retry_waiting_exits_at_once_and_the_retry_runs_on
     time.sleep(0.5)
     assert _effects(stack) == Counter({f"test.retry_later|{pair}": 1})
     assert client.get(attempts) == b"2"
-    assert client.hget(f"{stack.prefix}:handled:{key}", "test.retry_later") == b"done"
+    stack.wait_settled(key, {"test.retry_later": "done"})
 
 
 @pytest.mark.skipif(not hasattr(os, "killpg"), reason="process groups are POSIX")
