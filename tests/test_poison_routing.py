@@ -56,10 +56,11 @@ def test_a_first_delivery_is_counted_by_its_admit_and_a_redelivery_before_routin
     assert not r.exists(counter)
     ledger.admit([("a", [Route("h", None, True)])], "holder", counter)
     assert r.get(counter) == b"1" and 0 < r.ttl(counter) <= 2 * settings.visibility_timeout_seconds
-    ledger.admit([("a", [Route("h", None, True)])], "holder", counter)  # a retried call
-    assert r.get(counter) == b"1"
     # Its redelivery (it died after the admit) is the second.
     assert intaker.take("task-1", ["a"], stack.queue, True, redelivered=True).seen == 2
+    # An exact copy of a message (same task id, not restored: not marked) counts once more.
+    assert ledger.admit([("a", [Route("h", None, True)])], "holder", counter) == [[-1]]
+    assert r.get(counter) == b"3"
 
     # A first delivery that died while routing was never counted: its redelivery is the second
     # all the same, and each later one one more, up to where dispatch.py dead-letters it.

@@ -145,8 +145,8 @@ class Ledger:
     ) -> list[list[int]]:
         """Route message: create each delivery's pairs; flags per pair (1: claimed here).
 
-        ``count``: the message's delivery counter, set to 1 unless it is set already (its
-        first delivery, not counted by workers/intake.lua); "" to leave it.
+        ``count``: the message's delivery counter, to count its first delivery (which
+        workers/intake.lua did not count); "" to leave it.
         """
         if not deliveries:
             return []
