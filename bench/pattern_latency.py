@@ -1,6 +1,8 @@
 """bench/worker_patterns.py's latency rows: from the 202 (the sender's answer read) to the
 handler's start, at fixed rates sent open-loop, beside bare Celery's ``delay()`` returning to its
-task's start, with the worker running all along (start times from bench/stamps.py)."""
+task's start, both workers running all along and each rate's events sent in blocks, ours and
+bare Celery's in turn (``BLOCKS``), so a change of load on a shared machine falls on both sides
+alike (start times from bench/stamps.py)."""
 
 from __future__ import annotations
 
@@ -24,10 +26,13 @@ from bench.pattern_senders import delay_at_rate, post_at_rate
 from bench.probe import READY_KEY, RUNS_KEY
 from bench.stamps import STARTED_KEY
 from bench.workers import wait_ready
-from harness.procs import spawn, stop
+from harness.procs import Popen, spawn, stop
 
-#: Seconds of open-loop sending per latency rate (fewer at low rates would give too few samples).
-LATENCY_SECONDS = {10: 10.0, 100: 4.0, 1000: 3.0}
+#: Seconds of open-loop sending per latency rate: 300 samples at 10/s, so its p99 is the third
+#: slowest run rather than the slowest one (with 100 it was the maximum, one stall decided it).
+LATENCY_SECONDS = {10: 30.0, 100: 4.0, 1000: 3.0}
+#: Seconds of the warm-up pass at the first rate (both pool processes have run a message).
+WARM_UP_SECONDS = 3.0
 
 
 def _percentiles(latencies: list[float]) -> dict[str, float]:
@@ -59,25 +64,53 @@ def _latencies(answered: dict[str, float], started: dict[str, float]) -> dict[st
     return out
 
 
-def _at_rates(
-    args: argparse.Namespace,
-    client: redis.Redis,
-    worker: tuple[list[str], dict[str, str]],
-    log_path: Path,
-    send: Callable[[int, int], dict[str, float]],
-) -> dict[int, dict[str, Any]]:
-    """Start a worker, then per rate: send(rate, count) and the latencies of what it sent."""
-    out: dict[int, dict[str, Any]] = {}
+#: Blocks each rate's events are sent in, ours and bare Celery's alternately, so a change of
+#: the machine's load during a run falls on both sides alike. 1,000/s is one block: bare Celery
+#: cannot keep up with it, and its backlog would still be draining under our next block.
+BLOCKS = {10: 6, 100: 2, 1000: 1}
+
+#: send(rate, count): when each event was answered (the 202, or ``delay()`` returning), by name.
+Send = Callable[[int, int], dict[str, float]]
+
+
+def _started_worker(
+    client: redis.Redis, worker: tuple[list[str], dict[str, str]], log_path: Path
+) -> Popen:
     client.delete(READY_KEY)
     proc = spawn(*worker, log_path)
     try:
         wait_ready(client, proc, log_path)
-        for rate in [args.rates[0], *args.rates]:  # the first pass warms the pool up
-            client.delete(STARTED_KEY)
-            answered = send(rate, int(rate * LATENCY_SECONDS.get(rate, 3.0)))
-            out[rate] = _latencies(answered, _started(client, answered))
-    finally:
+    except BaseException:
         stop(proc)
+        raise
+    return proc
+
+
+def _alternating(
+    args: argparse.Namespace, client: redis.Redis, sides: dict[str, Send]
+) -> dict[str, dict[int, dict[str, Any]]]:
+    """Per rate, its events in blocks, each block sent by each side in turn, the first side
+    changing from block to block (each waits until what it sent has started); the latencies of
+    each side over all its blocks. The first pass, at the first rate, warms both pools up and is
+    not kept."""
+    out: dict[str, dict[int, dict[str, Any]]] = {side: {} for side in sides}
+    passes = [(args.rates[0], WARM_UP_SECONDS, False)]
+    passes += [(rate, LATENCY_SECONDS.get(rate, 3.0), True) for rate in args.rates]
+    for rate, seconds, kept in passes:
+        blocks = BLOCKS.get(rate, 1) if kept else 1
+        count = max(1, int(rate * seconds / blocks))
+        answered: dict[str, dict[str, float]] = {side: {} for side in sides}
+        started: dict[str, dict[str, float]] = {side: {} for side in sides}
+        for block in range(blocks):
+            order = list(sides.items())
+            for side, send in order[::-1] if block % 2 else order:  # neither always first
+                client.delete(STARTED_KEY)
+                sent = send(rate, count)
+                answered[side].update(sent)
+                started[side].update(_started(client, sent))
+        if kept:
+            for side in sides:
+                out[side][rate] = _latencies(answered[side], started[side])
     return out
 
 
@@ -86,24 +119,35 @@ def latency(
 ) -> dict[str, Any]:
     rows: dict[str, Any] = {str(rate): {"rate": rate} for rate in args.rates}
     clear_worker_state(client, keep=KEEP)
-    # Ours: ingress and worker running, deliveries posted at a fixed rate.
+    # Ours: ingress and worker running, deliveries posted at a fixed rate. Bare Celery: its
+    # worker running, stamp.delay() at the same rates. Both workers run all along.
+    os.environ["BENCH_REDIS_URL"] = url
+    os.environ["BENCH_QUEUE"] = BARE_QUEUE
     with ingress(url, OUR_QUEUE, workdir) as port:
 
         def post(rate: int, count: int) -> dict[str, float]:
-            path = workdir / f"latency-{rate}.txt"
+            path = workdir / f"latency-{rate}-{uuid.uuid4().hex[:6]}.txt"
             write_requests(path, uuid.uuid4().hex[:8], count, signed=bool(verification_env()))
             requests = _requests(str(path), f"127.0.0.1:{port}")
             return asyncio.run(post_at_rate(port, requests, rate))
 
-        worker = our_worker(url, "bench.stamp_handler", args)
-        ours = _at_rates(args, client, worker, workdir / "worker-latency-ours.log", post)
-    # Bare Celery: its worker running, stamp.delay() at the same rates.
-    os.environ["BENCH_REDIS_URL"] = url
-    os.environ["BENCH_QUEUE"] = BARE_QUEUE
-    worker = bare_worker(url, "bench.celery_stamp", args)
-    bare = _at_rates(
-        args, client, worker, workdir / "worker-latency-bare.log", lambda r, n: delay_at_rate(n, r)
-    )
+        def delay(rate: int, count: int) -> dict[str, float]:
+            return delay_at_rate(count, rate)
+
+        ours_log = workdir / "worker-latency-ours.log"
+        bare_log = workdir / "worker-latency-bare.log"
+        ours_proc = _started_worker(client, our_worker(url, "bench.stamp_handler", args), ours_log)
+        try:
+            bare_proc = _started_worker(
+                client, bare_worker(url, "bench.celery_stamp", args), bare_log
+            )
+            try:
+                got = _alternating(args, client, {"ours": post, "bare": delay})
+            finally:
+                stop(bare_proc)
+        finally:
+            stop(ours_proc)
+    ours, bare = got["ours"], got["bare"]
     for rate in args.rates:
         rows[str(rate)].update(ours=ours[rate], bare=bare[rate])
     for row in rows.values():

@@ -137,7 +137,7 @@ def test_the_intake_takes_only_route_messages_of_ours_and_stops_at_anything_else
     intaker = Intaker(r, settings)
     intaker.size.observe(0.001, 1)  # fast handlers: a full batch is allowed
 
-    got = intaker.take("task-1", ["own"], stack.queue, True)
+    got = intaker.take("task-1", ["own"], stack.queue, True, redelivered=False)
     assert (got.seen, got.keys, got.taken_messages) == (1, ["own", "a", "b", "c"], 2)
     assert sorted(got.records) == ["a", "b", "c", "own"]
     # Each taken message is counted as handed to a worker, under its own task id, and each
@@ -153,9 +153,10 @@ def test_the_intake_takes_only_route_messages_of_ours_and_stops_at_anything_else
     lease_due = time.time() + settings.lease_seconds + 1
     assert (r.zscore(keys.due, "a|") or 0) < lease_due < (r.zscore(keys.due, "d|") or 0)
 
-    # Nothing is taken past the foreign message, nor by a redelivered message (seen > 1).
+    # Nothing is taken past the foreign message, nor by a redelivered message (seen > 1: the
+    # first delivery counts at least once, by its admit call or by having died before it).
     r.rpop(stack.queue)  # Celery took the foreign one
-    again = intaker.take("task-1", ["own"], stack.queue, True)
+    again = intaker.take("task-1", ["own"], stack.queue, True, redelivered=True)
     assert (again.seen, again.keys) == (2, ["own"])
     assert r.lrange(stack.queue, 0, -1) == [ours_d]
 
@@ -163,17 +164,17 @@ def test_the_intake_takes_only_route_messages_of_ours_and_stops_at_anything_else
     r.delete(stack.queue)
     pair_message = json.dumps(pair_body([("e", "h", "1.1")]))
     r.lpush(stack.queue, envelope.prefix + pair_message + envelope.suffix())
-    assert intaker.take("task-2", ["own"], stack.queue, True).keys == ["own"]
+    assert intaker.take("task-2", ["own"], stack.queue, True, redelivered=False).keys == ["own"]
     r.delete(stack.queue)
     app.send_task("uphooks.process", args=[["e"]], queue=stack.queue)
-    assert intaker.take("task-3", ["own"], stack.queue, True).keys == ["own"]
+    assert intaker.take("task-3", ["own"], stack.queue, True, redelivered=False).keys == ["own"]
     # A delivery taken as often as the poison limit allows and never routed (its worker died
     # while routing it, each time) runs under a message's own counter, so it can be
     # dead-lettered: it is not taken again.
     r.delete(stack.queue)
     r.hset(keys.handled("f"), "~t", settings.poison_max_deliveries)
     r.lpush(stack.queue, ours("f"), ours("e"))
-    assert intaker.take("task-4", ["own"], stack.queue, True).keys == ["own"]
+    assert intaker.take("task-4", ["own"], stack.queue, True, redelivered=False).keys == ["own"]
     assert r.llen(stack.queue) == 2
     r.delete(f"_kombu.binding.{stack.queue}")
 

@@ -3,6 +3,9 @@
 -- ARGV[1] key prefix  ARGV[2] now (s)  ARGV[3] lease (ms)  ARGV[4] holder  ARGV[5] TTL of the
 -- ledger hash (s)  ARGV[6] number of deliveries, then per delivery: key, number of pairs n, and
 -- n triples: handler, its queue ("" = the default queue), "1" to run it here or "0" to hand on.
+-- KEYS[2], when given: the message's delivery counter, counted (its TTL after the deliveries'
+-- arguments): a route message's first delivery is counted here, not before routing
+-- (workers/intake.lua); an exact copy of the message (same task id) counts once more.
 -- Returns per delivery a list of flags, one per pair: 1 claimed here (attempt 1), 0 not run
 -- here (handed on, or the pair existed already); or {-1}: the delivery was routed before, so
 -- this message is a copy and does nothing. An ordered pair that is not the head of its set
@@ -50,5 +53,9 @@ for d = 1, tonumber(ARGV[6]) do
   redis.call('EXPIRE', hk, ttl)
   if flags[1] ~= -1 then ix_sync(prefix, key) end
   out[d] = flags
+end
+if KEYS[2] then
+  redis.call('INCR', KEYS[2])
+  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[a]))
 end
 return out

@@ -2,9 +2,10 @@
 
 The steps, each decided in a module of its own:
 
-1. **Intake** (workers/intake.py): count this delivery of the message, take the route messages
-   queued behind it while handlers are fast (consume-side batching), and read the stored
-   deliveries, in one round trip. A route message whose worker died too often while routing is
+1. **Intake** (workers/intake.py): count this delivery of the message (a route message's first
+   delivery is counted by its admit call instead), take the route messages queued behind it
+   while handlers are fast (consume-side batching), and read the stored deliveries, in one
+   round trip. A route message whose worker died too often while routing is
    poison: split into one message per delivery, then dead-lettered.
 2. **Route** a route message's deliveries to their handlers (handlers/registry.py) and **admit**
    them into the ledger (workers/ledger.py): the first copy creates the pairs and claims those
@@ -95,8 +96,11 @@ class Dispatcher:
         keys: list[str],
         pairs: list[PairRef] | None = None,
         queue: str | None = None,
+        redelivered: bool = True,
     ) -> None:
-        """Handle one message; ``queue`` is the queue it came from (None: UPHOOKS_QUEUE)."""
+        """Handle one message; ``queue`` is the queue it came from (None: UPHOOKS_QUEUE);
+        ``redelivered``: the broker handed it out before (kombu marks a restored message).
+        A route message's first delivery is counted by its admit call, not before routing."""
         holder = holder_token(task_id)
         here = queue or self._s.queue
         if pairs:
@@ -104,11 +108,12 @@ class Dispatcher:
             intake = self._intake.take(task_id, sorted({k for k, _, _ in refs}), here, False)
             self._run_pairs(refs, intake, holder)
         else:
-            intake = self._intake.take(task_id, keys, here, True)
-            self._route(task_id, intake, here, holder)
+            intake = self._intake.take(task_id, keys, here, True, redelivered)
+            count = "" if redelivered else self._keys.deliveries_of(task_id)
+            self._route(task_id, intake, here, holder, count)
 
     # -- 2. route and admit, or claim --------------------------------------------------------
-    def _route(self, task_id: str, intake: Intake, here: str, holder: str) -> None:
+    def _route(self, task_id: str, intake: Intake, here: str, holder: str, count: str) -> None:
         seen, keys = intake.seen, intake.keys
         if seen > self._s.poison_max_deliveries and len(keys) > 1:
             log.error(
@@ -144,7 +149,7 @@ class Dispatcher:
             specs.append(wanted)
             routes.append((key, self._routes(delivery, wanted, orders, here)))
         started = time.time_ns()
-        flags = with_redis_retries(self.ledger.admit)(routes, holder)
+        flags = with_redis_retries(self.ledger.admit)(routes, holder, count)
         admitted = time.time_ns()
         jobs: list[Job] = []
         handed_on = False

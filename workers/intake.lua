@@ -5,8 +5,14 @@
 -- ARGV[4] now (s)  ARGV[5] how long a taken message's deliveries may wait unrouted before the
 -- scheduler publishes them again (s: a lease time)  ARGV[6] most further messages to take
 -- ARGV[7] most deliveries in all  ARGV[8] our task's name  ARGV[9] times a delivery may be taken
--- and not routed (the poison limit)  ARGV[10] TTL of the ledger hash (s)  ARGV[11] n; then the
--- message's n keys.
+-- and not routed (the poison limit)  ARGV[10] TTL of the ledger hash (s)  ARGV[11] the least
+-- count of a counted delivery  ARGV[12] n; then the message's n keys.
+--
+-- ARGV[2] is "" for a route message's first delivery: admit.lua counts it (one write, and one
+-- fsync, less before the handler starts), and this script writes nothing unless it takes. A
+-- worker that dies while routing it never counted it, so its redelivery (kombu marks every
+-- restored message) is counted as at least the second (ARGV[11] = 2): the poison limit counts
+-- the death all the same (docs/design.md, section 6).
 --
 -- Further messages are taken only on a message's first delivery (a redelivered one may be
 -- poison: it runs alone, under its own counter), from the end kombu reads (RPOP), and only while
@@ -26,10 +32,13 @@ local queue, due, prefix = KEYS[1], KEYS[2], ARGV[1]
 local now, hold = tonumber(ARGV[4]), tonumber(ARGV[5])
 local most, most_keys, task = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
 local poison, ttl = tonumber(ARGV[9]), tonumber(ARGV[10])
-local seen = redis.call('INCR', ARGV[2])
-redis.call('EXPIRE', ARGV[2], tonumber(ARGV[3]))
+local seen = 1
+if ARGV[2] ~= '' then
+  seen = math.max((tonumber(redis.call('GET', ARGV[2])) or 0) + 1, tonumber(ARGV[11]))
+  redis.call('SET', ARGV[2], seen, 'EX', tonumber(ARGV[3]))
+end
 local names = {}
-for i = 12, 11 + tonumber(ARGV[11]) do names[#names + 1] = prefix .. ':delivery:' .. ARGV[i] end
+for i = 13, 12 + tonumber(ARGV[12]) do names[#names + 1] = prefix .. ':delivery:' .. ARGV[i] end
 
 -- The keys and task id of a route message of ours, or nil for anything else.
 local function route_keys(raw)

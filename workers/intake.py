@@ -31,7 +31,7 @@ import redis
 from uphooks.keys import Keys
 from uphooks.settings import Settings
 from uphooks.taskmessage import PROCESS_TASK
-from workers.ledger import _script
+from workers.ledger import _script, counter_ttl
 
 log = logging.getLogger("uphooks.worker")
 
@@ -82,15 +82,24 @@ class Intaker:
         self._script = _script(client, "intake.lua")
         self.size = BatchSize(settings.worker_batch_max)
 
-    def take(self, task_id: str, keys: list[str], queue: str, batch: bool) -> Intake:
-        """Count the message, take further route messages from ``queue`` when ``batch``, read."""
-        further = self.size.further(len(keys)) if batch else 0
+    def take(
+        self, task_id: str, keys: list[str], queue: str, route: bool, redelivered: bool = True
+    ) -> Intake:
+        """Count the message, take further route messages from ``queue`` if a ``route``
+        message, and read the records.
+
+        A route message's first delivery (not ``redelivered``) is not counted here but by the
+        admit call (:meth:`Ledger.admit`'s ``count``), so nothing here waits for a write; its
+        redelivery counts as at least the second, as the first may have died while routing.
+        """
+        further = self.size.further(len(keys)) if route else 0
+        defer = route and not redelivered
         seen, taken, raws, messages = self._script(
             keys=[queue, self._keys.due],
             args=[
                 self._keys.prefix,
-                self._keys.deliveries_of(task_id),
-                2 * self._s.visibility_timeout_seconds,
+                "" if defer else self._keys.deliveries_of(task_id),
+                counter_ttl(self._s),
                 time.time(),
                 self._s.lease_seconds,
                 further,  # at most one message per delivery
@@ -98,6 +107,7 @@ class Intaker:
                 PROCESS_TASK,
                 self._s.poison_max_deliveries,
                 self._s.dedup_ttl_seconds,
+                2 if route and redelivered else 1,
                 len(keys),
                 *keys,
             ],

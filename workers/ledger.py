@@ -60,6 +60,11 @@ def script_source(name: str) -> str:
     )
 
 
+def counter_ttl(settings: Settings) -> int:
+    """Seconds a message's delivery counter (``Keys.deliveries_of``) is kept."""
+    return 2 * settings.visibility_timeout_seconds
+
+
 def _script(client: redis.Redis, name: str) -> redis.commands.core.Script:
     return client.register_script(script_source(name))
 
@@ -135,8 +140,14 @@ class Ledger:
     def keys(self) -> Keys:
         return self._keys
 
-    def admit(self, deliveries: list[tuple[str, list[Route]]], holder: str) -> list[list[int]]:
-        """Route message: create each delivery's pairs; flags per pair (1: claimed here)."""
+    def admit(
+        self, deliveries: list[tuple[str, list[Route]]], holder: str, count: str = ""
+    ) -> list[list[int]]:
+        """Route message: create each delivery's pairs; flags per pair (1: claimed here).
+
+        ``count``: the message's delivery counter, to count its first delivery (which
+        workers/intake.lua did not count); "" to leave it.
+        """
         if not deliveries:
             return []
         args: list[str | int | float] = [
@@ -157,7 +168,9 @@ class Ledger:
                     route.order_set,
                     route.order_member,
                 ]
-        rows = self._admit(keys=[self._keys.due], args=args)
+        if count:
+            args.append(counter_ttl(self._s))
+        rows = self._admit(keys=[self._keys.due, count] if count else [self._keys.due], args=args)
         return [[int(flag) for flag in row] for row in rows]
 
     def claim(self, refs: list[PairRef], holder: str) -> list[ClaimResult]:

@@ -111,10 +111,13 @@ def process(
         # pairs already routed are left to the ledger (see the upgrade note in docs/design.md).
         log.warning("message %s has an old format (%s); routed anew", self.request.id, legacy)
     # The queue this message came from: pairs whose handler has another queue are handed on.
-    queue = (self.request.delivery_info or {}).get("routing_key")
+    info = self.request.delivery_info or {}
+    queue = info.get("routing_key")
     refs = [(str(k), str(h), str(t)) for k, h, t in pairs] if pairs else None
     try:
-        dispatcher().process(self.request.id, keys, refs, queue)
+        # Unsure whether it was handed out before: counted before routing, as a redelivery is.
+        redelivered = info.get("redelivered") is not False
+        dispatcher().process(self.request.id, keys, refs, queue, redelivered)
     except Reject:
         raise
     except Exception as exc:
