@@ -67,7 +67,7 @@ local function index(term, key)
   if not ixp then return end
   add('st:pending', key)
   for item in string.gmatch(term or '', '[^\31]+') do
-    if string.sub(item, 1, 1) == '@' then
+    if string.byte(item) == 64 then  -- '@', without making a string of it
       finds[#finds + 1] = '0'
       finds[#finds + 1] = string.sub(item, 2) .. '|' .. key
     else
@@ -82,10 +82,10 @@ local function zadd_all(name, args)
 end
 local function claim(spec, key)
   if spec == nil or spec == '' then return end
-  local mode, looks = string.sub(spec, 1, 1), tonumber(string.sub(spec, 2, 3))
+  local owner, looks = string.sub(spec, 1, 1) .. ':' .. key, tonumber(string.sub(spec, 2, 3))
   for j = looks, (string.len(spec) - 3) / 32 - 1 do
     local name = fact_prefix .. string.sub(spec, 4 + 32 * j, 35 + 32 * j)
-    redis.call('SET', name, mode .. ':' .. key, 'NX', 'EX', ex)
+    redis.call('SET', name, owner, 'NX', 'EX', ex)
   end
 end
 local i, pos = 4, 1
