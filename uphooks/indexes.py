@@ -30,7 +30,11 @@ def lookup_bucket_seconds(retention_s: float) -> int:
 
 def term_value(value: str) -> str:
     """How ``value`` appears in an index or lookup name."""
-    if _PLAIN.match(value):
+    # ASCII first, without the regex (the same answer: printable ASCII but space and "|").
+    if value.isascii() and value.isprintable() and 0 < len(value) <= 100:
+        if " " not in value and "|" not in value:
+            return value
+    elif _PLAIN.match(value):
         return value
     return "h:" + hashlib.sha256(value.encode()).hexdigest()[:32]
 
