@@ -186,7 +186,7 @@ class _Writes:
         pass
 
 
-def test_lines_written_in_one_loop_turn_go_out_in_one_write_after_it() -> None:
+def test_access_lines_of_one_loop_turn_go_out_in_one_write_after_it() -> None:
     import asyncio
 
     stream = _Writes()
@@ -213,3 +213,11 @@ def test_lines_written_in_one_loop_turn_go_out_in_one_write_after_it() -> None:
         assert stream.writes[-1] == "before shutdown\n"
 
     asyncio.run(held_then_flushed())
+
+    async def other_lines_at_once() -> None:
+        # A server's own lines (its shutdown, say) go out at once, after the access lines held.
+        handler.handle(record("uphooks.access", "last answer"))
+        handler.handle(record("uvicorn.error", "Application shutdown complete."))
+        assert stream.writes[-2:] == ["last answer\n", "Application shutdown complete.\n"]
+
+    asyncio.run(other_lines_at_once())

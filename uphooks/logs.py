@@ -187,11 +187,16 @@ class JsonFormatter(logging.Formatter):
 
 
 class TurnHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A stream handler that holds the lines written on an event loop's thread until the end of
-    that loop's turn, and writes them together: one ``write`` for the access lines of every
-    request a turn answered, where each line cost a system call (the ingress writes one per
-    request). Lines written where no loop runs (the worker, other threads) go out at once;
-    ``flush`` (logging's shutdown calls it) writes what is held."""
+    """A stream handler that holds the access lines (receiver/access.py) written on an event
+    loop's thread until the end of that loop's turn, and writes them together: one ``write``
+    for the lines of every request a turn answered, where each line cost a system call (the
+    ingress writes one per request). Every other line goes out at once, after what is held: a
+    server that stops (uvicorn re-raises SIGTERM once it is done, so no exit handler runs)
+    logs its shutdown after its last answer, so nothing held is left behind; ``flush``
+    (logging's shutdown calls it) writes what is held too."""
+
+    #: The loggers whose lines are held: one line per request.
+    held_loggers = frozenset({"uphooks.access"})
 
     def __init__(self, stream: Any = None) -> None:
         super().__init__(stream)
@@ -201,7 +206,11 @@ class TurnHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def emit(self, record: logging.LogRecord) -> None:
         loop = asyncio._get_running_loop()
-        if loop is None or (self._held and loop is not self._loop):
+        if (
+            loop is None
+            or record.name not in self.held_loggers
+            or (self._held and loop is not self._loop)
+        ):
             self._write()  # what a loop's thread holds goes first
             super().emit(record)
             return
