@@ -7,6 +7,10 @@ process CPU time per delivery of everything between uvicorn and Redis: the gate,
 signature, the key, the record, the answer, the metrics and the access line. A CPU time, not a
 rate: it moves far less than throughput when other work shares the machine, so it is the figure
 to compare a change by (the median of ``--rounds``).
+
+``--callgrind`` runs one round under valgrind's callgrind instead and reports the instructions
+executed per delivery, which the machine's load does not move at all (instrumentation is switched
+on after start-up and warm-up, so a round takes about a minute).
 """
 
 from __future__ import annotations
@@ -14,8 +18,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from typing import Any
@@ -59,7 +67,19 @@ def deliveries(n: int) -> list[tuple[Headers, bytes]]:
     return out
 
 
-async def measure(n: int) -> float:
+def _callgrind_control(*args: str) -> None:
+    """Ask the valgrind this process runs under for something, and keep running Python until it
+    was done: callgrind reads its commands only while the program executes."""
+    control = subprocess.Popen(
+        ["callgrind_control", *args, str(os.getpid())],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    while control.poll() is None:
+        sum(range(100))
+
+
+async def measure(n: int, callgrind: bool = False) -> float:
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         verify=["upload-post"],
@@ -101,10 +121,14 @@ async def measure(n: int) -> float:
     warm, timed = deliveries(500), deliveries(n)
     for headers, body in warm:
         await one(headers, body)
+    if callgrind:
+        _callgrind_control("--instr=on")
     start = time.process_time()
     for headers, body in timed:
         await one(headers, body)
     seconds = time.process_time() - start
+    if callgrind:
+        _callgrind_control("--dump=measured")
     assert statuses.count(202) == len(warm) + n, statuses[-5:]
     return seconds / n * 1e6
 
@@ -113,17 +137,50 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--deliveries", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--callgrind", action="store_true", help="count instructions instead")
+    parser.add_argument("--under-callgrind", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.callgrind:
+        return _count(args.deliveries)
     logs.configure(Settings(_env_file=None, log_format="json"), "ingress")  # type: ignore[call-arg]
     handler = logging.getLogger().handlers[0]
     assert isinstance(handler, logging.StreamHandler)
     with open("/dev/null", "w") as null:
         handler.setStream(null)
-        figures = [asyncio.run(measure(args.deliveries)) for _ in range(args.rounds)]
+        figures = [
+            asyncio.run(measure(args.deliveries, args.under_callgrind)) for _ in range(args.rounds)
+        ]
     print(
         f"ingress app, CPU per delivery: {statistics.median(figures):.1f} us "
         f"(rounds: {', '.join(f'{f:.1f}' for f in figures)})"
     )
+    return 0
+
+
+def _count(n: int) -> int:
+    with tempfile.TemporaryDirectory() as out:
+        subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                "--instr-atstart=no",
+                f"--callgrind-out-file={out}/callgrind.out",
+                f"--log-file={out}/valgrind.log",
+                sys.executable,
+                "-m",
+                "bench.app_cost",
+                "--under-callgrind",
+                "--rounds=1",
+                f"--deliveries={n}",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        dump = next(p for p in os.listdir(out) if p.startswith("callgrind.out."))
+        with open(os.path.join(out, dump)) as f:
+            found = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
+    assert found, dump
+    print(f"ingress app: {int(found.group(1)) / n:,.0f} instructions per delivery (callgrind)")
     return 0
 
 

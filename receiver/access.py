@@ -23,6 +23,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from uphooks.logs import DeliveryLine, JsonFormatter, TurnHandler
+
 log = logging.getLogger("uphooks.access")
 
 _PHRASES = {s.value: " " + s.phrase for s in HTTPStatus}
@@ -54,6 +56,32 @@ def _record(msg: str, args: tuple[Any, ...]) -> logging.LogRecord:
 _START: float = logging._startTime  # type: ignore[attr-defined]
 
 
+def _direct_handler() -> TurnHandler | None:
+    """The handler a line of ``log`` reaches, when it is the only one, with nothing on the way
+    that could change or stop the line (a filter, another handler) and the JSON formatter: a
+    delivery's line is then made by :meth:`JsonFormatter.delivery_access_line`, the same text
+    without a record or logging's handler chain (which cost as much as the rest of the line).
+    Anything else (tests' handlers, the plain format, a filter) takes the usual way."""
+    found: logging.Handler | None = None
+    logger: logging.Logger | None = log
+    while logger is not None:
+        if logger.filters or logger.disabled:
+            return None
+        for handler in logger.handlers:
+            if found is not None:
+                return None
+            found = handler
+        logger = logger.parent if logger.propagate else None
+    if (
+        type(found) is TurnHandler
+        and not found.filters
+        and found.level <= logging.INFO
+        and type(found.formatter) is JsonFormatter
+    ):
+        return found
+    return None
+
+
 class AccessLog:
     def __init__(self, token_prefix: str | None = None) -> None:
         #: ``<webhook path>/``: what follows it is a path token, never written out.
@@ -79,7 +107,20 @@ class AccessLog:
         else:
             key, event, is_new = delivery
             outcome = "accepted" if is_new else "duplicate, already kept"
-            record = _record(_DELIVERY_LINE, (event, outcome, *line))
+            args = (event, outcome, *line)
+            handler = _direct_handler()
+            if handler is not None:
+                made = DeliveryLine(
+                    time.time(), log.name, _DELIVERY_LINE % args, os.getpid(), key, event,
+                    address, method, path, status,
+                )  # fmt: skip
+                formatter = handler.formatter
+                assert isinstance(formatter, JsonFormatter)
+                handler.emit_line(
+                    formatter.delivery_access_line(made), lambda: _record(_DELIVERY_LINE, args)
+                )
+                return
+            record = _record(_DELIVERY_LINE, args)
             record.delivery_key = key
             record.key = key  # the older name of the context, read by formatters before it
             record.event = event

@@ -15,9 +15,10 @@ So this is a subclass of uvicorn's own protocol, passed as ``http=`` (``uphooks 
   (an IPv6 /64 is one source; trusted proxies are not capped per source, and neither is the
   admin listener): one more is closed as soon as it is accepted.
 
-Two things for speed (docs/performance.md): an answer leaves in one ``write`` (uvicorn writes the
+Three things for speed (docs/performance.md): an answer leaves in one ``write`` (uvicorn writes the
 status line and headers, then the body, as two segments the client reads separately), and
 uvicorn's own access line is off: the app writes a cheaper one of its own (receiver/access.py).
+And the deadlines of all connections share one timer per event loop (``_Deadlines``).
 
 Limits of this approach: it leans on uvicorn's protocol internals (``cycle``, the parser
 callbacks; tests/test_edge.py catches a uvicorn that changed them); it runs after the kernel has
@@ -29,7 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 from typing import Any, ClassVar
@@ -148,6 +151,43 @@ class CoalescingTransport:
         return getattr(self.transport, name)
 
 
+class _Deadlines:
+    """One timer per event loop for the deadlines of all its connections, checked every
+    ``every`` seconds, instead of a timer armed and cancelled per phase: three of those per
+    request cost as much as some of our checks (``call_later`` and ``cancel``, ~1-2 us each).
+    A deadline is honoured to within ``every``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, every: float) -> None:
+        self.loop = loop
+        self.every = every
+        self.watched: set[GuardedHttpToolsProtocol] = set()
+        self.handle: asyncio.TimerHandle | None = None
+
+    def watch(self, connection: GuardedHttpToolsProtocol) -> None:
+        self.watched.add(connection)
+        if self.handle is None:
+            self.handle = self.loop.call_later(self.every, self.sweep)
+
+    def sweep(self) -> None:
+        now = self.loop.time()
+        for connection in [c for c in self.watched if c._deadline <= now]:
+            connection._expire()
+        self.handle = self.loop.call_later(self.every, self.sweep) if self.watched else None
+
+
+_DEADLINES: dict[asyncio.AbstractEventLoop, _Deadlines] = {}
+
+
+def _deadlines(loop: asyncio.AbstractEventLoop, limits: EdgeLimits) -> _Deadlines:
+    found = _DEADLINES.get(loop)
+    if found is None:
+        for old in [old for old in _DEADLINES if old.is_closed()]:
+            del _DEADLINES[old]
+        every = min(0.5, max(0.02, min(limits.head_seconds, limits.body_seconds) / 20))
+        found = _DEADLINES[loop] = _Deadlines(loop, every)
+    return found
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with deadlines and connection caps (module docstring)."""
 
@@ -164,7 +204,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if GuardedHttpToolsProtocol.limits is None:
             GuardedHttpToolsProtocol.limits = EdgeLimits.from_settings(get_settings())
         self._limits: EdgeLimits = GuardedHttpToolsProtocol.limits
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadlines = _deadlines(self.loop, self._limits)
+        self._deadline = math.inf  # loop time; _expiry is called once it passed
+        self._expiry: Callable[[], None] | None = None
         self._source: str | None = None  # set while this connection is counted
         self._in_head = True
         self._head_bytes = 0
@@ -198,6 +240,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._deadlines.watched.discard(self)
         if self._source is not None:
             book = self.book
             book.total -= 1
@@ -257,17 +300,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._arm(self._limits.head_seconds, self._head_expired)
 
     # -- timers --------------------------------------------------------------------------------
-    def _arm(self, seconds: float, callback: Any) -> None:
-        self._disarm()
-        self._timer = self.loop.call_later(seconds, callback)
+    def _arm(self, seconds: float, callback: Callable[[], None]) -> None:
+        self._deadline = self.loop.time() + seconds
+        self._expiry = callback
+        self._deadlines.watch(self)
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline = math.inf
+        self._expiry = None
+
+    def _expire(self) -> None:
+        callback = self._expiry
+        self._disarm()
+        if callback is not None:
+            callback()
 
     def _head_expired(self) -> None:
-        self._timer = None
         if self._head_bytes:
             self._close_with(_TIMEOUT, "head_timeout")
         else:  # an idle connection, before a first request or between two: close quietly
@@ -276,7 +324,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self.transport.close()
 
     def _body_expired(self) -> None:
-        self._timer = None
         cycle = self.cycle
         if cycle is not None and not cycle.response_started:
             # The app waits in receive(): it gets http.disconnect, and whatever it sends after

@@ -51,7 +51,7 @@ def delivery_key(delivery_id: str | None, payload: Mapping[str, Any]) -> str:
     event = payload.get("event")
     if event == "upload_completed":
         result = payload.get("result")
-        result = result if isinstance(result, Mapping) else {}
+        result = result if type(result) is dict or isinstance(result, Mapping) else {}
         ids = (result.get("post_id"), result.get("publish_id"))
         job_id = payload.get("job_id")
         platform = payload.get("platform")

@@ -16,11 +16,14 @@
 -- is already known under another delivery (a duplicate too).
 -- Each new delivery also goes into the ledger's schedule as "<key>|": the worker that routes it
 -- takes it out; if the message is lost on its way to a worker, the scheduler publishes it again.
-local ttl, now = tonumber(ARGV[1]), ARGV[2]
+-- Numbers go to redis.call as strings made once per batch: Redis formats a Lua number with
+-- snprintf on every call, which cost more than some of the commands (bench/ingress_redis.py).
+local ex, now = ARGV[1], ARGV[2]
+local ttl = tonumber(ex)
 local cut = tonumber(ARGV[6]) + 1
 local records = ARGV[8]
 local fresh, flags = {}, {}
-local recover_at = tonumber(now) + tonumber(ARGV[9])
+local recover_at = string.format('%.17g', tonumber(now) + tonumber(ARGV[9]))
 local function unpack_parts(lengths, packed)
   -- The parts of ``packed``, one per length in the comma-separated ``lengths`` (empty ones too).
   local parts, at = {}, 1
@@ -64,8 +67,8 @@ local function index(term, key)
   if not ixp then return end
   add('st:pending', key)
   for item in string.gmatch(term or '', '[^\31]+') do
-    if string.sub(item, 1, 1) == '@' then
-      finds[#finds + 1] = 0
+    if string.byte(item) == 64 then  -- '@', without making a string of it
+      finds[#finds + 1] = '0'
       finds[#finds + 1] = string.sub(item, 2) .. '|' .. key
     else
       add(item, key)
@@ -79,23 +82,27 @@ local function zadd_all(name, args)
 end
 local function claim(spec, key)
   if spec == nil or spec == '' then return end
-  local mode, looks = string.sub(spec, 1, 1), tonumber(string.sub(spec, 2, 3))
+  local owner, looks = string.sub(spec, 1, 1) .. ':' .. key, tonumber(string.sub(spec, 2, 3))
   for j = looks, (string.len(spec) - 3) / 32 - 1 do
     local name = fact_prefix .. string.sub(spec, 4 + 32 * j, 35 + 32 * j)
-    redis.call('SET', name, mode .. ':' .. key, 'NX', 'EX', ttl)
+    redis.call('SET', name, owner, 'NX', 'EX', ex)
   end
 end
 local i, pos = 4, 1
+-- The events index and the ledger's schedule get one ZADD each per batch, like the indexes.
+local received, due = {}, {}
 for len in string.gmatch(ARGV[7], '%d+') do
   local stop = pos + tonumber(len)
   local key = string.sub(KEYS[i], cut)
   local spec = specs[i - 3]
   if known(spec, key) then
     flags[#flags + 1] = 2
-  elseif redis.call('SET', KEYS[i], string.sub(records, pos, stop - 1), 'NX', 'EX', ttl) then
+  elseif redis.call('SET', KEYS[i], string.sub(records, pos, stop - 1), 'NX', 'EX', ex) then
     fresh[#fresh + 1] = key
-    redis.call('ZADD', KEYS[2], now, key)
-    redis.call('ZADD', KEYS[3], recover_at, key .. '|')
+    received[#received + 1] = now
+    received[#received + 1] = key
+    due[#due + 1] = recover_at
+    due[#due + 1] = key .. '|'
     claim(spec, key)
     index(terms[i - 3], key)
     flags[#flags + 1] = 1
@@ -106,6 +113,8 @@ for len in string.gmatch(ARGV[7], '%d+') do
 end
 if #fresh > 0 then
   local body = '[[' .. cjson.encode(fresh) .. '],{},' .. ARGV[5] .. ']'
+  zadd_all(KEYS[2], received)
+  zadd_all(KEYS[3], due)
   redis.call('LPUSH', KEYS[1], ARGV[3] .. cjson.encode(body) .. ARGV[4])
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (tonumber(now) - ttl))
   if ixp then

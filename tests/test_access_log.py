@@ -139,3 +139,48 @@ def test_an_answer_leaves_in_one_write_and_nothing_held_is_lost() -> None:
 
     raw = asyncio.run(scenario())
     assert len(raw.writes) == 3
+
+
+def test_a_deliverys_line_made_without_a_record_is_the_json_formatters_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+    import re
+
+    from receiver.access import _direct_handler
+
+    stream = io.StringIO()
+    handler = logs.TurnHandler(stream)
+    handler.setFormatter(logs.JsonFormatter("ingress"))
+    logger = logging.getLogger("uphooks.access")
+    monkeypatch.setattr(logger, "propagate", False)  # the ingress's set-up: one handler in all
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    logger.addHandler(handler)
+    try:
+        assert _direct_handler() is handler
+        kept = scope("/webhooks/upload-post", **{DELIVERY: ("e:k1", "upload_completed", False)})
+
+        async def in_a_loop() -> str:
+            AccessLog().write(kept, 200)
+            held = stream.getvalue()
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            return held
+
+        assert asyncio.run(in_a_loop()) == ""  # held until the loop's turn ended
+        capture = Capture()  # a second handler: the usual way, through a record
+        logger.addHandler(capture)
+        assert _direct_handler() is None
+        AccessLog().write(kept, 200)
+        logger.removeHandler(capture)
+    finally:
+        logger.removeHandler(handler)
+    direct, usual = (json.loads(line) for line in stream.getvalue().splitlines())
+    stamp = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00$")
+    assert stamp.match(direct.pop("ts")) and stamp.match(usual.pop("ts"))
+    assert direct == usual
+    assert list(direct) == list(usual)  # the same fields in the same order
+    assert direct["msg"] == (
+        '[e:k1] upload_completed duplicate, already kept (203.0.113.7:5000 - "POST '
+        '/webhooks/upload-post HTTP/1.1" 200 OK)'
+    )

@@ -165,3 +165,59 @@ def test_one_grep_follows_a_delivery_through_a_real_worker(stack: Stack) -> None
     assert any(
         line.get("handler") == "test.flaky" and "attempt 1 failed" in line["msg"] for line in about
     )
+
+
+def test_json_timestamps_match_datetime_to_the_millisecond_across_second_edges() -> None:
+    from datetime import UTC, datetime
+
+    for at in (1764621234.0, 1764621234.0004999, 1764621234.9994999, 1764621234.9999996, 0.5):
+        expected = datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
+        assert logs.utc_millis(at) == expected
+
+
+class _Writes:
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.writes.append(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_access_lines_of_one_loop_turn_go_out_in_one_write_after_it() -> None:
+    import asyncio
+
+    stream = _Writes()
+    handler = logs.TurnHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+
+    async def one_turn() -> list[str]:
+        for n in range(3):
+            handler.handle(record("uphooks.access", "line %d", n))
+        held = list(stream.writes)
+        await asyncio.sleep(0)  # the turn ends
+        await asyncio.sleep(0)
+        return held
+
+    assert asyncio.run(one_turn()) == []
+    assert stream.writes == ["line 0\nline 1\nline 2\n"]
+
+    handler.handle(record("uphooks.worker", "no loop here"))  # written at once
+    assert stream.writes[-1] == "no loop here\n"
+
+    async def held_then_flushed() -> None:
+        handler.handle(record("uphooks.access", "before shutdown"))
+        handler.flush()  # logging.shutdown flushes every handler
+        assert stream.writes[-1] == "before shutdown\n"
+
+    asyncio.run(held_then_flushed())
+
+    async def other_lines_at_once() -> None:
+        # A server's own lines (its shutdown, say) go out at once, after the access lines held.
+        handler.handle(record("uphooks.access", "last answer"))
+        handler.handle(record("uvicorn.error", "Application shutdown complete."))
+        assert stream.writes[-2:] == ["last answer\n", "Application shutdown complete.\n"]
+
+    asyncio.run(other_lines_at_once())

@@ -111,7 +111,7 @@ def webhook_facts(payload: Mapping[str, Any]) -> Facts:
     if event != "upload_completed":
         return NONE
     result = payload.get("result")
-    result = result if isinstance(result, Mapping) else {}
+    result = result if type(result) is dict or isinstance(result, Mapping) else {}
     # ``post_ids``: every id of a history item that named several (uphooks/reconcile.py).
     return result_facts(
         platform=payload.get("platform"),

@@ -30,13 +30,22 @@ def lookup_bucket_seconds(retention_s: float) -> int:
 
 def term_value(value: str) -> str:
     """How ``value`` appears in an index or lookup name."""
-    if _PLAIN.match(value):
+    # ASCII first, without the regex (the same answer: printable ASCII but space and "|").
+    if value.isascii() and value.isprintable() and 0 < len(value) <= 100:
+        if " " not in value and "|" not in value:
+            return value
+    elif _PLAIN.match(value):
         return value
     return "h:" + hashlib.sha256(value.encode()).hexdigest()[:32]
 
 
 def ids_of(value: object) -> list[str]:
     """The ids a payload field holds: one string or number, or a list of them (blanks left out)."""
+    if type(value) is str:  # the usual case first: exact types cost a fraction of isinstance
+        text = value.strip()
+        return [text] if text else []
+    if value is None:
+        return []
     if isinstance(value, str | int) and not isinstance(value, bool):
         text = str(value).strip()
         return [text] if text else []
@@ -63,7 +72,7 @@ def job_id_of(payload: Mapping[str, Any]) -> str | None:
 def post_ids_of(payload: Mapping[str, Any]) -> tuple[str, ...]:
     """Every platform post id an upload result names (``result.post_id`` / ``publish_id``)."""
     result = payload.get("result")
-    if not isinstance(result, Mapping):
+    if type(result) is not dict and not isinstance(result, Mapping):
         return ()
     names = ("post_id", "publish_id", "post_ids")
     return tuple(dict.fromkeys(i for n in names for i in ids_of(result.get(n))))
