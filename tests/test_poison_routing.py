@@ -6,12 +6,19 @@ restored message, and the message is dead-lettered after as many deaths as befor
 from __future__ import annotations
 
 import json
+import uuid
 from collections import Counter
 
+import pytest
+import redis
+from redis.client import Pipeline
+
+from handlers import Router
 from tests.conftest import Stack, fixture_bodies, wait_for
 from uphooks.keys import Keys
 from uphooks.settings import Settings
 from workers.deadletter import ROUTING_HANDLER
+from workers.dispatch import Dispatcher
 from workers.intake import Intaker
 from workers.ledger import Ledger, Route
 
@@ -69,3 +76,35 @@ def test_a_first_delivery_is_counted_by_its_admit_and_a_redelivery_before_routin
     # A pair message is counted before its claim, as before.
     assert intaker.take("task-3", ["b"], stack.queue, False).seen == 1
     assert r.get(keys.deliveries_of("task-3")) == b"1"
+
+
+def test_a_broken_record_is_dead_lettered_even_when_the_first_write_of_it_fails(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dead letter of a record that cannot be routed is written in one transaction, retried
+    when Redis fails it. redis-py empties a pipeline when its execute() fails, so the retry
+    must build the transaction again: retrying execute() alone sent nothing and lost it."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    settings = Settings(redis_url=redis_url, key_prefix=prefix, queue=f"{prefix}-q")
+    keys = Keys(prefix)
+    client = redis.Redis.from_url(redis_url)
+    client.set(keys.delivery("broken"), b"{not json")
+    real_execute = Pipeline.execute
+    failures: list[int] = []
+
+    def fails_once(self: Pipeline, raise_on_error: bool = True) -> list[object]:
+        if not failures:
+            failures.append(len(self.command_stack))
+            self.reset()  # what redis-py's execute() does in its `finally` when the call fails
+            raise redis.ConnectionError("connection reset by peer (injected)")
+        return real_execute(self, raise_on_error)
+
+    monkeypatch.setattr(Pipeline, "execute", fails_once)
+    Dispatcher(client, settings, Router(), lambda keys: None).process("t-1", ["broken"], queue="q")
+    monkeypatch.undo()
+
+    assert failures and failures[0] > 0  # the first transaction was lost with its commands
+    assert client.hget(keys.handled("broken"), "~") == b"unroutable"
+    [entry] = client.zrange(keys.dlq_index, 0, -1)
+    dead = json.loads(client.get(keys.dlq_entry(entry.decode())) or b"{}")
+    assert dead["handler"] == ROUTING_HANDLER and dead["record"] == "{not json"

@@ -317,16 +317,24 @@ class Dispatcher:
             record=raw.decode(errors="replace"),
         )
         eid = dl.entry_id
-        pipe = self._r.pipeline(transaction=True)
-        pipe.hset(self._keys.handled(key), "~", "unroutable")
-        pipe.expire(self._keys.handled(key), self._s.dedup_ttl_seconds)
-        pipe.zrem(self._keys.due, f"{key}|")
-        pipe.eval(INDEX_SYNC, 0, self._keys.prefix, key)  # the console shows it dead
-        pipe.set(
-            self._keys.dlq_entry(eid), orjson.dumps(asdict(dl)), ex=self._s.dlq_retention_seconds
-        )
-        pipe.zadd(self._keys.dlq_index, {eid: now})
-        with_redis_retries(pipe.execute)()
+
+        def write() -> None:
+            # Built anew for each attempt: a pipeline empties itself when execute() fails, so
+            # retrying execute() alone would send nothing and lose the dead letter.
+            pipe = self._r.pipeline(transaction=True)
+            pipe.hset(self._keys.handled(key), "~", "unroutable")
+            pipe.expire(self._keys.handled(key), self._s.dedup_ttl_seconds)
+            pipe.zrem(self._keys.due, f"{key}|")
+            pipe.eval(INDEX_SYNC, 0, self._keys.prefix, key)  # the console shows it dead
+            pipe.set(
+                self._keys.dlq_entry(eid),
+                orjson.dumps(asdict(dl)),
+                ex=self._s.dlq_retention_seconds,
+            )
+            pipe.zadd(self._keys.dlq_index, {eid: now})
+            pipe.execute()
+
+        with_redis_retries(write)()
         metrics.handler_outcomes(dead=[ROUTING_HANDLER])
 
     def give_up(self, task_id: str, keys: list[str], exc: BaseException) -> bool:
