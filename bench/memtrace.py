@@ -88,6 +88,14 @@ def _pymalloc() -> dict[str, int]:
         name, _, value = line.partition("=")
         if name.strip() in wanted:
             found[wanted[name.strip()]] = int(value.strip().replace(",", ""))
+        elif " free " in line and "=" in line:  # a free list: bytes it holds, by object kind
+            count, _, kind = line.split(" * ", 1)[0].strip().partition(" free ")
+            if "PyTupleObjects" in kind:  # "2000 free 20-sized PyTupleObjects": by length
+                found[f"free tuples of {kind.split('-', 1)[0]}"] = int(count)
+                kind = "tuples"
+            found[f"free list {kind}"] = found.get(f"free list {kind}", 0) + int(
+                value.strip().replace(",", "")
+            )
         elif "unused pools" in line:
             found["unused_pools"] = int(value.strip().replace(",", ""))
     return found
