@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 from typing import Any
@@ -15,7 +14,7 @@ from uphooks.redis import sync_client
 from uphooks.redis_checks import check_redis
 from uphooks.settings import get_settings
 from uphooks.taskmessage import PROCESS_TASK
-from workers import heartbeat, indexes, notify, reconcile_job, schedule
+from workers import heartbeat, indexes, notify, pool_gc, reconcile_job, schedule
 from workers.app import celery_app
 from workers.dispatch import Dispatcher
 from workers.metrics import serve_worker_metrics
@@ -69,21 +68,6 @@ def _load_plugins_at_start(**_: Any) -> None:
     serve_worker_metrics(settings, (spec.queue for spec in loaded.router))
 
 
-@signals.worker_process_init.connect  # type: ignore[untyped-decorator]
-def _freeze_inherited_objects(**_: Any) -> None:
-    """In a prefork pool child, leave what it inherited from the parent out of the cyclic GC.
-
-    Otherwise the inherited heap (the imports: ~90,000 tracked objects) is the oldest
-    generation, and its full collection waits until a quarter as many again have been
-    promoted into it: tens of minutes under load. Meanwhile every reference cycle that lived
-    through two younger collections stays, with all it holds (each call through tenacity
-    leaves one holding the call's arguments and result, ~15 kB for a settle): the pool
-    children's memory crept (docs/perf-notes/memory.md). Frozen, the child's own objects
-    alone make the oldest generation, which is then collected every few seconds under load.
-    """
-    gc.freeze()
-
-
 def publish(keys: list[str]) -> None:
     """Publish a route message for ``keys`` on UPHOOKS_QUEUE (splitting a poison message)."""
     process.apply_async(
@@ -97,6 +81,7 @@ schedule.install(get_settings())
 notify.install(get_settings())
 reconcile_job.install(get_settings())
 indexes.install(get_settings())
+pool_gc.install(get_settings())
 
 
 def dispatcher() -> Dispatcher:
