@@ -1,12 +1,19 @@
 """Where a pool child's memory goes over a soak (``bench/soak.py --trace DIR``), bench only.
 
-With ``BENCH_TRACEMALLOC_DIR`` set, each pool child (Celery's ``worker_process_init``) starts
-tracemalloc and, every ``BENCH_TRACEMALLOC_EVERY`` seconds, writes to that directory a snapshot
-(``<pid>-<n>.snap``) and a JSON line with its RSS, tracemalloc's total, and the count of each
-type among ``gc.get_objects()``. ``python -m bench.memtrace DIR`` then diffs, per process, the
-first snapshot after the warm-up against the last: the allocation sites and types that grew, and
-tracemalloc's total beside RSS (RSS growing with the total flat points at the allocator).
-Imported by bench/noop_handler.py; without the variable it does nothing.
+With ``BENCH_TRACEMALLOC_DIR`` set, each pool child (Celery's ``worker_process_init``) writes to
+that directory every ``BENCH_TRACEMALLOC_EVERY`` seconds a JSON line (``<pid>.jsonl``): its RSS,
+resident kB by mapping (``/proc/<pid>/smaps``), tracemalloc's total and peak, pymalloc's account
+(arenas, blocks in use, the free lists, tuples by length), the GC's counters and its full
+collections, the largest intake of the interval, and the count of each type among
+``gc.get_objects()``; with tracemalloc on (``BENCH_TRACEMALLOC_FRAMES``, 12; 0: off, as its
+hooks hide pymalloc's account), a snapshot too (``<pid>-<n>.snap``). ``BENCH_GC_GARBAGE=1`` adds
+what a full collection finds unreachable, by type and allocation site (and collects it).
+``BENCH_MALLOC_TRIM_EVERY`` is an A/B of glibc's retention (``malloc_trim`` every N seconds).
+
+``python -m bench.memtrace DIR`` then compares, per process, the first sample after the warm-up
+with the last: RSS beside tracemalloc's and pymalloc's totals (RSS growing while they stay flat
+points at the allocator), the mappings, types and allocation sites that grew.
+Imported by bench/noop_handler.py; without the variables it does nothing.
 """
 
 from __future__ import annotations
@@ -255,7 +262,10 @@ def diff(where: Path, skip: int, top: int, key: str) -> None:
                 f" {pym.get('arenas', 0)} (most {pym.get('arenas_highwater', 0)}), in use"
                 f" {pym.get('in_use', 0) / 1e6:6.2f} MB, free blocks"
                 f" {pym.get('free_blocks', 0) / 1e6:5.2f} MB, unused pools"
-                f" {pym.get('unused_pools', 0) / 1e6:5.2f} MB; batch <= {r.get('most_keys', '?')}"
+                f" {pym.get('unused_pools', 0) / 1e6:5.2f} MB, free tuples"
+                f" {pym.get('free list tuples', 0) / 1e3:5.0f} kB; full collections"
+                f" {r['gc_stats'][2]['collections'] if 'gc_stats' in r else '?'};"
+                f" batch <= {r.get('most_keys', '?')}"
             )
         print(f"  threads: {last.get('threads')}")
         maps = {
