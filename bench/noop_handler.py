@@ -6,7 +6,7 @@ It only counts its runs (bench/probe.py): what is measured is the worker path ar
 
 from __future__ import annotations
 
-from bench import probe
+from bench import memtrace, probe
 from handlers import Context, on
 from uphooks.events import BaseEvent
 
@@ -14,3 +14,6 @@ from uphooks.events import BaseEvent
 @on("upload_completed", name="bench.noop")
 def noop(event: BaseEvent, ctx: Context) -> None:
     probe.count_run()
+
+
+__all__ = ["memtrace", "noop"]  # memtrace: opt-in tracing of the pool children

@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 import redis
 
+from bench import memtrace
 from bench.backlog import retarget, stage_bare
 from bench.bodies import make_body, signed_headers, verification_env
 from bench.common import (
@@ -186,11 +187,24 @@ class Watch(Sampling):
             self.series.setdefault(name, []).append((t, round(kb / 1024, 2)))
 
 
+def trace_env(where: Path | None, frames: int) -> dict[str, str]:
+    """``--trace DIR``: tracemalloc in our pool children, snapshots in DIR (bench/memtrace.py);
+    ``--trace-frames 0``: pymalloc's account and the mappings only, without tracemalloc."""
+    if where is None:
+        return {}
+    return {
+        memtrace.DIR_ENV: str(where.resolve()),
+        memtrace.EVERY_ENV: "20",
+        memtrace.FRAMES_ENV: str(frames),
+    }
+
+
 # -- the run --------------------------------------------------------------------------------
 
 
 def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     report: dict[str, Any] = {"seconds": args.seconds, "rate": args.rate}
+    report["worker_env"] = args.worker_env
     report["load_average_at_start"] = os.getloadavg()
     with (
         running(workdir / "redis") as ours_redis,
@@ -211,7 +225,9 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         watched["worker"] = stack.enter_context(
             procs.started(
                 commands.worker(*WORKER_FLAGS, "-c", "2", quiet=False),
-                our_worker_env(ours_redis.url),
+                our_worker_env(ours_redis.url)
+                | trace_env(args.trace, args.trace_frames)
+                | args.worker_env,
                 worker_log,
             )
         )
@@ -303,6 +319,11 @@ def print_report(report: dict[str, Any]) -> None:
         )
 
 
+class _Merge(argparse.Action):
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        setattr(namespace, self.dest, getattr(namespace, self.dest) | values)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     default_seconds = float(os.environ.get("SOAK_SECONDS") or 600)
@@ -310,9 +331,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=100, help="deliveries per second")
     parser.add_argument("--interval", type=float, default=5, help="seconds between samples")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--trace", type=Path, default=None, help="tracemalloc snapshots of our pool children here"
+    )
+    parser.add_argument(
+        "--worker-env",
+        type=lambda kv: dict([kv.split("=", 1)]),
+        action=_Merge,
+        default={},
+        metavar="NAME=VALUE",
+        help="a variable for our worker only (an A/B: UPHOOKS_WORKER_BATCH_MAX=1); repeatable",
+    )
+    parser.add_argument("--trace-frames", type=int, default=12, help="0: pymalloc's account only")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="uphooks-soak-") as tmp:
-        report = soak(args, Path(tmp))
+    if args.trace:  # the processes' logs kept beside the snapshots
+        (args.trace / "run").mkdir(parents=True, exist_ok=True)
+        report = soak(args, args.trace / "run")
+    else:
+        with tempfile.TemporaryDirectory(prefix="uphooks-soak-") as tmp:
+            report = soak(args, Path(tmp))
     return finish(report, args.out, "soak", print_report)
 
 

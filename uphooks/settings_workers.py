@@ -35,6 +35,10 @@ class WorkerSettings(BaseModel):
     # the Celery pool slot: their messages are acknowledged when the runs start, as for async
     # ones. 0: off, sync handlers run in the slot that took their message.
     sync_threads: int = Field(default=0, ge=0)
+    # A prefork pool child makes a full garbage collection at most this often, after a task
+    # (workers/pool_gc.py): it empties CPython's free lists, which only a full collection does.
+    # 0: only when CPython decides to.
+    pool_full_collection_seconds: float = Field(default=30.0, ge=0)
     # A message whose worker died this many times is split up, then dead-lettered (poison).
     poison_max_deliveries: int = 3
     # Retries of a failing handler: exponential backoff with full jitter. A retry waits in Redis

@@ -17,6 +17,7 @@ delay may be hours long: no visibility timeout limits it and no worker holds it.
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from collections.abc import Callable
@@ -72,9 +73,33 @@ class RetryPolicy:
 
 #: Writes to Redis on the way out of a task: retried for a while inside the task, since giving
 #: up means the message goes back to the queue (Reject) and is looked at again.
-with_redis_retries: Callable[[Callable[..., Any]], Callable[..., Any]] = retry(
+_redis_retries: Callable[[Callable[..., Any]], Callable[..., Any]] = retry(
     retry=retry_if_exception_type(Exception),
     wait=wait_exponential(multiplier=0.1, max=2),
     stop=stop_after_delay(20),
     reraise=True,
 )
+#: The first wait of that policy, before tenacity takes over a call that failed.
+_FIRST_WAIT = 0.1
+
+
+def with_redis_retries(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` retried on any exception with backoff for about 20 s, then the last one raised.
+
+    The first attempt is a plain call: tenacity only takes over once it failed. Each call
+    through tenacity makes a reference cycle (its per-call ``Retrying`` copy) holding the
+    call's arguments and result until the cyclic GC comes by, which a pool child made rare;
+    there, they piled up by the megabyte (docs/perf-notes/memory.md). Redis calls succeed
+    almost always, so almost no call makes one now; the tenacity wrapper (a cycle too) is
+    made only for a call that failed.
+    """
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception:
+            time.sleep(_FIRST_WAIT)
+        return _redis_retries(fn)(*args, **kwargs)
+
+    return call

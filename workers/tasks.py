@@ -14,7 +14,7 @@ from uphooks.redis import sync_client
 from uphooks.redis_checks import check_redis
 from uphooks.settings import get_settings
 from uphooks.taskmessage import PROCESS_TASK
-from workers import heartbeat, indexes, notify, reconcile_job, schedule
+from workers import heartbeat, indexes, notify, pool_gc, reconcile_job, schedule
 from workers.app import celery_app
 from workers.dispatch import Dispatcher
 from workers.metrics import serve_worker_metrics
@@ -81,6 +81,7 @@ schedule.install(get_settings())
 notify.install(get_settings())
 reconcile_job.install(get_settings())
 indexes.install(get_settings())
+pool_gc.install(get_settings())
 
 
 def dispatcher() -> Dispatcher:
