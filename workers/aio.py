@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -109,6 +110,11 @@ class AsyncPool:
     def running(self) -> int:
         return self._running
 
+    @property
+    def room(self) -> int:
+        """Runs that may be started now without waiting."""
+        return max(0, self._limit - self._running)
+
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._loop is None or self._pid != os.getpid():
@@ -179,7 +185,81 @@ class AsyncPool:
             return self._idle.wait_for(lambda: self._running == 0, timeout)
 
 
-_pools: list[AsyncPool] = []
+class SyncPool:
+    """``UPHOOKS_SYNC_THREADS``: N threads for plain handlers' calls, and a bounded queue of
+    admitted calls in front of them, so a thread that finishes a call starts the next at once
+    while the slot admits more. At most ``threads + ahead`` calls are admitted at once (running
+    or queued); a start waits for room, in its slot (the backpressure). A call and its outcome's
+    hand-over (``done``) run on the thread: no event loop between the slot and the threads."""
+
+    def __init__(self, threads: int, ahead: int | None = None) -> None:
+        self._threads = threads
+        self._limit = threads + (threads if ahead is None else ahead)
+        self._room = threading.BoundedSemaphore(self._limit)
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._pid = 0
+        self._running = 0
+        _pools.append(self)
+
+    @property
+    def running(self) -> int:
+        """Calls admitted and not finished (running or queued)."""
+        return self._running
+
+    @property
+    def room(self) -> int:
+        """Calls that may be started now without waiting."""
+        return max(0, self._limit - self._running)
+
+    def _ensure_threads(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._queue, self._pid = queue.SimpleQueue(), os.getpid()
+            for n in range(self._threads):
+                threading.Thread(target=self._work, name=f"uphooks-sync-{n}", daemon=True).start()
+
+    def start(self, call: Callable[[], R], done: Callable[[R], None]) -> None:
+        """Queue ``call()`` for a thread and hand its result to ``done`` (on that thread);
+        blocks while ``threads + ahead`` calls are already admitted."""
+        self._room.acquire()
+        with self._lock:
+            self._running += 1
+        try:
+            self._ensure_threads()
+            self._queue.put(partial(self._one, call, done))
+        except BaseException:
+            self._finished()
+            raise
+
+    def _one(self, call: Callable[[], R], done: Callable[[R], None]) -> None:
+        try:
+            done(call())
+        except BaseException:
+            # call() turns every handler error into an outcome; this is a bug of ours. The
+            # pair's lease lapses and it runs again.
+            log.exception("sync run failed in the worker")
+        finally:
+            self._finished()
+
+    def _work(self) -> None:
+        while True:
+            self._queue.get()()
+
+    def _finished(self) -> None:
+        with self._lock:
+            self._running -= 1
+            self._idle.notify_all()
+        self._room.release()
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._lock:
+            return self._idle.wait_for(lambda: self._running == 0, timeout)
+
+
+_pools: list[AsyncPool | SyncPool] = []
 _settlers: list[SettleQueue[Any]] = []
 
 

@@ -5,10 +5,12 @@ Two kinds, decided here before the slot runs the rest (workers/dispatch.py, step
 * pairs of a rate-limited handler over its limit (workers/rate_limits.py): given back to the
   ledger, due at the slot their buckets gave them (``release`` with a due time; no attempt
   counted);
-* pairs of ``async def`` handlers, and with ``UPHOOKS_SYNC_THREADS`` sync ones without a
-  per-call time limit: started on the process's event loop (workers/aio.py), each settled from
-  there when it ends. The message does not wait for them, so the task returns once they started
-  (every route message a batch took included: workers/intake.py).
+* pairs of ``async def`` handlers, started on the process's event loop, and with
+  ``UPHOOKS_SYNC_THREADS`` sync ones without a per-call time limit, queued for the process's
+  sync threads (workers/aio.py); each is settled from there when it ends. The message does not
+  wait for them, so the task returns once they started (every route message a batch took
+  included: workers/intake.py). :meth:`OffSlot.room` says how many more can start without
+  waiting, so a batch takes no more than that.
 
 Their outcomes are built exactly as for runs in the slot (workers/settling.py) and settled by the
 same ``Settler.finish``, batched by a settle thread.
@@ -27,11 +29,11 @@ import redis
 from uphooks import tracing
 from uphooks.settings import Settings
 from workers import metrics
-from workers.aio import AsyncPool, SettleQueue
+from workers.aio import AsyncPool, SettleQueue, SyncPool
 from workers.leases import LeaseKeeper
 from workers.rate_limits import RateLimits
 from workers.retrying import RetryPolicy, with_redis_retries
-from workers.running import Job, attributes_of, context_of
+from workers.running import Job, attributes_of, context_of, run_job
 from workers.settling import Outcome, failed
 from workers.time_limits import HandlerTimeLimit
 
@@ -57,7 +59,14 @@ class OffSlot:
         self._soft_limit_exc = soft_limit_exc
         self._rates = RateLimits(client, settings)
         self._aio = AsyncPool(settings.async_concurrency, settings.sync_threads)
+        self._threads = SyncPool(settings.sync_threads) if settings.sync_threads else None
         self._settle_queue: SettleQueue[Outcome] = SettleQueue(finish)
+
+    def room(self) -> int:
+        """Runs this process can start off the slot now without waiting (a batch's cap)."""
+        if self._threads is None:
+            return self._aio.room
+        return min(self._aio.room, self._threads.room)
 
     def hold_back_over_rate(self, jobs: list[Job], outcomes: list[Outcome]) -> list[Job]:
         """Jobs of rate-limited handlers over their limit are given back to the ledger, due
@@ -88,8 +97,11 @@ class OffSlot:
         settle = functools.partial(self._settle_queue.add, holder)
         for index, job in enumerate(started):
             try:
-                run = functools.partial(self._run_async, job)
-                self._aio.start(job.spec.name, job.spec.concurrency, run, settle)
+                if self._threads is not None and self._on_threads(job):
+                    self._threads.start(functools.partial(self._run_sync, job), settle)
+                else:
+                    run = functools.partial(self._run_async, job)
+                    self._aio.start(job.spec.name, job.spec.concurrency, run, settle)
             except self._soft_limit_exc:
                 unstarted = started[index:]
                 self._leases.release(holder, [j.pair for j in unstarted])
@@ -98,10 +110,28 @@ class OffSlot:
         return rest
 
     def _off_slot(self, job: Job) -> bool:
-        """Run on the process's loop: async handlers, and with UPHOOKS_SYNC_THREADS sync ones
-        that need no per-call timer (workers/aio.py)."""
+        """Run off the slot: async handlers on the process's loop, and with
+        UPHOOKS_SYNC_THREADS sync ones that need no per-call timer on its threads
+        (workers/aio.py)."""
         spec = job.spec
         return spec.is_async or (self._s.sync_threads > 0 and spec.time_limit is None)
+
+    @staticmethod
+    def _on_threads(job: Job) -> bool:
+        """A sync job straight on the sync threads; one of a handler with ``concurrency=``
+        goes through the loop, whose per-handler bound holds it back without holding a
+        thread."""
+        return not job.spec.is_async and job.spec.concurrency is None
+
+    def _run_sync(self, job: Job) -> Outcome:
+        """One sync run on a thread of UPHOOKS_SYNC_THREADS: its outcome, as in the slot."""
+        started = time.monotonic()
+        try:
+            run_job(job)
+        except Exception as exc:
+            return failed(self._policy, job, exc, time.monotonic() - started)
+        took = time.monotonic() - started
+        return Outcome(job.ref, "done", job.attempt, job.delivery, duration=took)
 
     async def _run_async(self, job: Job) -> Outcome:
         """One run on the loop: its outcome, as for runs in the slot. An async handler's time
