@@ -108,7 +108,8 @@ class Dispatcher:
             intake = self._intake.take(task_id, sorted({k for k, _, _ in refs}), here, False)
             self._run_pairs(refs, intake, holder)
         else:
-            intake = self._intake.take(task_id, keys, here, True, redelivered)
+            room = self._off_slot.room()
+            intake = self._intake.take(task_id, keys, here, True, redelivered, room)
             count = "" if redelivered else self._keys.deliveries_of(task_id)
             self._route(task_id, intake, here, holder, count)
 
@@ -265,6 +266,8 @@ class Dispatcher:
         process killed mid-message repeats at most that much work (fast handlers still share
         one settle call per message). Pairs over their rate limit are given back first, and
         those of async handlers started on the process's loop, not waited for."""
+        # Runs started off the slot cost it ~0: batch sizing counts their deliveries too.
+        routed = len({job.ref[0] for job in jobs})
         jobs = self._off_slot.hold_back_over_rate(jobs, outcomes)
         jobs = self._off_slot.start_async(jobs, holder, outcomes)
         # -- the sync handlers, in this slot ----------------------------------------------
@@ -294,8 +297,7 @@ class Dispatcher:
                     last = time.monotonic()
             ran = time.monotonic() - began
             self._settler.finish(outcomes, holder)
-            if jobs:
-                self._intake.size.observe(ran, len({job.ref[0] for job in jobs}))
+            self._intake.size.observe(ran, routed)
         finally:
             self._leases.release(holder, [job.pair for job in jobs])  # async runs keep theirs
 

@@ -67,11 +67,14 @@ class BatchSize:
         last = self._average
         self._average = per if last is None else last * (1 - _ALPHA) + per * _ALPHA
 
-    def further(self, own: int) -> int:
-        """Deliveries to take besides the message's own ``own`` (0: take nothing)."""
+    def further(self, own: int, room: int | None = None) -> int:
+        """Deliveries to take besides the message's own ``own`` (0: take nothing), no more
+        than ``room`` in all when given (runs the process can start off its slot now)."""
         if self._average is None or self._most <= own:
             return 0
         fits = int(BUDGET / max(self._average, 1e-5))
+        if room is not None:
+            fits = min(fits, room - own)
         return max(0, min(self._most - own, fits))
 
 
@@ -83,16 +86,22 @@ class Intaker:
         self.size = BatchSize(settings.worker_batch_max)
 
     def take(
-        self, task_id: str, keys: list[str], queue: str, route: bool, redelivered: bool = True
+        self,
+        task_id: str,
+        keys: list[str],
+        queue: str,
+        route: bool,
+        redelivered: bool = True,
+        room: int | None = None,
     ) -> Intake:
         """Count the message, take further route messages from ``queue`` if a ``route``
-        message, and read the records.
+        message (no more than ``room`` deliveries in all), and read the records.
 
         A route message's first delivery (not ``redelivered``) is not counted here but by the
         admit call (:meth:`Ledger.admit`'s ``count``), so nothing here waits for a write; its
         redelivery counts as at least the second, as the first may have died while routing.
         """
-        further = self.size.further(len(keys)) if route else 0
+        further = self.size.further(len(keys), room) if route else 0
         defer = route and not redelivered
         seen, taken, raws, messages = self._script(
             keys=[queue, self._keys.due],
