@@ -97,6 +97,28 @@ class Row(EventsPerSecond):
     seconds: float
     rss_mb: float
     load: str
+    cpu_ms: float = 0.0  # the worker's CPU time per event (every process and thread), ms
+    redis_ms: float = 0.0  # the Redis server's, ms
+
+
+def cpu_seconds(pid: int | None = None, group: int | None = None) -> float:
+    """CPU time (user + system, every thread) of one process, or of a process group's."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    stats = [Path(f"/proc/{pid}/stat")] if pid else Path("/proc").glob("[0-9]*/stat")
+    for stat in stats:
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if group is not None and int(fields[2]) != group:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / tick
+
+
+#: The bench's Redis server, whose CPU time per event is reported beside the worker's.
+REDIS_PID: int | None = None
 
 
 def rss_mb(group: int) -> float:
@@ -126,8 +148,10 @@ class GroupPeak(Sampling):
 
 
 @contextlib.contextmanager
-def process(args: list[str], env: dict[str, str], log_path: Path) -> Iterator[int]:
-    proc = procs.spawn(args, env, log_path)
+def process(
+    args: list[str], env: dict[str, str], log_path: Path, cwd: Path = ROOT
+) -> Iterator[int]:
+    proc = procs.spawn(args, env, log_path, cwd)
     try:
         yield proc.pid
     finally:
@@ -150,13 +174,15 @@ def drain(
     env: dict[str, str],
     logs: Path,
     timeout: float,
-) -> tuple[float, float, str, int]:
+    cwd: Path = ROOT,
+) -> tuple[float, float, str, int, tuple[float, float]]:
     """Start the worker, put the set-aside backlog back, time until every event ran: the
-    seconds, the peak RSS (MB), the load average before and after, and the runs counted (a
-    second after, so a late duplicate shows)."""
+    seconds, the peak RSS (MB), the load average before and after, the runs counted (a
+    second after, so a late duplicate shows), and the CPU seconds the worker and the Redis
+    server spent meanwhile."""
     staging = f"{queue}-staging"
     client.rename(queue, staging)
-    with process(worker, env, logs) as pid:
+    with process(worker, env, logs, cwd) as pid:
         deadline = time.monotonic() + 60
         while not client.get(probe.READY_KEY):
             if time.monotonic() > deadline:
@@ -165,6 +191,7 @@ def drain(
         time.sleep(0.5)
         load = f"{os.getloadavg()[0]:.1f}"
         with GroupPeak(pid) as sampler:
+            cpu = cpu_seconds(group=pid), cpu_seconds(REDIS_PID)
             started = time.monotonic()
             client.rename(staging, queue)
             while int(client.get(probe.RUNS_KEY) or 0) < events:
@@ -172,14 +199,16 @@ def drain(
                     raise RuntimeError(f"not drained in {timeout}s; see {logs}")
                 time.sleep(0.02)
             seconds = time.monotonic() - started
+            cpu = cpu_seconds(group=pid) - cpu[0], cpu_seconds(REDIS_PID) - cpu[1]
         load += f"-{os.getloadavg()[0]:.1f}"
         time.sleep(1.0)  # a late duplicate would show now
-    return seconds, sampler.peak, load, int(client.get(probe.RUNS_KEY) or 0)
+    return seconds, sampler.peak, load, int(client.get(probe.RUNS_KEY) or 0), cpu
 
 
-def worker_env(url: str, http: str, **extra: str) -> dict[str, str]:
-    """A worker's environment: this shell's, with the Redis and the HTTP server of this run."""
-    return dict(os.environ, PYTHONPATH=str(ROOT), BENCH_REDIS_URL=url, BENCH_HTTP_URL=http, **extra)
+def worker_env(url: str, http: str, root: Path = ROOT, **extra: str) -> dict[str, str]:
+    """A worker's environment: this shell's, with the Redis and the HTTP server of this run,
+    the code of the tree ``root``."""
+    return dict(os.environ, PYTHONPATH=str(root), BENCH_REDIS_URL=url, BENCH_HTTP_URL=http, **extra)
 
 
 def fresh(url: str) -> tuple[redis.Redis, str]:
@@ -189,7 +218,16 @@ def fresh(url: str) -> tuple[redis.Redis, str]:
     return client, uuid.uuid4().hex[:8]
 
 
-def ours(url: str, http: str, event: str, events: int, pool: list[str], work: Path) -> Row:
+def ours(
+    url: str,
+    http: str,
+    event: str,
+    events: int,
+    pool: list[str],
+    work: Path,
+    root: Path = ROOT,
+) -> Row:
+    """Our worker (of the tree ``root``) drains ``events`` deliveries of ``event``."""
     from bench.scaling import fill
 
     client, run = fresh(url)
@@ -199,6 +237,7 @@ def ours(url: str, http: str, event: str, events: int, pool: list[str], work: Pa
     env = worker_env(
         url,
         http,
+        root,
         UPHOOKS_REDIS_URL=url,
         UPHOOKS_KEY_PREFIX=prefix,
         UPHOOKS_QUEUE=queue,
@@ -208,7 +247,8 @@ def ours(url: str, http: str, event: str, events: int, pool: list[str], work: Pa
     )
     env.pop("REDIS_URL", None)
     worker = commands.worker(*pool, name=f"ah-{run}")
-    seconds, rss, load, runs = drain(client, queue, events, worker, env, work / f"{run}.log", 170)
+    log_path = work / f"{run}.log"
+    seconds, rss, load, runs, cpu = drain(client, queue, events, worker, env, log_path, 170, root)
     pipe = client.pipeline(transaction=False)
     for key, _ in deliveries:
         pipe.hget(f"{prefix}:handled:{key}", HANDLERS[event])
@@ -216,7 +256,11 @@ def ours(url: str, http: str, event: str, events: int, pool: list[str], work: Pa
     if missing or runs != events:
         raise RuntimeError(f"{missing} pairs not done, {runs} runs for {events} events")
     name = f"ours, {'async' if event == ASYNC_EVENT else 'sync'}, {' '.join(pool)}"
-    return Row(name, events, seconds, rss, load)
+    if os.environ.get("UPHOOKS_SYNC_THREADS"):
+        name += f", UPHOOKS_SYNC_THREADS={os.environ['UPHOOKS_SYNC_THREADS']}"
+    if root != ROOT:
+        name += f" [{root}]"
+    return Row(name, events, seconds, rss, load, *per_event(cpu, events))
 
 
 def bare(url: str, http: str, events: int, pool: list[str], work: Path) -> Row:
@@ -233,10 +277,50 @@ def bare(url: str, http: str, events: int, pool: list[str], work: Path) -> Row:
             task.apply_async(queue=queue, producer=producer)
     worker = commands.celery_worker("bench.celery_http", "-Q", queue, "-n", f"bare-{run}@%h")
     worker += [*commands.QUIET_WORKER, "--loglevel", "WARNING", *pool]
-    seconds, rss, load, runs = drain(client, queue, events, worker, env, work / f"{run}.log", 170)
+    log_path = work / f"{run}.log"
+    seconds, rss, load, runs, cpu = drain(client, queue, events, worker, env, log_path, 170)
     if runs != events:
         raise RuntimeError(f"bare Celery ran {runs} tasks for {events}")
-    return Row(f"bare Celery, {' '.join(pool)}", events, seconds, rss, load)
+    name = f"bare Celery, {' '.join(pool)}"
+    return Row(name, events, seconds, rss, load, *per_event(cpu, events))
+
+
+def per_event(cpu: tuple[float, float], events: int) -> tuple[float, float]:
+    """CPU seconds (worker, Redis) as milliseconds per event."""
+    return cpu[0] * 1000 / events, cpu[1] * 1000 / events
+
+
+@dataclass
+class SyncRound:
+    """The sync rows of one round, run one after the other: ours on Celery's threads, ours on
+    the runner's threads (and the baseline tree's, when given), bare Celery on its threads."""
+
+    threads: Row
+    runner: Row
+    bare: Row
+    baseline: Row | None = None
+
+
+def sync_round(url: str, http: str, args: argparse.Namespace, work: Path, index: int) -> SyncRound:
+    threads = ["-P", "threads", "-c", str(args.threads)]
+    events = args.threads_events
+    note(f"round {index + 1}: ours sync threads: {events} events")
+    on_threads = ours(url, http, SYNC_EVENT, events, threads, work)
+    os.environ["UPHOOKS_SYNC_THREADS"] = str(args.threads)
+    try:
+        trees = [ROOT] + ([args.baseline_tree] if args.baseline_tree else [])
+        if index % 2:
+            trees.reverse()  # alternate which tree goes first
+        runner: dict[Path, Row] = {}
+        for root in trees:
+            note(f"round {index + 1}: ours sync on the runner's threads [{root}]: {events} events")
+            runner[root] = ours(url, http, SYNC_EVENT, events, ["-P", "solo"], work, root)
+    finally:
+        del os.environ["UPHOOKS_SYNC_THREADS"]
+    note(f"round {index + 1}: bare threads: {events} events")
+    bare_threads = bare(url, http, events, threads, work)
+    baseline = runner.get(args.baseline_tree) if args.baseline_tree else None
+    return SyncRound(on_threads, runner[ROOT], bare_threads, baseline)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,6 +334,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefork-events", type=int, default=150)
     parser.add_argument("--threads", type=int, default=16, help="-c of both -P threads rows")
     parser.add_argument("--threads-events", type=int, default=1000)
+    parser.add_argument(
+        "--sync-only", action="store_true", help="only the sync rows (no async, no prefork)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run the sync rows this many times, in turn"
+    )
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        help="in each round, also our worker on the runner's threads from this source tree "
+        "(e.g. /work/main: the same handler and machine, another version of uphooks)",
+    )
     args = parser.parse_args(argv)
     if args.serve:
         asyncio.run(_serve(args.serve, args.delay_ms / 1000))
@@ -257,9 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     from uphooks_cli.embedded import RedisServer, free_port  # the driver only, not the workers
 
     rows: list[Row] = []
+    rounds: list[SyncRound] = []
     with tempfile.TemporaryDirectory(prefix="uphooks-async-bench-") as tmp:
         work = Path(tmp)
         server = RedisServer(work / "redis", appendfsync="everysec").start()
+        global REDIS_PID
+        REDIS_PID = server.process.pid if server.process else None
         port = free_port()
         serve = [sys.executable, "-m", "bench.async_handlers", "--serve", str(port)]
         serve += ["--delay-ms", str(args.delay_ms)]
@@ -269,60 +368,62 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.5)
                 print(f"# uptime: {subprocess.getoutput('uptime').strip()}")
                 print(f"# cpus: {os.cpu_count()}; handler waits {args.delay_ms} ms on 127.0.0.1")
-                note(f"ours async: {args.async_events} events")
                 os.environ["UPHOOKS_ASYNC_CONCURRENCY"] = str(args.async_concurrency)
-                rows.append(
-                    ours(
-                        server.url,
-                        http,
-                        ASYNC_EVENT,
-                        args.async_events,
-                        args.async_pool.split(),
-                        work,
-                    )
-                )
-                note(f"bare prefork -c {args.prefork}: {args.prefork_events} events")
-                prefork = ["-P", "prefork", "-c", str(args.prefork)]
-                rows.append(bare(server.url, http, args.prefork_events, prefork, work))
-                threads = ["-P", "threads", "-c", str(args.threads)]
-                note(f"ours sync threads: {args.threads_events} events")
-                rows.append(ours(server.url, http, SYNC_EVENT, args.threads_events, threads, work))
-                note(f"ours sync on the runner's threads: {args.threads_events} events")
-                os.environ["UPHOOKS_SYNC_THREADS"] = str(args.threads)
-                solo = ["-P", "solo"]
-                rows.append(ours(server.url, http, SYNC_EVENT, args.threads_events, solo, work))
-                rows[-1].name += f", UPHOOKS_SYNC_THREADS={args.threads}"
-                del os.environ["UPHOOKS_SYNC_THREADS"]
-                note(f"bare threads: {args.threads_events} events")
-                rows.append(bare(server.url, http, args.threads_events, threads, work))
+                if not args.sync_only:
+                    note(f"ours async: {args.async_events} events")
+                    pool = args.async_pool.split()
+                    rows.append(ours(server.url, http, ASYNC_EVENT, args.async_events, pool, work))
+                    note(f"bare prefork -c {args.prefork}: {args.prefork_events} events")
+                    prefork = ["-P", "prefork", "-c", str(args.prefork)]
+                    rows.append(bare(server.url, http, args.prefork_events, prefork, work))
+                for index in range(args.rounds):
+                    rounds.append(sync_round(server.url, http, args, work, index))
                 print(f"# uptime: {subprocess.getoutput('uptime').strip()}")
         finally:
             server.stop()
-    report(rows, args.async_concurrency)
+    report(rows, rounds, args.async_concurrency)
     return 0
 
 
-def report(rows: list[Row], concurrency: int) -> None:
+def report(rows: list[Row], rounds: list[SyncRound], concurrency: int) -> None:
+    """Every row, then the ratios: async against prefork, and per round the sync rows against
+    bare Celery -P threads measured beside them."""
     print(
-        f"{'row':<56} {'events':>6} {'events/s':>9} {'RSS MB':>7} {'ev/s per GB':>11} {'load':>9}"
+        f"{'row':<62} {'events':>6} {'events/s':>9} {'RSS MB':>7} {'ev/s per GB':>11} "
+        f"{'CPU ms/ev':>9} {'Redis ms/ev':>11} {'load':>11}"
     )
-    for row in rows:
+    every = rows + [
+        row for r in rounds for row in (r.threads, r.runner, r.baseline, r.bare) if row is not None
+    ]
+    for row in every:
         per_gb = row.rate / row.rss_mb * 1024
         print(
-            f"{row.name:<56} {row.events:>6} {row.rate:>9.1f} {row.rss_mb:>7.0f} "
-            f"{per_gb:>11.0f} {row.load:>9}"
+            f"{row.name:<62} {row.events:>6} {row.rate:>9.1f} {row.rss_mb:>7.0f} "
+            f"{per_gb:>11.0f} {row.cpu_ms:>9.2f} {row.redis_ms:>11.2f} {row.load:>11}"
         )
-    aio, prefork, ours_threads, ours_runner, bare_threads = rows
-    same_rss = prefork.rate * aio.rss_mb / prefork.rss_mb
-    print(
-        f"async (UPHOOKS_ASYNC_CONCURRENCY={concurrency}) / bare prefork at the same total RSS: "
-        f"{aio.rate / same_rss:.1f}x (goal >= 10x; raw {aio.rate / prefork.rate:.1f}x)"
-    )
-    print(
-        f"sync, -P threads: ours / bare Celery: {ours_threads.rate / bare_threads.rate:.2f}x; "
-        f"ours on the runner's threads / bare Celery -P threads: "
-        f"{ours_runner.rate / bare_threads.rate:.2f}x (goal >= 1.0x)"
-    )
+    if rows:
+        aio, prefork = rows
+        same_rss = prefork.rate * aio.rss_mb / prefork.rss_mb
+        print(
+            f"async (UPHOOKS_ASYNC_CONCURRENCY={concurrency}) / bare prefork at the same total "
+            f"RSS: {aio.rate / same_rss:.1f}x (goal >= 10x; raw {aio.rate / prefork.rate:.1f}x)"
+        )
+    for index, r in enumerate(rounds):
+        line = (
+            f"round {index + 1}, sync / bare Celery -P threads: ours -P threads "
+            f"{r.threads.rate / r.bare.rate:.2f}x; ours on the runner's threads "
+            f"{r.runner.rate / r.bare.rate:.2f}x (goal >= 1.0x)"
+        )
+        if r.baseline is not None:
+            line += f"; the baseline tree's {r.baseline.rate / r.bare.rate:.2f}x"
+        print(line)
+        cpu = f"{r.runner.cpu_ms:.2f}"
+        if r.baseline is not None:
+            cpu += f" (the baseline tree's {r.baseline.cpu_ms:.2f})"
+        print(
+            f"round {index + 1}, worker CPU ms per event: ours on the runner's threads {cpu}, "
+            f"bare Celery -P threads {r.bare.cpu_ms:.2f}"
+        )
 
 
 if __name__ == "__main__":
