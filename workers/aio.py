@@ -19,9 +19,11 @@ Time limits are ``asyncio.timeout`` (any pool, no signals); retries and idempote
 ledger's, unchanged (workers/dispatch.py builds each run's outcome exactly as for sync runs).
 
 With ``UPHOOKS_SYNC_THREADS=N`` plain handlers (those without a per-call ``time_limit``, which
-needs the main thread's timer) go the same way, each call on one of N threads of the loop
-(``asyncio.to_thread``): a ``-P solo`` worker then keeps N sync calls in flight while its one
-slot goes on taking messages, instead of one thread of Celery's pool per message.
+needs the main thread's timer) go the same way, each call on one of N threads of this process
+(:class:`SyncPool`), with as many admitted calls queued in front of them: a ``-P solo`` worker
+then keeps N sync calls in flight while its one slot goes on taking messages, and a thread that
+finishes a call starts the next at once, instead of waiting for its message's settle and the
+next message's intake and admit as a thread of Celery's pool does.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, Generic, TypeVar
 
@@ -94,9 +95,8 @@ class SettleQueue(Generic[R]):
 class AsyncPool:
     """One event loop in a thread of this process; runs coroutines within the bounds."""
 
-    def __init__(self, limit: int, threads: int = 0) -> None:
+    def __init__(self, limit: int) -> None:
         self._limit = limit
-        self._threads = threads
         self._room = threading.BoundedSemaphore(limit)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -119,9 +119,6 @@ class AsyncPool:
         with self._lock:
             if self._loop is None or self._pid != os.getpid():
                 loop = asyncio.new_event_loop()
-                if self._threads:  # asyncio.to_thread's executor: sync handlers' calls
-                    executor = ThreadPoolExecutor(self._threads, thread_name_prefix="uphooks-sync")
-                    loop.set_default_executor(executor)
                 started = threading.Event()
 
                 def run() -> None:
@@ -189,8 +186,9 @@ class SyncPool:
     """``UPHOOKS_SYNC_THREADS``: N threads for plain handlers' calls, and a bounded queue of
     admitted calls in front of them, so a thread that finishes a call starts the next at once
     while the slot admits more. At most ``threads + ahead`` calls are admitted at once (running
-    or queued); a start waits for room, in its slot (the backpressure). A call and its outcome's
-    hand-over (``done``) run on the thread: no event loop between the slot and the threads."""
+    or queued); a start waits for room, in its slot (the backpressure). A call and its
+    outcome's hand-over (``done``) run on the thread: no event loop between the slot and the
+    threads. (``concurrency=`` is for async handlers only: handlers/registry.py.)"""
 
     def __init__(self, threads: int, ahead: int | None = None) -> None:
         self._threads = threads
@@ -214,33 +212,29 @@ class SyncPool:
         return max(0, self._limit - self._running)
 
     def _ensure_threads(self) -> None:
-        with self._lock:
-            if self._pid == os.getpid():
-                return
-            self._queue, self._pid = queue.SimpleQueue(), os.getpid()
-            for n in range(self._threads):
-                threading.Thread(target=self._work, name=f"uphooks-sync-{n}", daemon=True).start()
+        """Under the lock: the threads of this process (after a fork, new ones)."""
+        if self._pid == os.getpid():
+            return
+        self._queue, self._pid = queue.SimpleQueue(), os.getpid()
+        for n in range(self._threads):
+            threading.Thread(target=self._work, name=f"uphooks-sync-{n}", daemon=True).start()
 
-    def start(self, call: Callable[[], R], done: Callable[[R], None]) -> None:
+    def start(self, handler: str, call: Callable[[], R], done: Callable[[R], None]) -> None:
         """Queue ``call()`` for a thread and hand its result to ``done`` (on that thread);
         blocks while ``threads + ahead`` calls are already admitted."""
         self._room.acquire()
         with self._lock:
-            self._running += 1
-        try:
             self._ensure_threads()
-            self._queue.put(partial(self._one, call, done))
-        except BaseException:
-            self._finished()
-            raise
+            self._running += 1
+            self._queue.put(partial(self._one, handler, call, done))
 
-    def _one(self, call: Callable[[], R], done: Callable[[R], None]) -> None:
+    def _one(self, handler: str, call: Callable[[], R], done: Callable[[R], None]) -> None:
         try:
             done(call())
         except BaseException:
             # call() turns every handler error into an outcome; this is a bug of ours. The
             # pair's lease lapses and it runs again.
-            log.exception("sync run failed in the worker")
+            log.exception("sync run of %s failed in the worker", handler)
         finally:
             self._finished()
 

@@ -58,7 +58,7 @@ class OffSlot:
         self._policy = policy
         self._soft_limit_exc = soft_limit_exc
         self._rates = RateLimits(client, settings)
-        self._aio = AsyncPool(settings.async_concurrency, settings.sync_threads)
+        self._aio = AsyncPool(settings.async_concurrency)
         self._threads = SyncPool(settings.sync_threads) if settings.sync_threads else None
         self._settle_queue: SettleQueue[Outcome] = SettleQueue(finish)
 
@@ -97,11 +97,14 @@ class OffSlot:
         settle = functools.partial(self._settle_queue.add, holder)
         for index, job in enumerate(started):
             try:
-                if self._threads is not None and self._on_threads(job):
-                    self._threads.start(functools.partial(self._run_sync, job), settle)
-                else:
+                spec = job.spec
+                if spec.is_async:
                     run = functools.partial(self._run_async, job)
-                    self._aio.start(job.spec.name, job.spec.concurrency, run, settle)
+                    self._aio.start(spec.name, spec.concurrency, run, settle)
+                else:
+                    assert self._threads is not None  # _off_slot: UPHOOKS_SYNC_THREADS is on
+                    call = functools.partial(self._run_sync, job)
+                    self._threads.start(spec.name, call, settle)
             except self._soft_limit_exc:
                 unstarted = started[index:]
                 self._leases.release(holder, [j.pair for j in unstarted])
@@ -116,13 +119,6 @@ class OffSlot:
         spec = job.spec
         return spec.is_async or (self._s.sync_threads > 0 and spec.time_limit is None)
 
-    @staticmethod
-    def _on_threads(job: Job) -> bool:
-        """A sync job straight on the sync threads; one of a handler with ``concurrency=``
-        goes through the loop, whose per-handler bound holds it back without holding a
-        thread."""
-        return not job.spec.is_async and job.spec.concurrency is None
-
     def _run_sync(self, job: Job) -> Outcome:
         """One sync run on a thread of UPHOOKS_SYNC_THREADS: its outcome, as in the slot."""
         started = time.monotonic()
@@ -134,9 +130,8 @@ class OffSlot:
         return Outcome(job.ref, "done", job.attempt, job.delivery, duration=took)
 
     async def _run_async(self, job: Job) -> Outcome:
-        """One run on the loop: its outcome, as for runs in the slot. An async handler's time
-        limit (its own, else the task's soft limit) is ``asyncio.timeout``; a sync one runs on
-        the loop's threads (UPHOOKS_SYNC_THREADS)."""
+        """One async run on the loop: its outcome, as for runs in the slot. Its time limit
+        (its own, else the task's soft limit) is ``asyncio.timeout``."""
         key, name, _ = job.ref
         limit = job.spec.time_limit or float(self._s.task_soft_time_limit_seconds)
         started = time.monotonic()
@@ -148,19 +143,16 @@ class OffSlot:
                 metrics.handler_call(name) as timer,
             ):
                 job.first_trace = job.first_trace or span
-                if not job.spec.is_async:
-                    await asyncio.to_thread(job.spec.func, event, ctx)
-                else:
-                    within = asyncio.timeout(limit)
-                    try:
-                        async with within:
-                            await job.spec.func(event, ctx)  # type: ignore[misc]
-                    except TimeoutError as exc:
-                        if not within.expired():
-                            raise  # the handler's own
-                        raise HandlerTimeLimit(
-                            f"handler {name!r} ran past its time limit of {limit:g}s"
-                        ) from exc
+                within = asyncio.timeout(limit)
+                try:
+                    async with within:
+                        await job.spec.func(event, ctx)  # type: ignore[misc]
+                except TimeoutError as exc:
+                    if not within.expired():
+                        raise  # the handler's own
+                    raise HandlerTimeLimit(
+                        f"handler {name!r} ran past its time limit of {limit:g}s"
+                    ) from exc
         except asyncio.CancelledError:
             return Outcome(job.ref, "release", job.attempt)  # the loop is stopping: not run
         except Exception as exc:
