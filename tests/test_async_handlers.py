@@ -99,7 +99,9 @@ def test_a_process_killed_with_async_runs_in_flight_loses_none_and_repeats_only_
     """The message was acknowledged when its runs started; the lease and the schedule bring
     back exactly the runs that were in flight in the killed process, once each."""
     r = stack.client()
-    r.set(f"{stack.prefix}:test:ctl:long_seconds", 2)
+    # Long enough for the 12 posts to reach the victim before its first run ends: one at a
+    # time, they took over 2 s on a loaded machine.
+    r.set(f"{stack.prefix}:test:ctl:long_seconds", 5)
     ingress = stack.ingress()
     victim = stack.worker(AIO, "-P", "solo", **QUIET)
     keys = [post(ingress, account_body("social_account_disconnected")) for _ in range(12)]

@@ -31,9 +31,10 @@ class WorkerSettings(BaseModel):
     # ``async def`` handlers (workers/aio.py): calls in flight at once per worker process, on its
     # event loop. A message whose async pairs find the process full waits for room (in its slot).
     async_concurrency: int = Field(default=100, ge=1)
-    # Sync handlers (without a time_limit) on this many threads of the same runner instead of in
-    # the Celery pool slot: their messages are acknowledged when the runs start, as for async
-    # ones. 0: off, sync handlers run in the slot that took their message.
+    # Sync handlers (without a time_limit) on this many threads of the worker process instead of
+    # in the Celery pool slot, as many admitted calls queued in front of them: their messages
+    # are acknowledged when the runs start, as for async ones. 0: off, sync handlers run in the
+    # slot that took their message.
     sync_threads: int = Field(default=0, ge=0)
     # A prefork pool child makes a full garbage collection at most this often, after a task
     # (workers/pool_gc.py): it empties CPython's free lists, which only a full collection does.
