@@ -211,6 +211,15 @@ class SyncPool:
         """Calls that may be started now without waiting."""
         return max(0, self._limit - self._running)
 
+    def wait_for_room(self, timeout: float) -> int:
+        """Wait (at most ``timeout`` s) until half the queue ahead is free; the room then. A
+        slot that waits for this takes several messages at once (consume-side batching) where
+        one taken as each call ends would pay a message's whole cost for one delivery."""
+        wanted = max(1, (self._limit - self._threads) // 2)
+        with self._lock:
+            self._idle.wait_for(lambda: self._limit - self._running >= wanted, timeout)
+            return max(0, self._limit - self._running)
+
     def _ensure_threads(self) -> None:
         """Under the lock: the threads of this process (after a fork, new ones)."""
         if self._pid == os.getpid():

@@ -108,7 +108,7 @@ class Dispatcher:
             intake = self._intake.take(task_id, sorted({k for k, _, _ in refs}), here, False)
             self._run_pairs(refs, intake, holder)
         else:
-            room = self._off_slot.room()
+            room = self._off_slot.wait_for_room()
             intake = self._intake.take(task_id, keys, here, True, redelivered, room)
             count = "" if redelivered else self._keys.deliveries_of(task_id)
             self._route(task_id, intake, here, holder, count)

@@ -9,8 +9,8 @@ Two kinds, decided here before the slot runs the rest (workers/dispatch.py, step
   ``UPHOOKS_SYNC_THREADS`` sync ones without a per-call time limit, queued for the process's
   sync threads (workers/aio.py); each is settled from there when it ends. The message does not
   wait for them, so the task returns once they started (every route message a batch took
-  included: workers/intake.py). :meth:`OffSlot.room` says how many more can start without
-  waiting, so a batch takes no more than that.
+  included: workers/intake.py). :meth:`OffSlot.wait_for_room` says how many more can start
+  without waiting, so a batch takes no more than that.
 
 Their outcomes are built exactly as for runs in the slot (workers/settling.py) and settled by the
 same ``Settler.finish``, batched by a settle thread.
@@ -39,6 +39,9 @@ from workers.time_limits import HandlerTimeLimit
 
 log = logging.getLogger("uphooks.worker")
 
+#: How long the slot waits for the sync threads' queue to half empty before taking a message.
+ROOM_WAIT = 1.0
+
 
 class OffSlot:
     """One per process (with its Dispatcher): the rate limits, the event loop, the settle
@@ -62,11 +65,13 @@ class OffSlot:
         self._threads = SyncPool(settings.sync_threads) if settings.sync_threads else None
         self._settle_queue: SettleQueue[Outcome] = SettleQueue(finish)
 
-    def room(self) -> int:
-        """Runs this process can start off the slot now without waiting (a batch's cap)."""
+    def wait_for_room(self) -> int:
+        """Runs this process can start off the slot without waiting (a batch's cap). With
+        UPHOOKS_SYNC_THREADS, first waits (up to ``ROOM_WAIT`` s) until half the calls queued
+        ahead of the threads have started, so the slot takes route messages in batches."""
         if self._threads is None:
             return self._aio.room
-        return min(self._aio.room, self._threads.room)
+        return min(self._aio.room, self._threads.wait_for_room(ROOM_WAIT))
 
     def hold_back_over_rate(self, jobs: list[Job], outcomes: list[Outcome]) -> list[Job]:
         """Jobs of rate-limited handlers over their limit are given back to the ledger, due
