@@ -191,3 +191,15 @@ def test_the_batch_size_follows_handler_time() -> None:
     middling = BatchSize(32)
     middling.observe(0.01, 1)
     assert middling.further(1) == 5
+
+
+def test_a_batch_takes_no_more_than_the_runs_the_process_can_start_off_its_slot() -> None:
+    """Deliveries whose runs all went off the slot cost it ~0 s each (observed as such by the
+    dispatcher), so the batch is capped by the room off the slot (workers/off_slot.py)."""
+    size = BatchSize(32)
+    size.observe(0.0, 8)  # 8 deliveries started off the slot, none ran in it
+    assert size.further(1) == 31
+    assert size.further(1, room=8) == 7  # 8 in all, the message's own included
+    assert size.further(1, room=1) == 0
+    assert size.further(1, room=0) == 0  # full: the message's own waits for room, alone
+    assert size.further(3, room=40) == 29  # the maximum still holds

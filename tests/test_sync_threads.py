@@ -8,8 +8,10 @@ tests/test_async_handlers.py (``test_sync_handlers_on_the_loops_threads_keep_exa
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
+import threading
 import time
 
 from tests.conftest import Stack, wait_for
@@ -17,8 +19,47 @@ from tests.test_async_handlers import account_body
 from tests.test_batching import took
 from tests.test_ledger import LATE, QUIET, post, runs, state
 from uphooks.keys import Keys
+from workers.aio import SyncPool
 
 THREADED = "tests.plugins.threaded"
+
+
+def test_the_pool_runs_n_calls_with_n_more_queued_and_a_start_beyond_waits() -> None:
+    """SyncPool(2): 2 calls run, 2 wait queued, a fifth start blocks until a call ends; every
+    result reaches ``done``; room counts what may start without waiting."""
+    pool = SyncPool(2)
+    gate = threading.Event()
+    lock = threading.Lock()
+    running, most, results = [0], [0], []
+
+    def call(n: int) -> int:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        gate.wait(10)
+        with lock:
+            running[0] -= 1
+        return n
+
+    def done(n: int) -> None:
+        with lock:
+            results.append(n)
+
+    for n in range(4):
+        pool.start("h", functools.partial(call, n), done)
+    assert pool.room == 0 and pool.running == 4
+    fifth = threading.Thread(target=pool.start, args=("h", functools.partial(call, 4), done))
+    fifth.start()
+    time.sleep(0.3)
+    assert fifth.is_alive()  # no room: the start waits, as a slot would
+    assert most[0] == 2  # two threads
+    assert pool.wait_for_room(0.1) == 0  # half the queue is not free yet
+    gate.set()
+    fifth.join(5)
+    assert pool.wait_idle(5)
+    assert sorted(results) == [0, 1, 2, 3, 4]
+    assert most[0] == 2
+    assert pool.room == 4 and pool.wait_for_room(0.1) == 4
 
 
 def test_sync_calls_run_on_n_threads_fed_by_batches_each_pair_once(stack: Stack) -> None:
