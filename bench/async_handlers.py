@@ -15,8 +15,14 @@ start, and the clock runs from putting it back until every event ran:
   -P threads -c T**: the same wait in a plain ``def`` handler and task.
 
 RSS is the largest sum over every process of a worker (its process group), sampled while
-draining. Ours is checked exactly once (every pair done, the run count equal to the events).
+draining; CPU ms per event is the worker's CPU time (every process and thread, user + system)
+while it drains, and the Redis server's beside it: on a shared machine they move far less than
+events/s. Ours is checked exactly once (every pair done, the run count equal to the events).
 The load average is printed beside each row: the machine may be shared.
+
+``--sync-only --rounds N`` runs the sync rows N times in turn; ``--baseline-tree PATH`` adds, in
+each round, our worker on the runner's threads run from another source tree (e.g. the main
+branch), against the same Redis, HTTP server and bare Celery row.
 """
 
 from __future__ import annotations
