@@ -277,6 +277,33 @@ def test_the_scheduler_moves_everything_overdue_in_one_pass_at_volume(stack: Sta
     assert (late.routes, late.pairs, late.again, late.lost_runs) == (n // 4, n // 4, n // 4, 0)
 
 
+def test_pairs_whose_run_was_lost_are_published_one_to_a_message(stack: Stack) -> None:
+    """A process that dies mid-batch loses the runs of every pair it held: the poison's and its
+    bystanders'. Published together again, the poison would kill the bystanders beside it until
+    their deaths reached the poison limit and they were dead-lettered, though each had run to
+    its end every time (chaos scenario 6). So each lost run goes in a message of its own;
+    pairs merely queued (hand-offs, retries) are still grouped."""
+    settings = Settings(redis_url=stack.redis_url, key_prefix=stack.prefix, queue=stack.queue)
+    r = stack.client()
+    keys = Keys(stack.prefix)
+    now = time.time()
+    lost = [f"d:lost{i}" for i in range(20)]
+    queued = [f"d:queued{i}" for i in range(16)]
+    for key in lost + queued:
+        r.set(keys.delivery(key), b"{}")
+        state = "running" if key in lost else "queued"  # running with no lease: the run was lost
+        r.hset(keys.handled(key), mapping={"~": 1, "h": state, "h#": "1.1"})
+        r.zadd(keys.due, {pair_id(key, "h"): now - 1})
+
+    moved = Scheduler(r, settings).move_due(now)
+    assert (moved.pairs, moved.lost_runs) == (36, 20)
+    bodies = [json.loads(json.loads(m)["body"])[1]["pairs"] for m in r.lrange(stack.queue, 0, -1)]
+    alone = sorted(b[0][0] for b in bodies if len(b) == 1)
+    grouped = sorted(p[0] for b in bodies if len(b) > 1 for p in b)
+    assert alone == sorted(lost) and grouped == sorted(queued)
+    assert len(bodies) == 20 + 16 // PER_MESSAGE
+
+
 def test_a_worker_started_with_no_handlers_for_an_event_records_it_as_routed_to_none(
     stack: Stack,
 ) -> None:

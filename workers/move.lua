@@ -15,6 +15,7 @@
 -- Each item published is looked at again after the recovery delay, doubled for every time it
 -- had to be published again (at most 16x): a message lost on its way to a worker is published
 -- again, while one that only waits in a long queue is not copied over and over.
+-- A pair whose run was lost (running, no lease) goes in a message of its own, never grouped.
 -- An ordered pair whose delivery is gone leaves its ordering set, so the next one may go.
 -- Returns {items looked at, route messages' keys, pairs published, of those: published again
 -- (the message was lost or waits long), dropped (settled or vanished), of those published: runs
@@ -48,7 +49,7 @@ local function again(hk, field, base)
 end
 
 local members = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, limit)
-local routes, by_queue, queues = {}, {}, {}
+local routes, by_queue, queues, alone = {}, {}, {}, {}
 local nroutes, npairs, nagain, ndropped, nlost = 0, 0, 0, 0, 0
 for _, m in ipairs(members) do
   local key, h = string.match(m, '^(.*)|([^|]*)$')
@@ -81,9 +82,17 @@ for _, m in ipairs(members) do
       redis.call('ZADD', due, now + pttl / 1000, m)
     else
       local q = got[3] or default
-      if not by_queue[q] then by_queue[q] = {}; queues[#queues + 1] = q end
-      local list = by_queue[q]
-      list[#list + 1] = {key, h, got[2] or ''}
+      local pair = {key, h, got[2] or ''}
+      if state == 'running' then
+        -- Its run was lost with its process, which may be this very pair's doing (a poison
+        -- run) or a bystander's: each such pair runs in a message of its own, so a bystander
+        -- is not killed again beside the poison until its deaths reach the poison limit.
+        alone[#alone + 1] = {q, pair}
+      else
+        if not by_queue[q] then by_queue[q] = {}; queues[#queues + 1] = q end
+        local list = by_queue[q]
+        list[#list + 1] = pair
+      end
       npairs = npairs + 1
       local wait = recover
       if state == 'retrying' then
@@ -110,5 +119,8 @@ for _, q in ipairs(queues) do
     for j = i, math.min(i + batch - 1, #list) do chunk[#chunk + 1] = list[j] end
     push(q, '[[[]],{"pairs":' .. cjson.encode(chunk) .. '},' .. embed .. ']')
   end
+end
+for _, one in ipairs(alone) do
+  push(one[1], '[[[]],{"pairs":' .. cjson.encode({one[2]}) .. '},' .. embed .. ']')
 end
 return {#members, nroutes, npairs, nagain, ndropped, nlost}
