@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
+from typing import Any
+from unittest.mock import patch
 
 import pytest
 import redis
@@ -76,6 +78,32 @@ def test_a_first_delivery_is_counted_by_its_admit_and_a_redelivery_before_routin
     # A pair message is counted before its claim, as before.
     assert intaker.take("task-3", ["b"], stack.queue, False).seen == 1
     assert r.get(keys.deliveries_of("task-3")) == b"1"
+
+
+def test_a_first_delivery_with_nothing_to_take_is_read_with_one_plain_mget(stack: Stack) -> None:
+    """Nothing to count (the admit counts it) and nothing to take (no batch yet): the intake is
+    one MGET, no script, and gives what the script gives: the records found, a key named twice
+    once, a gone record left out. A redelivery still goes through the script (it counts)."""
+    settings = Settings(redis_url=stack.redis_url, key_prefix=stack.prefix, queue=stack.queue)
+    r = stack.client()
+    keys = Keys(stack.prefix)
+    intaker = Intaker(r, settings)
+    script, scripted = intaker._script, []
+
+    def spy(**kwargs: Any) -> Any:
+        scripted.append(kwargs)
+        return script(**kwargs)
+
+    intaker._script = spy  # type: ignore[assignment]
+    r.set(keys.delivery("a"), b'{"key": "a"}')
+    mget = r.mget
+    with patch.object(r, "mget", side_effect=mget) as mgets:
+        got = intaker.take("task-1", ["a", "gone", "a"], stack.queue, True, redelivered=False)
+    assert (got.seen, got.keys, got.records) == (1, ["a", "gone"], {"a": b'{"key": "a"}'})
+    assert (got.taken_messages, got.taken_keys) == (0, 0)
+    assert mgets.call_count == 1 and scripted == []
+    assert intaker.take("task-1", ["a"], stack.queue, True, redelivered=True).seen == 2
+    assert len(scripted) == 1
 
 
 def test_a_broken_record_is_dead_lettered_even_when_the_first_write_of_it_fails(

@@ -187,11 +187,13 @@ class Dispatcher:
     ) -> list[Route]:
         """The pairs of one delivery as admit.lua takes them: where each runs, its order."""
         default = self._s.queue
-        member = order_member(
-            delivery.key,
-            delivery.created_at,
-            (delivery.received_at or time.time()) + self._s.order_window_seconds,
-        )
+        member = ""
+        if any(orders):  # the member (created_at parsed, both times formatted) only if ordered
+            member = order_member(
+                delivery.key,
+                delivery.created_at,
+                (delivery.received_at or time.time()) + self._s.order_window_seconds,
+            )
         return [
             Route(
                 s.name,

@@ -82,6 +82,7 @@ class Intaker:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self._s = settings
         self._keys = Keys(settings.key_prefix)
+        self._client = client
         self._script = _script(client, "intake.lua")
         self.size = BatchSize(settings.worker_batch_max)
 
@@ -103,6 +104,14 @@ class Intaker:
         """
         further = self.size.further(len(keys), room) if route else 0
         defer = route and not redelivered
+        if defer and not further:
+            # Nothing to count and nothing to take: the script would only read the records,
+            # so read them with a plain MGET (no script to pack, look up and run).
+            names = [self._keys.delivery(key) for key in keys]
+            raws: list[bytes | None] = []
+            if names:
+                raws = self._client.mget(names)  # type: ignore[assignment]
+            return self._intake(task_id, keys, 1, [], raws, 0)
         seen, taken, raws, messages = self._script(
             keys=[queue, self._keys.due],
             args=[
@@ -121,6 +130,17 @@ class Intaker:
                 *keys,
             ],
         )
+        return self._intake(task_id, keys, int(seen), taken, raws, int(messages))
+
+    @staticmethod
+    def _intake(
+        task_id: str,
+        keys: list[str],
+        seen: int,
+        taken: list[bytes | str],
+        raws: list[bytes | None],
+        messages: int,
+    ) -> Intake:
         every = keys + [k.decode() if isinstance(k, bytes) else str(k) for k in taken]
         found = {k: raw for k, raw in zip(every, raws, strict=True) if raw is not None}
         every = list(dict.fromkeys(every))  # a key named twice is routed once (copies)
@@ -135,7 +155,7 @@ class Intaker:
             log.info(
                 "message %s: took %d further route message(s) with %d delivery(ies)",
                 task_id,
-                int(messages),
+                messages,
                 len(taken),
             )
-        return Intake(int(seen), every, found, int(messages), len(taken))
+        return Intake(seen, every, found, messages, len(taken))
