@@ -92,28 +92,52 @@ class SettleQueue(Generic[R]):
             return self._cond.wait_for(lambda: not self._pending and not self._busy, timeout)
 
 
-class AsyncPool:
-    """One event loop in a thread of this process; runs coroutines within the bounds."""
+class _Admitted:
+    """Runs admitted and not finished, at most ``limit``: a start waits for room in its slot
+    (the backpressure), and shutdown waits until none is left."""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._room = threading.BoundedSemaphore(limit)
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._pid = 0
-        self._per_handler: dict[str, asyncio.Semaphore] = {}  # touched on the loop only
-        self._running = 0
         self._idle = threading.Condition(self._lock)
+        self._running = 0
         _pools.append(self)
 
     @property
     def running(self) -> int:
+        """Runs admitted and not finished (running or queued)."""
         return self._running
 
     @property
     def room(self) -> int:
         """Runs that may be started now without waiting."""
         return max(0, self._limit - self._running)
+
+    def _admit(self) -> None:
+        self._room.acquire()
+        with self._lock:
+            self._running += 1
+
+    def _finished(self) -> None:
+        with self._lock:
+            self._running -= 1
+            self._idle.notify_all()
+        self._room.release()
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._lock:
+            return self._idle.wait_for(lambda: self._running == 0, timeout)
+
+
+class AsyncPool(_Admitted):
+    """One event loop in a thread of this process; runs coroutines within the bounds."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = 0
+        self._per_handler: dict[str, asyncio.Semaphore] = {}  # touched on the loop only
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -140,9 +164,7 @@ class AsyncPool:
     ) -> None:
         """Start ``run()`` on the loop and hand its result to ``done`` (on the loop thread);
         blocks while the process already runs ``limit`` of them."""
-        self._room.acquire()
-        with self._lock:
-            self._running += 1
+        self._admit()
         try:
             loop = self._ensure_loop()
             job = run if concurrency is None else partial(self._bounded, handler, concurrency, run)
@@ -171,18 +193,8 @@ class AsyncPool:
         finally:
             self._finished()
 
-    def _finished(self) -> None:
-        with self._lock:
-            self._running -= 1
-            self._idle.notify_all()
-        self._room.release()
 
-    def wait_idle(self, timeout: float) -> bool:
-        with self._lock:
-            return self._idle.wait_for(lambda: self._running == 0, timeout)
-
-
-class SyncPool:
+class SyncPool(_Admitted):
     """``UPHOOKS_SYNC_THREADS``: N threads for plain handlers' calls, and a bounded queue of
     admitted calls in front of them, so a thread that finishes a call starts the next at once
     while the slot admits more. At most ``threads + ahead`` calls are admitted at once (running
@@ -191,25 +203,10 @@ class SyncPool:
     threads. (``concurrency=`` is for async handlers only: handlers/registry.py.)"""
 
     def __init__(self, threads: int, ahead: int | None = None) -> None:
+        super().__init__(threads + (threads if ahead is None else ahead))
         self._threads = threads
-        self._limit = threads + (threads if ahead is None else ahead)
-        self._room = threading.BoundedSemaphore(self._limit)
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
         self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._pid = 0
-        self._running = 0
-        _pools.append(self)
-
-    @property
-    def running(self) -> int:
-        """Calls admitted and not finished (running or queued)."""
-        return self._running
-
-    @property
-    def room(self) -> int:
-        """Calls that may be started now without waiting."""
-        return max(0, self._limit - self._running)
 
     def wait_for_room(self, timeout: float) -> int:
         """Wait (at most ``timeout`` s) until half the queue ahead is free; the room then. A
@@ -231,10 +228,9 @@ class SyncPool:
     def start(self, handler: str, call: Callable[[], R], done: Callable[[R], None]) -> None:
         """Queue ``call()`` for a thread and hand its result to ``done`` (on that thread);
         blocks while ``threads + ahead`` calls are already admitted."""
-        self._room.acquire()
+        self._admit()
         with self._lock:
             self._ensure_threads()
-            self._running += 1
             self._queue.put(partial(self._one, handler, call, done))
 
     def _one(self, handler: str, call: Callable[[], R], done: Callable[[R], None]) -> None:
@@ -251,18 +247,8 @@ class SyncPool:
         while True:
             self._queue.get()()
 
-    def _finished(self) -> None:
-        with self._lock:
-            self._running -= 1
-            self._idle.notify_all()
-        self._room.release()
 
-    def wait_idle(self, timeout: float) -> bool:
-        with self._lock:
-            return self._idle.wait_for(lambda: self._running == 0, timeout)
-
-
-_pools: list[AsyncPool | SyncPool] = []
+_pools: list[_Admitted] = []
 _settlers: list[SettleQueue[Any]] = []
 
 
