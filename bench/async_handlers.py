@@ -47,7 +47,7 @@ from bench import probe
 from bench.common import EventsPerSecond, note
 from bench.sampler import Sampling
 from handlers import Context, _http, on
-from harness import commands, procs
+from harness import commands, procfs, procs
 from uphooks.events import BaseEvent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,29 +70,6 @@ def call_sync(event: BaseEvent, ctx: Context) -> None:
     probe.count_run()
 
 
-# -- the slow server ------------------------------------------------------------------------
-
-
-async def _serve(port: int, delay: float) -> None:
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
-            while True:  # keep-alive: one request after the other on a connection
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                await reader.readexactly(length)
-                await asyncio.sleep(delay)
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(answer, "127.0.0.1", port, backlog=2048)
-    async with server:
-        await server.serve_forever()
-
-
 # -- the driver -----------------------------------------------------------------------------
 
 
@@ -107,39 +84,12 @@ class Row(EventsPerSecond):
     redis_ms: float = 0.0  # the Redis server's, ms
 
 
-def cpu_seconds(pid: int | None = None, group: int | None = None) -> float:
-    """CPU time (user + system, every thread) of one process, or of a process group's."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    stats = [Path(f"/proc/{pid}/stat")] if pid else Path("/proc").glob("[0-9]*/stat")
-    for stat in stats:
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if group is not None and int(fields[2]) != group:
-                continue
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / tick
-
-
 #: The bench's Redis server, whose CPU time per event is reported beside the worker's.
 REDIS_PID: int | None = None
 
 
-def rss_mb(group: int) -> float:
-    """Resident memory of every process in a process group, MB."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) != group:
-                continue
-            for line in (stat.parent / "status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / 1024
+def redis_cpu_seconds() -> float:
+    return sum(procfs.cpu_seconds(REDIS_PID)) if REDIS_PID else 0.0
 
 
 class GroupPeak(Sampling):
@@ -150,7 +100,7 @@ class GroupPeak(Sampling):
         self.group, self.peak = group, 0.0
 
     def sample(self, t: float) -> None:
-        self.peak = max(self.peak, rss_mb(self.group))
+        self.peak = max(self.peak, procfs.group_rss_kb(self.group) / 1024)
 
 
 @contextlib.contextmanager
@@ -197,7 +147,7 @@ def drain(
         time.sleep(0.5)
         load = f"{os.getloadavg()[0]:.1f}"
         with GroupPeak(pid) as sampler:
-            cpu = cpu_seconds(group=pid), cpu_seconds(REDIS_PID)
+            cpu = procfs.group_cpu_seconds({pid}), redis_cpu_seconds()
             started = time.monotonic()
             client.rename(staging, queue)
             while int(client.get(probe.RUNS_KEY) or 0) < events:
@@ -205,7 +155,7 @@ def drain(
                     raise RuntimeError(f"not drained in {timeout}s; see {logs}")
                 time.sleep(0.02)
             seconds = time.monotonic() - started
-            cpu = cpu_seconds(group=pid) - cpu[0], cpu_seconds(REDIS_PID) - cpu[1]
+            cpu = procfs.group_cpu_seconds({pid}) - cpu[0], redis_cpu_seconds() - cpu[1]
         load += f"-{os.getloadavg()[0]:.1f}"
         time.sleep(1.0)  # a late duplicate would show now
     return seconds, sampler.peak, load, int(client.get(probe.RUNS_KEY) or 0), cpu
@@ -331,7 +281,6 @@ def sync_round(url: str, http: str, args: argparse.Namespace, work: Path, index:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--delay-ms", type=int, default=100)
     parser.add_argument("--async-events", type=int, default=3000)
     parser.add_argument("--async-concurrency", type=int, default=100)
@@ -353,9 +302,6 @@ def main(argv: list[str] | None = None) -> int:
         "(e.g. /work/main: the same handler and machine, another version of uphooks)",
     )
     args = parser.parse_args(argv)
-    if args.serve:
-        asyncio.run(_serve(args.serve, args.delay_ms / 1000))
-        return 0
     from uphooks_cli.embedded import RedisServer, free_port  # the driver only, not the workers
 
     rows: list[Row] = []
@@ -366,8 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         global REDIS_PID
         REDIS_PID = server.process.pid if server.process else None
         port = free_port()
-        serve = [sys.executable, "-m", "bench.async_handlers", "--serve", str(port)]
-        serve += ["--delay-ms", str(args.delay_ms)]
+        serve = [sys.executable, "-m", "bench.slow_http", str(port), str(args.delay_ms)]
         try:
             with process(serve, dict(os.environ, PYTHONPATH=str(ROOT)), work / "server.log"):
                 http = f"http://127.0.0.1:{port}/hook"

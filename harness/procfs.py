@@ -44,6 +44,17 @@ def group_cpu_seconds(groups: set[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def group_rss_kb(group: int) -> int:
+    """Resident memory in kB of every live process in a process group."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields is not None and int(fields[2]) == group:
+                total += rss_kb(int(entry.name))
+    return total
+
+
 def parent_of(pid: int) -> int | None:
     fields = _stat(pid)
     return None if fields is None else int(fields[1])
