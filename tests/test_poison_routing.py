@@ -6,6 +6,7 @@ restored message, and the message is dead-lettered after as many deaths as befor
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections import Counter
 from typing import Any
@@ -17,6 +18,7 @@ from redis.client import Pipeline
 
 from handlers import Router
 from tests.conftest import Stack, fixture_bodies, wait_for
+from tests.test_ledger import LATE
 from uphooks.keys import Keys
 from uphooks.settings import Settings
 from workers.deadletter import ROUTING_HANDLER
@@ -43,6 +45,11 @@ def test_a_delivery_killing_its_worker_while_routed_dies_the_poison_limit_then_i
     # dead letter without routing it again.
     assert int(r.get(f"{stack.prefix}:test:routing_deaths") or 0) == 3
     assert r.llen(stack.queue) == 0
+    # Past the moment a late copy or a recovery would have run anything again: each run records
+    # its effect, so the good pair ran once and the poison was routed no more.
+    time.sleep(LATE)
+    assert Counter(r.lrange(f"{stack.prefix}:test:effects", 0, -1)) == {effect.encode(): 1}
+    assert int(r.get(f"{stack.prefix}:test:routing_deaths") or 0) == 3
 
 
 def test_a_first_delivery_is_counted_by_its_admit_and_a_redelivery_before_routing(
