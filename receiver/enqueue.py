@@ -19,7 +19,6 @@ connection of the Enqueuer's own (one batch is in flight at a time).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import time
@@ -31,6 +30,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 
+from receiver.background import stop_task
 from receiver.replicas import ReplicaWait
 from uphooks.facts import fact_prefix
 from uphooks.indexes import lookup_bucket_seconds
@@ -82,6 +82,7 @@ class Enqueuer:
         self._inflight: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False  # set by stop(): the flusher's loop ends at its next turn
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -93,9 +94,9 @@ class Enqueuer:
         """Flush what is waiting, then stop."""
         if self._task is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        self._stopping = True
+        self._wakeup.set()  # the flusher sends what waits, then ends (its calls are bounded)
+        await stop_task(self._task, grace=self._timeout + 1)
         self._task = None
         while self._pending:
             await self._flush_some()
@@ -149,7 +150,7 @@ class Enqueuer:
         )
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
@@ -173,6 +174,14 @@ class Enqueuer:
                 if not p.future.done():
                     p.future.set_exception(exc)
             return
+        except asyncio.CancelledError:
+            # Stopped with the batch in flight: whether Redis has it is not known, so each
+            # request answers as for a timeout (the sender retries; a copy Redis did keep is
+            # then a duplicate).
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(TimeoutError("the ingress stopped mid-enqueue"))
+            raise
         finally:
             self._inflight = []
         for p, flag in zip(batch, flags, strict=True):

@@ -20,12 +20,13 @@ With ``maxmemory`` 0 (no limit) there is nothing to check and every delivery is 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
 
 import redis.asyncio as aioredis
+
+from receiver.background import stop_task
 
 log = logging.getLogger("uphooks.receiver")
 
@@ -51,6 +52,7 @@ class Headroom:
         self._oom = False  # Redis answered OOM since the last reading
         self._refusing = False  # as of the last reading, for the log
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False  # set by stop(): the poller's loop ends at its next turn
 
     @property
     def limit(self) -> int:
@@ -133,13 +135,12 @@ class Headroom:
         self._task = asyncio.create_task(self._run(), name="uphooks-headroom")
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self._interval)
             await self.read()
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping = True
+            await stop_task(self._task)
             self._task = None

@@ -8,6 +8,9 @@ describes; generated deliveries really go to Redis under this module's own key p
 
 from __future__ import annotations
 
+import asyncio
+import io
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -18,6 +21,7 @@ import redis
 import schemathesis
 from hypothesis import given, settings
 from schemathesis import Case, GenerationMode
+from schemathesis.python import asgi as schemathesis_asgi
 from schemathesis.python.asgi import shutdown_lifespans
 from schemathesis.schemas import BaseSchema
 from schemathesis.specs.openapi.checks import positive_data_acceptance
@@ -56,11 +60,41 @@ def both_listeners(listeners: Listeners) -> ASGIApp:
     return app
 
 
+async def _task_stacks() -> str:
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        task.print_stack(file=out)
+    return out.getvalue()
+
+
+def _end_lifespans(seconds: float = 30.0) -> None:
+    """``shutdown_lifespans()``, bounded: a shutdown that never ends fails here with the stacks
+    of every task on schemathesis's event loop (what the lifespan waits on), not at the suite's
+    timeout with only the threads' stacks."""
+    failed: list[BaseException] = []
+
+    def end() -> None:
+        try:
+            shutdown_lifespans()
+        except BaseException as exc:
+            failed.append(exc)
+
+    ending = threading.Thread(target=end, name="end-lifespans", daemon=True)
+    ending.start()
+    ending.join(seconds)
+    if ending.is_alive():
+        portal = schemathesis_asgi._PORTAL
+        stacks = portal.call(_task_stacks) if portal is not None else "(no portal)"
+        pytest.fail(f"the app's lifespan did not end within {seconds} s; tasks:\n{stacks}")
+    if failed:
+        raise failed[0]
+
+
 @pytest.fixture(scope="module")
 def api_schema(redis_url: str) -> Iterator[BaseSchema]:
     app = both_listeners(create_listeners(_settings(redis_url)))
     yield schemathesis.openapi.from_asgi("/openapi.json", app)
-    shutdown_lifespans()  # schemathesis started the app's lifespan; end it (closes Redis)
+    _end_lifespans()  # schemathesis started the app's lifespan; end it (closes Redis)
     client = redis.Redis.from_url(redis_url)
     keys = list(client.scan_iter(f"{PREFIX}*", count=1000))
     if keys:
