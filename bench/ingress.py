@@ -45,6 +45,7 @@ CONTENDERS: dict[str, tuple[str, str]] = {
     "A": ("bench.apps:a", "Starlette route answering 202, body unread"),
     "C": ("bench.apps:c", "read body, parse, pydantic-validate, await redis.asyncio LPUSH"),
     "D": ("bench.apps:d", "read body, parse, pydantic-validate, task.delay() in the endpoint"),
+    "M": ("bench.apps:m", "floor: read body, check HMAC, group-committed LPUSH, empty 202"),
     "ours": ("serve", "uphooks serve (Procfile): verify, de-duplicate, enqueue, access log"),
     "ours-w2": ("serve --workers 2", "uphooks serve --workers 2, the same"),
 }

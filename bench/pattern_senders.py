@@ -97,10 +97,13 @@ def delay_all(url: str, queue: str, tag: str, events: int, senders: int) -> floa
     return time.perf_counter() - t0
 
 
-def delay_at_rate(count: int, rate: float) -> dict[str, float]:
-    """Open loop: ``stamp.delay(name)`` at start + i / rate, from a pool of threads; when each
-    ``delay()`` returned (time.time()), by name."""
-    from bench.celery_stamp import stamp
+def delay_at_rate(count: int, rate: float, claim: bool = False) -> dict[str, float]:
+    """Open loop: ``stamp.delay(name)`` (``claimed.delay(name)`` with ``claim``) at start + i /
+    rate, from a pool of threads; when each ``delay()`` returned (time.time()), by name."""
+    from bench.celery_stamp import claimed
+    from bench.celery_stamp import stamp as plain
+
+    stamp = claimed if claim else plain
 
     answered: dict[str, float] = {}
     tag = uuid.uuid4().hex[:8]

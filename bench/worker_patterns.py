@@ -132,14 +132,19 @@ def print_tables(report: dict[str, Any]) -> None:
             f"**{row['ratio']:.2f}** | {'yes' if once else 'NO'} |"
         )
     print("\nlatency, answer to handler start (ms):")
-    print("| rate | ours p50 | ours p99 | bare p50 | bare p99 | p99 / bare's | not started |")
-    print("|---:|---:|---:|---:|---:|---:|---|")
+    print(
+        "| rate | ours p50 | ours p99 | bare p50 | bare p99 | p99 / bare's "
+        "| bare + claim p50 | p99 | its p99 / bare's | ours / its | not started |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for row in report.get("latency", {}).values():
-        ours, bare = row.get("ours", {}), row.get("bare", {})
+        ours, bare, claim = row.get("ours", {}), row.get("bare", {}), row.get("claim", {})
         print(
             f"| {row['rate']}/s | {ours.get('p50_ms')} | {ours.get('p99_ms')} | "
             f"{bare.get('p50_ms')} | {bare.get('p99_ms')} | {row.get('p99_ratio')} | "
-            f"{ours.get('missing')} / {bare.get('missing')} |"
+            f"{claim.get('p50_ms')} | {claim.get('p99_ms')} | {row.get('claim_p99_ratio')} | "
+            f"{row.get('ours_over_claim_p99')} | "
+            f"{ours.get('missing')} / {bare.get('missing')} / {claim.get('missing')} |"
         )
     print(f"\nload: {report['uptime_start']}  ->  {report['uptime_end']}")
 
