@@ -160,6 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         "--our-env", action="append", default=[], metavar="VAR=VALUE", help="our worker only"
     )
     parser.add_argument("--skip", default="", help="'throughput' or 'latency'")
+    parser.add_argument(
+        "--appendfsync",
+        default="always",
+        choices=["always", "everysec"],
+        help="Redis's AOF policy for both sides (everysec: what the fsync of each write costs)",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     # Stopped from outside (a timeout, Ctrl-C): unwind, so every worker and Redis is stopped.
@@ -172,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     log(report["uptime_start"])
     with tempfile.TemporaryDirectory(prefix="uphooks-wp-") as tmp:
         workdir = Path(tmp)
-        server = RedisServer(workdir / "redis").start()  # appendfsync always, for both sides
+        server = RedisServer(workdir / "redis", appendfsync=args.appendfsync).start()
         client = redis.Redis.from_url(server.url)
         report["redis_appendfsync"] = server.appendfsync
         try:
