@@ -9,10 +9,11 @@ ended.
 
 Sections (issue 14's goals in brackets):
 
-- ``run``: the ingress beside its baselines, ``uphooks serve`` with one and two processes [5], and
-  workers draining backlogs as the ingress batches them, beside bare Celery;
+- ``run``: the ingress beside its baselines and the durable floor M, ``uphooks serve`` with one
+  and two processes [5], and workers draining backlogs as the ingress batches them, beside bare
+  Celery;
 - ``worker_patterns``: workers at 1, 4, 16 and 64 concurrent senders, and latency from the 202
-  to the handler's start [1, 4] (the worker-speed lane);
+  to the handler's start beside bare Celery and bare Celery with one claim [1, 4];
 - ``async_handlers``: async handlers against bare Celery prefork at the same RSS, sync ones
   against ``-P threads`` [2] (the async-rate lane);
 - ``console``: the console's pages with 100,000 retained deliveries (the console-data lane;
@@ -56,7 +57,7 @@ SECTIONS = (
         240,
         "ingress and workers beside their baselines",
     ),
-    Section("worker_patterns", ("--events", "1000"), 150, "workers by arrival pattern, latency"),
+    Section("worker_patterns", ("--events", "1000"), 190, "workers by arrival pattern, latency"),
     Section("async_handlers", (), 90, "async handlers vs prefork, sync vs -P threads"),
     Section("console", ("--n", "100000", "--repeat", "20"), 60, "console pages, 100k retained"),
     Section("refusals", ("--small", "1000", "--large", "80"), 40, "refused requests' CPU"),
