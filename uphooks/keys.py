@@ -45,6 +45,16 @@ class Keys:
         workers/ledger.py."""
         return f"{self.prefix}:due"
 
+    @property
+    def scheduler_passed(self) -> str:
+        """Redis's time of the scheduler's last pass (workers/grace.lua)."""
+        return f"{self.prefix}:passed"
+
+    @property
+    def stall_grace(self) -> str:
+        """Set for one lease after a stall: lapsed leases are not taken meanwhile (grace.lua)."""
+        return f"{self.prefix}:grace"
+
     def order(self, handler: str, ordering_key: str) -> str:
         """One handler's pairs with one ordering key, waiting their turn (workers/order.lua)."""
         return f"{self.prefix}:order:{handler}:{ordering_key}"

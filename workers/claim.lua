@@ -8,9 +8,11 @@
 --   {2, holder, pttl}   another run holds its lease now
 --   {3, lost}           claimed, but its runs were lost this often: dead-letter it
 -- A pair waiting behind another in its ordering set is not claimed ({0, "waiting"}); a claimed
--- ordered pair is pinned at the head of its set (order.lua).
+-- ordered pair is pinned at the head of its set (order.lua). A running pair without a lease is
+-- not taken during the grace after a stall (grace.lua): {2, "", ms left of the grace}.
 --#include order.lua
 --#include index.lua
+--#include grace.lua
 local due, prefix, now = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local lease_ms, holder, poison = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local out = {}
@@ -30,6 +32,8 @@ for i = 6, #ARGV, 3 do
     r = {0, 'early'}
   elseif state == 'waiting' then
     r = {0, 'waiting'}
+  elseif state == 'running' and redis.call('EXISTS', lk) == 0 and grace_left(prefix) > 0 then
+    r = {2, '', math.ceil(grace_left(prefix) * 1000)}
   elseif redis.call('SET', lk, holder, 'NX', 'PX', lease_ms) then
     local code, value = 1, tonumber(string.match(token, '%.(%d+)$'))
     if state == 'running' then

@@ -2,9 +2,17 @@
 -- KEYS[1] the schedule ("due")
 -- ARGV[1] key prefix  ARGV[2] now (s)  ARGV[3] most items to look at  ARGV[4] default queue
 -- ARGV[5] recovery delay (s)  ARGV[6] pairs or keys per message  ARGV[7] envelope prefix
--- ARGV[8] Celery "embed" JSON  ARGV[9] a fresh id base for this call; ARGV[10..] the envelope
--- template (uphooks/taskmessage.py lua_template: literal parts and, between them, the names
--- "id", "tag" or "queue").
+-- ARGV[8] Celery "embed" JSON  ARGV[9] a fresh id base for this call  ARGV[10] the grace after
+-- a stall (s: one lease)  ARGV[11] the gap between two passes that is a stall (s); ARGV[12..]
+-- the envelope template (uphooks/taskmessage.py lua_template: literal parts and, between them,
+-- the names "id", "tag" or "queue").
+--
+-- A stall: no pass for longer than ARGV[11] by Redis's own clock (Redis paused or too slow to
+-- answer, or no worker running). Nobody could renew a lease or settle a run meanwhile, so a
+-- lease that ran out during it says nothing of its holder: for one lease after it (grace.lua),
+-- a running pair without a lease is looked at again when the grace ends instead of being
+-- published as lost, and claim.lua does not take it. A run that finished during the stall has
+-- that long to settle.
 --
 -- Per item that is due:
 --   "<key>|" (a delivery no worker has routed yet): a route message, unless it was routed;
@@ -24,8 +32,10 @@ local due, prefix, now, limit = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(AR
 local default, recover, batch = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
 local envprefix, embed, idbase = ARGV[7], ARGV[8], ARGV[9]
 --#include order.lua
+--#include grace.lua
+local grace_left = grace_after_pass(prefix, tonumber(ARGV[10]), tonumber(ARGV[11]))
 local tpl = {}
-for i = 10, #ARGV do tpl[#tpl + 1] = ARGV[i] end
+for i = 12, #ARGV do tpl[#tpl + 1] = ARGV[i] end
 
 local sent = 0
 local function push(queue, body)
@@ -80,6 +90,8 @@ for _, m in ipairs(members) do
       ndropped = ndropped + 1
     elseif pttl > 0 then
       redis.call('ZADD', due, now + pttl / 1000, m)
+    elseif state == 'running' and grace_left > 0 then
+      redis.call('ZADD', due, now + grace_left, m)
     else
       local q = got[3] or default
       local pair = {key, h, got[2] or ''}

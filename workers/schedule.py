@@ -56,6 +56,13 @@ class Moved:
         return self
 
 
+def stall_seconds(settings: Settings) -> float:
+    """The gap between two scheduler passes (any worker's) that counts as a stall: Redis paused
+    or too slow to answer, or no worker running. After one, lapsed leases get one lease of
+    grace before their runs count as lost (move.lua, grace.lua)."""
+    return max(3 * settings.schedule_interval_seconds, 1.0)
+
+
 class Scheduler:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self._r = client
@@ -81,6 +88,8 @@ class Scheduler:
                     Envelope.prefix,
                     EMBED_JSON,
                     uuid.uuid4().hex,
+                    self._s.lease_seconds,
+                    stall_seconds(self._s),
                     *self._template,
                 ],
             )
