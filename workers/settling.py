@@ -142,7 +142,8 @@ class Settler:
                     outcome.kind,
                     "another run holds the pair now (our lease ran out)"
                     if result == "lost"
-                    else "the pair had moved on (settled or a newer token)",
+                    else "the pair had moved on (settled, by this settle too when Redis applied "
+                    "an earlier try whose answer was lost, or a newer token)",
                     extra=context,
                 )
                 continue
