@@ -33,7 +33,7 @@ local default, recover, batch = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
 local envprefix, embed, idbase = ARGV[7], ARGV[8], ARGV[9]
 --#include order.lua
 --#include grace.lua
-local grace_left = grace_after_pass(prefix, tonumber(ARGV[10]), tonumber(ARGV[11]))
+local in_grace = grace_after_pass(prefix, tonumber(ARGV[10]), tonumber(ARGV[11]))
 local tpl = {}
 for i = 12, #ARGV do tpl[#tpl + 1] = ARGV[i] end
 
@@ -90,8 +90,8 @@ for _, m in ipairs(members) do
       ndropped = ndropped + 1
     elseif pttl > 0 then
       redis.call('ZADD', due, now + pttl / 1000, m)
-    elseif state == 'running' and grace_left > 0 then
-      redis.call('ZADD', due, now + grace_left, m)
+    elseif state == 'running' and in_grace > 0 then
+      redis.call('ZADD', due, now + in_grace, m)
     else
       local q = got[3] or default
       local pair = {key, h, got[2] or ''}
