@@ -98,6 +98,21 @@ def test_runs_that_finish_while_redis_is_paused_settle_once_and_only_lost_ones_a
     assert taken == keys[SETTLED:]
     skipped = {c.reason for c in claims[:SETTLED]}
     assert skipped == {"done"}
+
+    # B settles the runs it took; then passes for longer than a lease and a grace, where a late
+    # copy would show: nothing more is lost, and a claim by anyone finds every pair done.
+    assert ledger.settle([Settlement(ref, "done", b"{}") for ref in refs[SETTLED:]], "B|2|y") == [
+        "ok"
+    ] * (PAIRS - SETTLED)
+    assert _passes(scheduler, settings, 2 * settings.lease_seconds + 0.5) == 0
+    late = ledger.claim(refs, "C|3|z")
+    assert {(c.state, c.reason) for c in late} == {(Claim.SKIP, "done")}
+    # Runs granted per pair, every claim counted: A's at admission, then B's, then C's.
+    granted = {key: 1 for key in keys}
+    for ref, c in [*zip(refs, claims, strict=True), *zip(refs, late, strict=True)]:
+        granted[ref[0]] += c.state is Claim.MINE
+    assert {granted[k] for k in keys[:SETTLED]} == {1}
+    assert {granted[k] for k in keys[SETTLED:]} == {2}  # A's run lost with A, B's the one
     client.close()
 
 
